@@ -1,0 +1,147 @@
+// Package target is the dataplane facade: it serves a plain Config value
+// over iSCSI and applies a new Config live (targets and LUNs added, changed
+// and removed while sessions run). It knows nothing of where the
+// configuration comes from: a scst.conf file for one node, the Raft state
+// machine in a cluster.
+package target
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/iscsi"
+)
+
+// CHAPUser is one CHAP credential.
+type CHAPUser = iscsi.CHAPUser
+
+// Config is everything the dataplane serves.
+type Config struct {
+	Devices []Device
+	Targets []Target
+	// DiscoveryUsers require CHAP on discovery sessions when non-empty.
+	DiscoveryUsers []CHAPUser
+}
+
+// Device is one logical unit's storage and identity.
+type Device struct {
+	Name    string
+	Backend backend.Options
+	// Serial is the unit serial number (VPD 0x80); NAA the 16-byte NAA
+	// designator in hex (VPD 0x83). Empty values are derived from Name.
+	Serial string
+	NAA    string
+	// T10DeviceID, VendorID and ProductID override the INQUIRY identity.
+	T10DeviceID string
+	VendorID    string
+	ProductID   string
+	Rotational  bool
+	Thin        bool
+	Removable   bool
+}
+
+// Target is one iSCSI target.
+type Target struct {
+	Name  string
+	Alias string
+	// LUNs are what initiators outside every group see.
+	LUNs   []LUN
+	Groups []InitiatorGroup
+	// AllowedInitiators restricts logins (name patterns); empty allows all.
+	AllowedInitiators []string
+	IncomingUsers     []CHAPUser
+	OutgoingUser      *CHAPUser
+	// Params are negotiation keys (scst.conf names), applied in order.
+	Params []Param
+	// RelativePort is the relative target port id (defaults to 1).
+	RelativePort uint16
+}
+
+// Param is one negotiation key.
+type Param struct{ Key, Value string }
+
+// LUN maps a device to a logical unit number.
+type LUN struct {
+	Number   uint64
+	Device   string
+	ReadOnly bool
+}
+
+// InitiatorGroup gives the initiators matching its patterns their own LUN
+// map (SCST's GROUP, i.e. LUN masking).
+type InitiatorGroup struct {
+	Name       string
+	Initiators []string
+	LUNs       []LUN
+}
+
+// maxLUN is the largest LUN flat space addressing can express.
+const maxLUN = 16383
+
+// Validate checks internal consistency: unique names, LUNs that name
+// existing devices, LUN numbers in range and unique per map.
+func (c *Config) Validate() error {
+	devices := map[string]bool{}
+	for _, d := range c.Devices {
+		if d.Name == "" {
+			return fmt.Errorf("device with empty name")
+		}
+		if devices[d.Name] {
+			return fmt.Errorf("device %q defined twice", d.Name)
+		}
+		devices[d.Name] = true
+	}
+	targets := map[string]bool{}
+	for _, t := range c.Targets {
+		if t.Name == "" {
+			return fmt.Errorf("target with empty name")
+		}
+		if targets[t.Name] {
+			return fmt.Errorf("target %q defined twice", t.Name)
+		}
+		targets[t.Name] = true
+		if err := validateLUNs(t.LUNs, devices); err != nil {
+			return fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		for _, g := range t.Groups {
+			if err := validateLUNs(g.LUNs, devices); err != nil {
+				return fmt.Errorf("target %s group %s: %w", t.Name, g.Name, err)
+			}
+		}
+		limits := iscsi.DefaultLimits()
+		for _, p := range t.Params {
+			if err := limits.SetParam(p.Key, p.Value); err != nil {
+				return fmt.Errorf("target %s: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func validateLUNs(luns []LUN, devices map[string]bool) error {
+	seen := map[uint64]bool{}
+	for _, l := range luns {
+		if l.Number > maxLUN {
+			return fmt.Errorf("LUN %d: above the maximum %d", l.Number, maxLUN)
+		}
+		if seen[l.Number] {
+			return fmt.Errorf("LUN %d mapped twice", l.Number)
+		}
+		seen[l.Number] = true
+		if !devices[l.Device] {
+			return fmt.Errorf("LUN %d: unknown device %q", l.Number, l.Device)
+		}
+	}
+	return nil
+}
+
+// sortedLUNs returns the numbers of a LUN map in ascending order.
+func sortedLUNs(m map[uint64]lunEntry) []uint64 {
+	out := make([]uint64, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

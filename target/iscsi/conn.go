@@ -1,0 +1,439 @@
+package iscsi
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hatarget/hatarget/target/iscsi/pdu"
+)
+
+// statMode says how the writer fills a PDU's StatSN field.
+type statMode uint8
+
+const (
+	statNone   statMode = iota // field unused (Data-In without status)
+	statAssign                 // status-carrying PDU: takes the next StatSN
+	statPeek                   // carries the next StatSN without using it (R2T, NOP-In ping)
+)
+
+// outPDU is one PDU queued for the writer. Tasks embed their own outPDUs,
+// so queuing a response does not allocate.
+type outPDU struct {
+	hdr     pdu.Header
+	digest  [4]byte
+	data    []byte
+	trailer [8]byte
+	stat    statMode
+	// done runs after the PDU reached the socket (or the connection died):
+	// it returns data buffers to their pool.
+	done func()
+	// closeAfter ends the connection once this PDU is written (logout).
+	closeAfter bool
+}
+
+// conn is one TCP connection. The reader goroutine owns br and all login and
+// command-decoding state; the writer goroutine owns the socket's write side.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	log    *slog.Logger
+	ahsBuf [pdu.MaxAHSLen]byte
+
+	sess   *session // set once login completes
+	cid    uint16
+	params Params
+	text   textState
+
+	wmu     sync.Mutex
+	wq      []*outPDU
+	statSN  uint32
+	wsig    chan struct{}
+	writing bool // writer goroutine started
+
+	lastRecv  atomic.Int64 // unix nanos of the last PDU received
+	pingTTT   atomic.Uint32
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	draining  atomic.Bool
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return &conn{
+		srv:    s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 64*1024),
+		log:    s.log.With("remote", nc.RemoteAddr().String()),
+		wsig:   make(chan struct{}, 1),
+		closed: make(chan struct{}),
+	}
+}
+
+// serve runs login and then the full feature phase until the connection ends.
+func (c *conn) serve() {
+	defer c.close(nil)
+	c.nc.SetDeadline(time.Now().Add(c.srv.opts.LoginTimeout))
+	if err := c.login(); err != nil {
+		c.log.Info("login failed", "err", err)
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.wmu.Lock()
+	c.writing = true
+	c.wmu.Unlock()
+	go c.writeLoop()
+	if c.srv.opts.NOPInterval > 0 {
+		go c.pingLoop()
+	}
+	err := c.readLoop()
+	if c.draining.Load() {
+		c.sess.waitIdle(c) // graceful shutdown: let running commands answer
+	}
+	// Whatever ended the reader, PDUs already queued (a logout response, a
+	// Reject explaining the drop, responses of finished commands) still go
+	// out, within a bound so a peer that stopped reading cannot hold us.
+	c.flushAndClose()
+	select {
+	case <-c.closed:
+	case <-time.After(2 * time.Second):
+	}
+	if err != nil && !errors.Is(err, errLogout) {
+		c.close(err)
+	}
+	c.sess.connectionLost(c, err)
+}
+
+// readLoop decodes PDUs in the full feature phase.
+func (c *conn) readLoop() error {
+	var h pdu.Header
+	for {
+		ahs, err := pdu.ReadHeader(c.br, &h, c.ahsBuf[:], c.params.HeaderDigest)
+		if err != nil {
+			return c.readError(err)
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		if err := c.dispatch(&h, ahs); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *conn) readError(err error) error {
+	if errors.Is(err, io.EOF) || c.isClosed() || c.draining.Load() {
+		return nil
+	}
+	if errors.Is(err, pdu.ErrHeaderDigest) {
+		// After a bad header digest the PDU boundaries are unknown: at
+		// ErrorRecoveryLevel 0 the only way on is to drop the connection.
+		c.log.Warn("header digest error, dropping connection")
+	}
+	return err
+}
+
+func (c *conn) dispatch(h *pdu.Header, ahs []byte) error {
+	if n := h.DataSegmentLength(); uint32(n) > c.params.MaxRecvDataSegmentLength {
+		// A peer announcing more than it negotiated could make us buffer
+		// without bound: refuse the PDU and drop the connection.
+		c.reject(h, pdu.RejectProtocolError)
+		return fmt.Errorf("%s with %d-byte data segment exceeds MaxRecvDataSegmentLength %d", h.Opcode(), n, c.params.MaxRecvDataSegmentLength)
+	}
+	if c.sess.discovery {
+		switch h.Opcode() {
+		case pdu.OpTextReq, pdu.OpLogoutReq, pdu.OpNOPOut:
+		default:
+			return c.rejectAndSkip(h, pdu.RejectProtocolError)
+		}
+	}
+	switch h.Opcode() {
+	case pdu.OpSCSICommand:
+		return c.handleCommand(h, ahs)
+	case pdu.OpDataOut:
+		return c.handleDataOut(h)
+	case pdu.OpNOPOut:
+		return c.handleNOPOut(h)
+	case pdu.OpTaskMgmtReq:
+		return c.handleTaskMgmt(h)
+	case pdu.OpTextReq:
+		return c.handleText(h)
+	case pdu.OpLogoutReq:
+		return c.handleLogout(h)
+	case pdu.OpSNACKReq:
+		// SNACK needs ErrorRecoveryLevel > 0, which we never negotiate.
+		return c.rejectAndSkip(h, pdu.RejectSNACK)
+	case pdu.OpLoginReq:
+		return c.rejectAndSkip(h, pdu.RejectProtocolError)
+	default:
+		return c.rejectAndSkip(h, pdu.RejectNotSupported)
+	}
+}
+
+// readSegment reads the data segment of h into a pooled buffer.
+func (c *conn) readSegment(h *pdu.Header) (*buffer, []byte, error) {
+	n := h.DataSegmentLength()
+	if n == 0 {
+		return nil, nil, nil
+	}
+	b := getBuf(n)
+	if err := pdu.ReadData(c.br, b.b[:n], c.params.DataDigest); err != nil {
+		putBuf(b)
+		return nil, nil, err
+	}
+	return b, b.b[:n], nil
+}
+
+// skipSegment discards the data segment of h.
+func (c *conn) skipSegment(h *pdu.Header) error {
+	return pdu.Discard(c.br, h.DataSegmentLength(), c.params.DataDigest)
+}
+
+// rejectAndSkip answers h with a Reject and discards its data so the stream
+// stays in step.
+func (c *conn) rejectAndSkip(h *pdu.Header, reason byte) error {
+	if err := c.skipSegment(h); err != nil {
+		return err
+	}
+	c.reject(h, reason)
+	return nil
+}
+
+// reject queues a Reject PDU carrying the offending header.
+func (c *conn) reject(h *pdu.Header, reason byte) {
+	c.log.Debug("rejecting PDU", "opcode", h.Opcode().String(), "reason", reason)
+	p := &outPDU{stat: statAssign}
+	hdrCopy := *h
+	(&pdu.Reject{Reason: reason, DataLen: pdu.HeaderLen}).Marshal(&p.hdr)
+	p.data = hdrCopy[:]
+	c.send(p)
+}
+
+// send queues p for the writer, filling the sequence numbers in queue order
+// so StatSN is strictly increasing on the wire.
+func (c *conn) send(p *outPDU) {
+	c.wmu.Lock()
+	switch p.stat {
+	case statAssign:
+		binary.BigEndian.PutUint32(p.hdr[24:], c.statSN)
+		c.statSN++
+	case statPeek:
+		binary.BigEndian.PutUint32(p.hdr[24:], c.statSN)
+	}
+	if c.sess != nil {
+		exp, maxSN := c.sess.window()
+		binary.BigEndian.PutUint32(p.hdr[28:], exp)
+		binary.BigEndian.PutUint32(p.hdr[32:], maxSN)
+	}
+	c.wq = append(c.wq, p)
+	c.wmu.Unlock()
+	select {
+	case c.wsig <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop sends everything queued with one writev per wake-up: under load
+// many responses share a syscall, at queue depth 1 it costs nothing extra.
+func (c *conn) writeLoop() {
+	var batch []*outPDU
+	var bufs, iov net.Buffers
+	for {
+		select {
+		case <-c.wsig:
+		case <-c.closed:
+			c.releaseQueued()
+			return
+		}
+		c.wmu.Lock()
+		batch = append(batch[:0], c.wq...)
+		clear(c.wq)
+		c.wq = c.wq[:0]
+		c.wmu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		bufs = c.frame(bufs[:0], batch)
+		iov = bufs // WriteTo consumes its receiver
+		_, err := iov.WriteTo(c.nc)
+		closeNow := false
+		for i, p := range batch {
+			if p.done != nil {
+				p.done()
+			}
+			closeNow = closeNow || p.closeAfter
+			batch[i] = nil
+		}
+		clear(bufs)
+		if err != nil {
+			c.close(fmt.Errorf("write: %w", err))
+			return
+		}
+		if closeNow {
+			c.close(nil)
+			return
+		}
+	}
+}
+
+// frame lays out each PDU as header (+digest), data, padding (+digest).
+func (c *conn) frame(bufs net.Buffers, batch []*outPDU) net.Buffers {
+	for _, p := range batch {
+		if c.params.HeaderDigest {
+			p.digest = pdu.HeaderDigest(&p.hdr, nil)
+			bufs = append(bufs, p.hdr[:], p.digest[:])
+		} else {
+			bufs = append(bufs, p.hdr[:])
+		}
+		if len(p.data) > 0 {
+			bufs = append(bufs, p.data)
+			if t := pdu.Trailer(&p.trailer, p.data, c.params.DataDigest); len(t) > 0 {
+				bufs = append(bufs, t)
+			}
+		}
+	}
+	return bufs
+}
+
+// releaseQueued runs the completion of PDUs that will never be written.
+func (c *conn) releaseQueued() {
+	c.wmu.Lock()
+	q := c.wq
+	c.wq = nil
+	c.wmu.Unlock()
+	for _, p := range q {
+		if p.done != nil {
+			p.done()
+		}
+	}
+}
+
+// writeDirect sends one PDU synchronously; used during login, before the
+// writer goroutine exists.
+func (c *conn) writeDirect(p *outPDU) error {
+	bufs := c.frame(nil, []*outPDU{p})
+	_, err := bufs.WriteTo(c.nc)
+	return err
+}
+
+// close ends the connection once; the first error is kept for the log.
+func (c *conn) close(err error) {
+	c.closeOnce.Do(func() {
+		c.closeErr = err
+		close(c.closed)
+		c.nc.Close()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			c.log.Info("connection closed", "err", err)
+		}
+	})
+}
+
+func (c *conn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// drain stops reading new PDUs; serve then lets the session's running
+// commands answer and closes the connection (graceful shutdown).
+func (c *conn) drain() {
+	c.draining.Store(true)
+	c.nc.SetReadDeadline(time.Now())
+}
+
+// flushAndClose closes the connection after everything queued is written.
+func (c *conn) flushAndClose() {
+	c.wmu.Lock()
+	if !c.writing {
+		c.wmu.Unlock()
+		c.close(nil)
+		return
+	}
+	c.wq = append(c.wq, &outPDU{closeAfter: true, stat: statNone, hdr: nopHeader()})
+	c.wmu.Unlock()
+	select {
+	case c.wsig <- struct{}{}:
+	default:
+	}
+}
+
+// nopHeader is a NOP-In that needs no answer, used as the last PDU written
+// before a graceful close (it also tells the initiator our final StatSN).
+func nopHeader() pdu.Header {
+	var h pdu.Header
+	(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: pdu.ReservedTag}).Marshal(&h)
+	return h
+}
+
+// pingLoop sends a NOP-In when the initiator has been silent for
+// NOPInterval, and drops the connection when the ping goes unanswered.
+func (c *conn) pingLoop() {
+	interval, timeout := c.srv.opts.NOPInterval, c.srv.opts.NOPTimeout
+	c.lastRecv.Store(time.Now().UnixNano())
+	t := time.NewTicker(min(interval, timeout) / 2)
+	defer t.Stop()
+	var pingSent time.Time
+	for {
+		select {
+		case <-c.closed:
+			return
+		case now := <-t.C:
+			last := time.Unix(0, c.lastRecv.Load())
+			switch {
+			case !pingSent.IsZero() && last.After(pingSent):
+				pingSent = time.Time{}
+			case !pingSent.IsZero() && now.Sub(pingSent) > timeout:
+				c.close(fmt.Errorf("no answer to NOP-In for %s", timeout))
+				return
+			case pingSent.IsZero() && now.Sub(last) > interval:
+				pingSent = now
+				c.sendPing()
+			}
+		}
+	}
+}
+
+func (c *conn) sendPing() {
+	ttt := c.pingTTT.Add(1) & 0x7fffffff // never the reserved tag
+	p := &outPDU{stat: statPeek}
+	(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}).Marshal(&p.hdr)
+	c.send(p)
+}
+
+// handleNOPOut answers an initiator ping (echoing its data) or notes the
+// answer to ours.
+func (c *conn) handleNOPOut(h *pdu.Header) error {
+	var n pdu.NOPOut
+	n.Unmarshal(h)
+	buf, data, err := c.readSegment(h)
+	if err != nil {
+		return err
+	}
+	if n.ITT == pdu.ReservedTag {
+		putBuf(buf) // the answer to our ping; nothing to send
+		return nil
+	}
+	if !n.Immediate {
+		if !c.sess.acceptCmdSN(n.CmdSN) {
+			putBuf(buf)
+			return nil
+		}
+		c.sess.commandDone()
+	}
+	p := &outPDU{stat: statAssign, data: data, done: func() { putBuf(buf) }}
+	(&pdu.NOPIn{DataLen: len(data), LUN: n.LUN, ITT: n.ITT, TTT: pdu.ReservedTag}).Marshal(&p.hdr)
+	c.send(p)
+	return nil
+}

@@ -1,0 +1,202 @@
+package iscsi
+
+import (
+	"errors"
+	"net"
+	"strconv"
+
+	"github.com/hatarget/hatarget/target/iscsi/pdu"
+)
+
+// maxTextRequest bounds text accumulated over continued Text Requests.
+const maxTextRequest = 64 * 1024
+
+// textState carries a text exchange across PDUs: the initiator's continued
+// request, or the rest of a response too long for one PDU.
+type textState struct {
+	itt     uint32
+	request []byte
+	pending []byte // response bytes not yet sent
+	ttt     uint32
+}
+
+// handleText answers Text Requests: SendTargets, in discovery sessions and
+// (for the session's own target) in normal ones.
+func (c *conn) handleText(h *pdu.Header) error {
+	var req pdu.TextReq
+	req.Unmarshal(h)
+	buf, data, err := c.readSegment(h)
+	if err != nil {
+		return err
+	}
+	defer putBuf(buf)
+	s := c.sess
+	if !req.Immediate {
+		if !s.acceptCmdSN(req.CmdSN) {
+			return nil
+		}
+		defer s.commandDone()
+	}
+	ts := &c.text
+	if req.TTT != pdu.ReservedTag {
+		if req.TTT != ts.ttt || req.ITT != ts.itt || ts.pending == nil {
+			c.reject(h, pdu.RejectInvalidPDUField)
+			return nil
+		}
+		c.sendTextChunk(&req)
+		return nil
+	}
+	if ts.itt != req.ITT {
+		*ts = textState{itt: req.ITT}
+	}
+	if len(ts.request)+len(data) > maxTextRequest {
+		*ts = textState{}
+		c.reject(h, pdu.RejectOutOfResources)
+		return nil
+	}
+	ts.request = append(ts.request, data...)
+	if req.Continue {
+		c.sendTextResponse(&req, nil, false, false) // ask for the rest
+		return nil
+	}
+	kvs, err := pdu.ParseText(ts.request)
+	if err != nil {
+		*ts = textState{}
+		c.reject(h, pdu.RejectProtocolError)
+		return nil
+	}
+	ts.request = nil
+	ts.pending = c.textAnswer(kvs)
+	c.sendTextChunk(&req)
+	return nil
+}
+
+// textAnswer computes the response text for the request's keys.
+func (c *conn) textAnswer(kvs []pdu.KV) []byte {
+	var out []byte
+	for _, kv := range kvs {
+		switch kv.Key {
+		case "SendTargets":
+			out = c.sendTargets(out, kv.Value)
+		default:
+			out = pdu.AppendText(out, kv.Key, "NotUnderstood")
+		}
+	}
+	if out == nil {
+		out = []byte{} // an empty, final answer
+	}
+	return out
+}
+
+// sendTargets lists targets and their portals (RFC 7143 appendix C).
+func (c *conn) sendTargets(out []byte, which string) []byte {
+	s := c.sess
+	ts := c.srv.targets.Load()
+	for _, name := range ts.names {
+		t := ts.byName[name]
+		switch {
+		case !s.discovery && name != s.targetName:
+			continue
+		case s.discovery && which != "All" && which != name:
+			continue
+		case !t.allows(s.initiator):
+			continue
+		}
+		out = pdu.AppendText(out, "TargetName", name)
+		for _, addr := range c.portalAddresses() {
+			out = pdu.AppendText(out, "TargetAddress", addr+","+strconv.Itoa(int(c.srv.opts.PortalGroupTag)))
+		}
+	}
+	return out
+}
+
+// portalAddresses lists our portals as host:port. A wildcard listener is
+// reported with the address this connection reached, which is one the
+// initiator can route to.
+func (c *conn) portalAddresses() []string {
+	local, _ := c.nc.LocalAddr().(*net.TCPAddr)
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range c.srv.Portals() {
+		ta, ok := a.(*net.TCPAddr)
+		if !ok {
+			continue
+		}
+		ip := ta.IP
+		if ip.IsUnspecified() && local != nil {
+			ip = local.IP
+		}
+		addr := net.JoinHostPort(ip.String(), strconv.Itoa(ta.Port))
+		if !seen[addr] {
+			seen[addr] = true
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// sendTextChunk sends as much pending text as fits in one PDU; the rest
+// waits for the initiator's next (empty) request with our TTT.
+func (c *conn) sendTextChunk(req *pdu.TextReq) {
+	ts := &c.text
+	n := min(len(ts.pending), int(c.params.MaxXmitDataSegmentLength))
+	chunk := ts.pending[:n]
+	ts.pending = ts.pending[n:]
+	final := len(ts.pending) == 0
+	if final {
+		ts.pending = nil
+	}
+	c.sendTextResponse(req, chunk, final, !final)
+}
+
+func (c *conn) sendTextResponse(req *pdu.TextReq, data []byte, final, more bool) {
+	ts := &c.text
+	ttt := uint32(pdu.ReservedTag)
+	if more || !final && data == nil {
+		ts.ttt = (ts.ttt + 1) & 0x7fffffff
+		if ts.ttt == 0 {
+			ts.ttt = 1
+		}
+		ttt = ts.ttt
+	}
+	o := &outPDU{stat: statAssign, data: data}
+	(&pdu.TextResp{Final: final, Continue: more, DataLen: len(data), LUN: req.LUN, ITT: req.ITT, TTT: ttt}).Marshal(&o.hdr)
+	c.send(o)
+}
+
+var errLogout = errors.New("logged out")
+
+// handleLogout answers a Logout Request once the session's running commands
+// are done, then ends the connection.
+func (c *conn) handleLogout(h *pdu.Header) error {
+	var req pdu.LogoutReq
+	req.Unmarshal(h)
+	if err := c.skipSegment(h); err != nil {
+		return err
+	}
+	s := c.sess
+	if !req.Immediate {
+		if !s.acceptCmdSN(req.CmdSN) {
+			return nil
+		}
+		defer s.commandDone()
+	}
+	resp := pdu.LogoutResp{ITT: req.ITT, Time2Wait: uint16(c.params.DefaultTime2Wait), Time2Retain: uint16(c.params.DefaultTime2Retain)}
+	switch {
+	case req.Reason == pdu.LogoutRecovery:
+		resp.Response = pdu.LogoutRespNoRecovery
+	case req.Reason == pdu.LogoutConnection && req.CID != c.cid:
+		resp.Response = pdu.LogoutRespCIDNotFound
+	}
+	if resp.Response != pdu.LogoutRespSuccess {
+		o := &outPDU{stat: statAssign}
+		resp.Marshal(&o.hdr)
+		c.send(o)
+		return nil
+	}
+	s.waitIdle(c)
+	o := &outPDU{stat: statAssign, closeAfter: true}
+	resp.Marshal(&o.hdr)
+	c.send(o)
+	return errLogout
+}

@@ -1,0 +1,147 @@
+package iscsi
+
+import (
+	"errors"
+
+	"github.com/hatarget/hatarget/target/iscsi/pdu"
+	"github.com/hatarget/hatarget/target/scsi"
+)
+
+// handleTaskMgmt performs a task management function on the reader, which
+// owns the tasks still gathering data. Waiting for aborted tasks that are
+// executing blocks the reader only as long as their backend I/O takes.
+func (c *conn) handleTaskMgmt(h *pdu.Header) error {
+	var req pdu.TaskMgmtReq
+	req.Unmarshal(h)
+	if err := c.skipSegment(h); err != nil {
+		return err
+	}
+	s := c.sess
+	if !req.Immediate {
+		if !s.acceptCmdSN(req.CmdSN) {
+			return nil
+		}
+		defer s.commandDone()
+	}
+	lun := scsi.DecodeLUN(req.LUN)
+	var lu *scsi.LU
+	if v := s.currentView(); v != nil && v.view != nil {
+		lu = v.view.LU(lun)
+	}
+	resp := c.taskMgmt(&req, lun, lu)
+	o := &outPDU{stat: statAssign}
+	(&pdu.TaskMgmtResp{Response: resp, ITT: req.ITT}).Marshal(&o.hdr)
+	if req.Function == pdu.TMFTargetColdReset && resp == pdu.TMFRespComplete {
+		o.closeAfter = true // a cold reset also drops the connection (RFC 7143 11.5.1)
+	}
+	c.send(o)
+	return nil
+}
+
+// taskMgmt runs one function and returns the TMF response code.
+func (c *conn) taskMgmt(req *pdu.TaskMgmtReq, lun uint64, lu *scsi.LU) byte {
+	s := c.sess
+	needsLU := func() bool { return lu != nil }
+	switch req.Function {
+	case pdu.TMFAbortTask:
+		return c.abortTask(req, lu)
+	case pdu.TMFAbortTaskSet, pdu.TMFClearTaskSet:
+		if !needsLU() {
+			return pdu.TMFRespNoLUN
+		}
+		// With TST=000 (one task set per I_T nexus) both functions only
+		// touch this session's tasks on the LU.
+		s.abortTasks(func(t *task) bool { return t.lu == lu }, true)
+		return pdu.TMFRespComplete
+	case pdu.TMFLUNReset:
+		if !needsLU() {
+			return pdu.TMFRespNoLUN
+		}
+		c.srv.abortEverywhere(s, func(t *task) bool { return t.lu == lu })
+		lu.ResetLU(s.nexus)
+		return pdu.TMFRespComplete
+	case pdu.TMFTargetWarmReset, pdu.TMFTargetColdReset:
+		c.srv.abortEverywhere(s, func(*task) bool { return true })
+		if v := s.currentView(); v != nil {
+			forEachLU(v, func(lu *scsi.LU) { lu.ResetLU(s.nexus) })
+		}
+		if req.Function == pdu.TMFTargetColdReset {
+			c.srv.closeTargetSessions(s)
+		}
+		return pdu.TMFRespComplete
+	case pdu.TMFITNexusReset:
+		s.abortTasks(func(*task) bool { return true }, true)
+		if v := s.currentView(); v != nil {
+			forEachLU(v, func(lu *scsi.LU) { lu.NexusLoss(s.nexus) })
+		}
+		return pdu.TMFRespComplete
+	case pdu.TMFClearACA, pdu.TMFTaskReassign, pdu.TMFQueryTask, pdu.TMFQueryTaskSet, pdu.TMFQueryAsyncEvent:
+		return pdu.TMFRespNotSupported
+	default:
+		return pdu.TMFRespRejected
+	}
+}
+
+// abortTask aborts the task named by the referenced task tag. For a task we
+// do not have, RFC 7143 11.5.1 says: if its RefCmdSN is still ahead in the
+// window and before the TMF's own CmdSN, consider it received (and so
+// aborted) and answer "function complete"; otherwise it does not exist.
+func (c *conn) abortTask(req *pdu.TaskMgmtReq, lu *scsi.LU) byte {
+	s := c.sess
+	t := s.lookupITT(req.RTT)
+	if t == nil {
+		exp, _ := s.window()
+		if int32(req.RefCmdSN-exp) >= 0 && int32(req.CmdSN-req.RefCmdSN) > 0 {
+			return pdu.TMFRespComplete
+		}
+		return pdu.TMFRespNoTask
+	}
+	if lu != nil && t.lu != lu {
+		return pdu.TMFRespNoTask
+	}
+	s.abortTasks(func(x *task) bool { return x == t }, true)
+	return pdu.TMFRespComplete
+}
+
+// abortEverywhere aborts matching tasks in every session of the same target,
+// including other initiators' (their responses are dropped; they learn of
+// it from the reset unit attention).
+func (s *Server) abortEverywhere(own *session, match func(*task) bool) {
+	for _, sess := range s.targetSessions(own.targetName) {
+		sess.abortTasks(match, sess == own)
+	}
+}
+
+// closeTargetSessions drops every other session of own's target.
+func (s *Server) closeTargetSessions(own *session) {
+	for _, sess := range s.targetSessions(own.targetName) {
+		if sess != own {
+			sess.close(errTargetReset)
+		}
+	}
+}
+
+func (s *Server) targetSessions(target string) []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*session
+	for _, sess := range s.sessions {
+		if !sess.discovery && sess.targetName == target {
+			out = append(out, sess)
+		}
+	}
+	return out
+}
+
+var errTargetReset = errors.New("target cold reset")
+
+func forEachLU(v *sessionView, f func(*scsi.LU)) {
+	if v.view == nil {
+		return
+	}
+	for _, lun := range v.view.LUNs() {
+		if lu := v.view.LU(lun); lu != nil {
+			f(lu)
+		}
+	}
+}

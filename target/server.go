@@ -1,0 +1,322 @@
+package target
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/iscsi"
+	"github.com/hatarget/hatarget/target/scsi"
+)
+
+// Options configure the dataplane.
+type Options struct {
+	Logger *slog.Logger
+	ISCSI  iscsi.Options
+}
+
+// Server serves a Config over iSCSI.
+type Server struct {
+	log   *slog.Logger
+	iscsi *iscsi.Server
+
+	mu sync.Mutex
+	// units are the opened devices with their logical units, by device
+	// name and, for read-only mappings of writable devices, a second LU.
+	units map[unitKey]*unit
+	cfg   Config
+}
+
+type unitKey struct {
+	device   string
+	readOnly bool // a read-only mapping of a device that is itself writable
+}
+
+type unit struct {
+	cfg Device
+	dev backend.Device
+	lu  *scsi.LU
+}
+
+// New returns a server with an empty configuration.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	opts.ISCSI.Logger = opts.Logger
+	return &Server{
+		log:   opts.Logger,
+		iscsi: iscsi.NewServer(opts.ISCSI),
+		units: map[unitKey]*unit{},
+	}
+}
+
+// Listen opens an iSCSI portal on addr.
+func (s *Server) Listen(addr string) (net.Addr, error) { return s.iscsi.Listen(addr) }
+
+// ISCSI exposes the transport for status queries (sessions, connections).
+func (s *Server) ISCSI() *iscsi.Server { return s.iscsi }
+
+// Apply makes cfg the served configuration. It validates everything and
+// opens every new device before changing anything, so a bad configuration
+// leaves the old one serving untouched.
+func (s *Server) Apply(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next, opened, commit, err := s.openUnits(cfg)
+	if err != nil {
+		for _, u := range opened {
+			u.dev.Close()
+		}
+		return err
+	}
+	commit()
+	targets, changedLUNs := s.buildTargets(cfg, next)
+	s.iscsi.SetTargets(targets, cfg.DiscoveryUsers)
+	for _, u := range changedLUNs {
+		u.lu.RaiseReportedLUNsChanged()
+	}
+	s.closeRemoved(next)
+	s.units = next
+	s.cfg = cfg
+	s.log.Info("configuration applied", "devices", len(cfg.Devices), "targets", len(cfg.Targets))
+	return nil
+}
+
+// openUnits builds the unit table for cfg: unchanged devices are kept (with
+// their unit attention and mode state), changed ones are reopened, new ones
+// opened. LUs of changed devices are updated by the returned commit, which
+// runs only once every device opened, so a failure changes nothing.
+func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func(), error) {
+	next := map[unitKey]*unit{}
+	var opened []*unit
+	var updates []func()
+	devices := map[string]Device{}
+	for _, d := range cfg.Devices {
+		devices[d.Name] = d
+	}
+	for _, key := range neededUnits(cfg, devices) {
+		d := devices[key.device]
+		old := s.units[key]
+		if old != nil && old.cfg.Backend == d.Backend {
+			u := &unit{cfg: d, dev: old.dev, lu: old.lu}
+			if old.cfg != d {
+				updates = append(updates, func() { u.lu.Update(luConfig(d, u.dev, key.readOnly)) })
+			}
+			next[key] = u
+			continue
+		}
+		dev, err := backend.Open(d.Backend)
+		if err != nil {
+			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
+		}
+		u := &unit{cfg: d, dev: dev}
+		opened = append(opened, u)
+		luCfg := luConfig(d, dev, key.readOnly)
+		if old != nil {
+			// Same device name, new storage: keep the LU and its nexus state.
+			u.lu = old.lu
+			updates = append(updates, func() { u.lu.Update(luCfg) })
+		} else if u.lu, err = scsi.NewLU(luCfg); err != nil {
+			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
+		}
+		next[key] = u
+	}
+	commit := func() {
+		for _, f := range updates {
+			f()
+		}
+	}
+	return next, opened, commit, nil
+}
+
+// neededUnits lists the units the configuration maps, one per device plus
+// one per read-only mapping of a writable device.
+func neededUnits(cfg Config, devices map[string]Device) []unitKey {
+	seen := map[unitKey]bool{}
+	var out []unitKey
+	add := func(l LUN) {
+		k := unitKey{device: l.Device, readOnly: l.ReadOnly && !devices[l.Device].Backend.ReadOnly}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	for _, t := range cfg.Targets {
+		for _, l := range t.LUNs {
+			add(l)
+		}
+		for _, g := range t.Groups {
+			for _, l := range g.LUNs {
+				add(l)
+			}
+		}
+	}
+	// Unmapped devices are opened too, so a config error in one shows now
+	// rather than when it is first mapped.
+	for _, d := range cfg.Devices {
+		add(LUN{Device: d.Name})
+	}
+	return out
+}
+
+// luConfig derives a logical unit's identity and behaviour from a device.
+func luConfig(d Device, dev backend.Device, readOnly bool) scsi.LUConfig {
+	serial := d.Serial
+	if serial == "" {
+		sum := sha256.Sum256([]byte(d.Name))
+		serial = hex.EncodeToString(sum[:8])
+	}
+	cfg := scsi.LUConfig{
+		Device:     dev,
+		BlockSize:  d.Backend.BlockSize,
+		VendorID:   d.VendorID,
+		ProductID:  d.ProductID,
+		Serial:     serial,
+		DeviceID:   d.T10DeviceID,
+		ReadOnly:   readOnly || d.Backend.ReadOnly,
+		Rotational: d.Rotational,
+		Thin:       d.Thin,
+		Removable:  d.Removable,
+		WriteCache: !d.Backend.WriteThrough,
+	}
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = 512
+	}
+	if cfg.DeviceID == "" {
+		cfg.DeviceID = d.Name
+	}
+	if naa, err := parseNAA(d.NAA); err == nil {
+		cfg.NAA = naa
+	}
+	return cfg
+}
+
+// parseNAA reads a 16-byte NAA designator in hex (with or without 0x).
+func parseNAA(s string) ([16]byte, error) {
+	var out [16]byte
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
+	if s == "" {
+		return out, errors.New("empty")
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || (len(b) != 8 && len(b) != 16) {
+		return out, fmt.Errorf("NAA %q: want 16 or 32 hex digits", s)
+	}
+	copy(out[:], b)
+	return out, nil
+}
+
+// buildTargets turns the configuration into the transport's targets, and
+// lists the units whose targets' LUN inventory changed.
+func (s *Server) buildTargets(cfg Config, units map[unitKey]*unit) ([]*iscsi.Target, []*unit) {
+	devices := map[string]Device{}
+	for _, d := range cfg.Devices {
+		devices[d.Name] = d
+	}
+	resolve := func(luns []LUN) *view {
+		m := make(map[uint64]lunEntry, len(luns))
+		for _, l := range luns {
+			k := unitKey{device: l.Device, readOnly: l.ReadOnly && !devices[l.Device].Backend.ReadOnly}
+			m[l.Number] = lunEntry{lu: units[k].lu, device: l.Device}
+		}
+		return newView(m)
+	}
+	oldTargets := map[string]Target{}
+	for _, t := range s.cfg.Targets {
+		oldTargets[t.Name] = t
+	}
+	var out []*iscsi.Target
+	var changed []*unit
+	for _, t := range cfg.Targets {
+		limits := iscsi.DefaultLimits()
+		for _, p := range t.Params {
+			limits.SetParam(p.Key, p.Value) // validated in Config.Validate
+		}
+		def := resolve(t.LUNs)
+		groups := make([]groupView, len(t.Groups))
+		for i, g := range t.Groups {
+			groups[i] = groupView{patterns: g.Initiators, view: resolve(g.LUNs)}
+		}
+		relPort := t.RelativePort
+		if relPort == 0 {
+			relPort = 1
+		}
+		out = append(out, &iscsi.Target{
+			Name:              t.Name,
+			Alias:             t.Alias,
+			IncomingUsers:     t.IncomingUsers,
+			OutgoingUser:      t.OutgoingUser,
+			AllowedInitiators: t.AllowedInitiators,
+			Limits:            limits,
+			Views:             viewsFor(def, groups),
+			RelativePort:      relPort,
+			PortGroup:         1,
+		})
+		if old, ok := oldTargets[t.Name]; ok && !sameLUNMaps(old, t) {
+			changed = append(changed, unitsOf(old, units)...)
+		}
+	}
+	return out, changed
+}
+
+func unitsOf(t Target, units map[unitKey]*unit) []*unit {
+	var out []*unit
+	for k, u := range units {
+		for _, l := range t.LUNs {
+			if l.Device == k.device {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+func sameLUNMaps(a, b Target) bool {
+	return fmt.Sprint(a.LUNs, a.Groups) == fmt.Sprint(b.LUNs, b.Groups)
+}
+
+// closeRemoved closes units the new configuration no longer uses.
+func (s *Server) closeRemoved(next map[unitKey]*unit) {
+	for k, u := range s.units {
+		n := next[k]
+		if n != nil && n.dev == u.dev {
+			continue
+		}
+		if n == nil {
+			u.lu.Close()
+		}
+		if err := u.dev.Close(); err != nil {
+			s.log.Warn("closing device", "device", k.device, "err", err)
+		}
+	}
+}
+
+// Shutdown stops serving: running commands finish and are answered, then
+// every device is flushed and closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.iscsi.Shutdown(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, u := range s.units {
+		if ferr := u.dev.Flush(); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("flushing %s: %w", k.device, ferr))
+		}
+		u.lu.Close()
+		if cerr := u.dev.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing %s: %w", k.device, cerr))
+		}
+	}
+	s.units = map[unitKey]*unit{}
+	return err
+}
