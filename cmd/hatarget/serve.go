@@ -31,6 +31,7 @@ type serveOptions struct {
 	dataDir    string
 	queueDepth uint32
 	nopIn      time.Duration
+	debugAddr  string
 }
 
 func newServeCommand() *cobra.Command {
@@ -63,6 +64,7 @@ Without --config it serves a demo LUN: a 1 GiB sparse file in --data-dir.`,
 	f.StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory for the demo LUN's backing file")
 	f.Uint32Var(&o.queueDepth, "queue-depth", 0, "commands a session may have outstanding (CmdSN window; default 64)")
 	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address (e.g. 127.0.0.1:6060)")
 	return cmd
 }
 
@@ -92,6 +94,12 @@ func runServe(ctx context.Context, o serveOptions, log *slog.Logger, out io.Writ
 			return err
 		}
 		portals = append(portals, a)
+	}
+	if o.debugAddr != "" {
+		if err := serveDebug(o.debugAddr, log); err != nil {
+			srv.Shutdown(context.Background())
+			return err
+		}
 	}
 	printConnectHelp(out, cfg, portals)
 

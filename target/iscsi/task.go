@@ -197,9 +197,15 @@ func (c *conn) handleDataOut(h *pdu.Header) error {
 		return c.skipSegment(h)
 	}
 	if err := t.checkDataOut(&d); err != nil {
-		c.log.Warn("bad Data-Out", "itt", d.ITT, "err", err)
-		c.reject(h, pdu.RejectProtocolError)
-		return err
+		// The stream itself is intact (the PDU is well framed), so only this
+		// command fails: ERL 0 cannot recover its data, and dropping the whole
+		// connection would take every other command with it.
+		c.log.Warn("bad Data-Out, failing the command", "itt", d.ITT, "err", err)
+		if err := c.skipSegment(h); err != nil {
+			return err
+		}
+		t.failEarly(scsi.StatusCheckCondition, senseDataPhaseError)
+		return nil
 	}
 	n := uint32(d.DataLen)
 	if err := pdu.ReadData(c.br, t.buf.b[d.BufferOffset:d.BufferOffset+n], c.params.DataDigest); err != nil {
@@ -391,6 +397,10 @@ func (t *task) release() {
 	t.out = t.out[:0]
 	t.s.recycle(t)
 }
+
+// senseDataPhaseError is fixed-format sense ABORTED COMMAND / DATA PHASE
+// ERROR, for a write whose Data-Out sequence broke the rules.
+var senseDataPhaseError = []byte{0x70, 0, 0x0b, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x4b, 0x00, 0, 0, 0, 0}
 
 // senseInvalidFieldInCDB is fixed-format sense ILLEGAL REQUEST / INVALID
 // FIELD IN CDB, for commands refused by the transport itself.
