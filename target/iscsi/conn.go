@@ -46,7 +46,7 @@ type conn struct {
 	nc     net.Conn
 	br     *bufio.Reader
 	log    *slog.Logger
-	ahsBuf [pdu.MaxAHSLen]byte
+	ahsBuf [pdu.AHSBufLen]byte
 
 	sess   *session // set once login completes
 	cid    uint16

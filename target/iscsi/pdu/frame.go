@@ -14,13 +14,17 @@ var (
 	ErrDataDigest   = errors.New("data digest mismatch")
 )
 
-// MaxAHSLen bounds the additional header segments we accept: the longest
-// legitimate one is an extended CDB (at most 260 bytes of CDB).
+// MaxAHSLen bounds the additional header segments: the AHS length field is
+// one byte of 4-byte words.
 const MaxAHSLen = 4 * 255
 
+// AHSBufLen is the scratch space ReadHeader needs: the largest AHS plus the
+// header digest, which is read there to avoid an allocation per PDU.
+const AHSBufLen = MaxAHSLen + 4
+
 // ReadHeader reads a basic header segment, its additional header segments
-// into ahsBuf (which must hold MaxAHSLen bytes) and, when headerDigest is set,
-// checks the header digest. It returns the AHS bytes.
+// into ahsBuf (which must hold AHSBufLen bytes) and, when headerDigest is
+// set, checks the header digest. It returns the AHS bytes.
 func ReadHeader(r io.Reader, h *Header, ahsBuf []byte, headerDigest bool) ([]byte, error) {
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return nil, err
@@ -34,12 +38,12 @@ func ReadHeader(r io.Reader, h *Header, ahsBuf []byte, headerDigest bool) ([]byt
 	if !headerDigest {
 		return ahs, nil
 	}
-	var d [4]byte
-	if _, err := io.ReadFull(r, d[:]); err != nil {
+	d := ahsBuf[len(ahs) : len(ahs)+4]
+	if _, err := io.ReadFull(r, d); err != nil {
 		return nil, fmt.Errorf("reading header digest: %w", err)
 	}
 	crc := UpdateCRC32C(CRC32C(h[:]), ahs)
-	if crc != DigestValue(d[:]) {
+	if crc != DigestValue(d) {
 		return nil, ErrHeaderDigest
 	}
 	return ahs, nil
@@ -55,7 +59,6 @@ func ReadData(r io.Reader, buf []byte, dataDigest bool) error {
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return fmt.Errorf("reading %d-byte data segment: %w", len(buf), err)
 	}
-	var trailer [8]byte
 	pad := PadLen(len(buf))
 	n := pad
 	if dataDigest {
@@ -64,6 +67,9 @@ func ReadData(r io.Reader, buf []byte, dataDigest bool) error {
 	if n == 0 {
 		return nil
 	}
+	// Declared only here: it escapes through io.ReadFull, and the common
+	// aligned, digest-less segment must not pay an allocation for it.
+	var trailer [8]byte
 	if _, err := io.ReadFull(r, trailer[:n]); err != nil {
 		return fmt.Errorf("reading data padding/digest: %w", err)
 	}

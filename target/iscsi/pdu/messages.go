@@ -748,3 +748,15 @@ func (a *AsyncMsg) Marshal(h *Header) {
 	put16(h, 40, a.Parameter2)
 	put16(h, 42, a.Parameter3)
 }
+
+func (a *AsyncMsg) Unmarshal(h *Header) {
+	a.DataLen = h.DataSegmentLength()
+	a.LUN = h.LUN()
+	a.StatSN = be32(h, 24)
+	a.ExpCmdSN = be32(h, 28)
+	a.MaxCmdSN = be32(h, 32)
+	a.Event, a.VCode = h[36], h[37]
+	a.Parameter1 = be16(h, 38)
+	a.Parameter2 = be16(h, 40)
+	a.Parameter3 = be16(h, 42)
+}
