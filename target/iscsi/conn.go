@@ -48,10 +48,11 @@ type conn struct {
 	log    *slog.Logger
 	ahsBuf [pdu.AHSBufLen]byte
 
-	sess   *session // set once login completes
-	cid    uint16
-	params Params
-	text   textState
+	sess    *session // set once login completes
+	cid     uint16
+	params  Params
+	text    textState
+	workers *workerPool
 
 	wmu     sync.Mutex
 	wq      []*outPDU
@@ -90,6 +91,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
+	c.workers = newWorkerPool(int(c.params.QueueDepth))
 	c.wmu.Lock()
 	c.writing = true
 	c.wmu.Unlock()
@@ -98,6 +100,7 @@ func (c *conn) serve() {
 		go c.pingLoop()
 	}
 	err := c.readLoop()
+	c.workers.close()
 	if c.draining.Load() {
 		c.sess.waitIdle(c) // graceful shutdown: let running commands answer
 	}

@@ -255,12 +255,12 @@ func (t *task) checkDataOut(d *pdu.DataOut) error {
 	return nil
 }
 
-// start hands the command to the SCSI layer on its own goroutine.
+// start hands the command to one of the connection's workers.
 func (t *task) start() {
 	t.s.mu.Lock()
 	t.running = true
 	t.s.mu.Unlock()
-	go t.run()
+	t.c.workers.submit(t)
 }
 
 func (t *task) run() {
