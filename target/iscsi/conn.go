@@ -54,11 +54,14 @@ type conn struct {
 	text    textState
 	workers *workerPool
 
-	wmu     sync.Mutex
-	wq      []*outPDU
-	statSN  uint32
-	wsig    chan struct{}
-	writing bool // writer goroutine started
+	wmu      sync.Mutex
+	wq       []*outPDU
+	statSN   uint32
+	wsig     chan struct{}
+	writing  bool // full feature phase: the writer goroutine exists
+	flushing bool // some goroutine is writing; it drains wq before it stops
+	batch    []*outPDU
+	bufs     net.Buffers
 
 	lastRecv  atomic.Int64 // unix nanos of the last PDU received
 	pingTTT   atomic.Uint32
@@ -221,9 +224,17 @@ func (c *conn) reject(h *pdu.Header, reason byte) {
 	c.send(p)
 }
 
-// send queues p for the writer, filling the sequence numbers in queue order
-// so StatSN is strictly increasing on the wire.
+// send queues p and wakes the writer goroutine. The reader uses it: it must
+// never block on the socket's write side, or a peer that is itself blocked
+// writing to us would deadlock with us.
 func (c *conn) send(p *outPDU) {
+	c.enqueue(p)
+	c.kick()
+}
+
+// enqueue adds p to the write queue, filling the sequence numbers in queue
+// order so StatSN is strictly increasing on the wire.
+func (c *conn) enqueue(p *outPDU) {
 	c.wmu.Lock()
 	switch p.stat {
 	case statAssign:
@@ -239,53 +250,78 @@ func (c *conn) send(p *outPDU) {
 	}
 	c.wq = append(c.wq, p)
 	c.wmu.Unlock()
+}
+
+func (c *conn) kick() {
 	select {
 	case c.wsig <- struct{}{}:
 	default:
 	}
 }
 
-// writeLoop sends everything queued with one writev per wake-up: under load
-// many responses share a syscall, at queue depth 1 it costs nothing extra.
+// writeLoop flushes whenever the reader queued something.
 func (c *conn) writeLoop() {
-	var batch []*outPDU
-	var bufs, iov net.Buffers
 	for {
 		select {
 		case <-c.wsig:
+			c.flush()
 		case <-c.closed:
 			c.releaseQueued()
 			return
 		}
-		c.wmu.Lock()
-		batch = append(batch[:0], c.wq...)
+	}
+}
+
+// flush makes the caller the writer unless another goroutine already is:
+// it sends everything queued, one writev per round, until the queue is
+// empty. A worker finishing a command flushes its own response this way, so
+// at queue depth 1 the response leaves without waking another goroutine,
+// and under load one writev carries many responses.
+func (c *conn) flush() {
+	c.wmu.Lock()
+	if c.flushing || !c.writing {
+		c.wmu.Unlock()
+		return
+	}
+	c.flushing = true
+	for len(c.wq) > 0 {
+		c.batch = append(c.batch[:0], c.wq...)
 		clear(c.wq)
 		c.wq = c.wq[:0]
 		c.wmu.Unlock()
-		if len(batch) == 0 {
-			continue
+		if !c.writeBatch() {
+			c.wmu.Lock()
+			break
 		}
-		bufs = c.frame(bufs[:0], batch)
-		iov = bufs // WriteTo consumes its receiver
-		_, err := iov.WriteTo(c.nc)
-		closeNow := false
-		for i, p := range batch {
-			if p.done != nil {
-				p.done()
-			}
-			closeNow = closeNow || p.closeAfter
-			batch[i] = nil
-		}
-		clear(bufs)
-		if err != nil {
-			c.close(fmt.Errorf("write: %w", err))
-			return
-		}
-		if closeNow {
-			c.close(nil)
-			return
-		}
+		c.wmu.Lock()
 	}
+	c.flushing = false
+	c.wmu.Unlock()
+}
+
+// writeBatch sends c.batch; false when the connection is finished.
+func (c *conn) writeBatch() bool {
+	c.bufs = c.frame(c.bufs[:0], c.batch)
+	iov := c.bufs // WriteTo consumes its receiver
+	_, err := iov.WriteTo(c.nc)
+	closeNow := false
+	for i, p := range c.batch {
+		if p.done != nil {
+			p.done()
+		}
+		closeNow = closeNow || p.closeAfter
+		c.batch[i] = nil
+	}
+	clear(c.bufs)
+	switch {
+	case err != nil:
+		c.close(fmt.Errorf("write: %w", err))
+		return false
+	case closeNow:
+		c.close(nil)
+		return false
+	}
+	return true
 }
 
 // frame lays out each PDU as header (+digest), data, padding (+digest).
@@ -366,10 +402,7 @@ func (c *conn) flushAndClose() {
 	}
 	c.wq = append(c.wq, &outPDU{closeAfter: true, stat: statNone, hdr: nopHeader()})
 	c.wmu.Unlock()
-	select {
-	case c.wsig <- struct{}{}:
-	default:
-	}
+	c.kick()
 }
 
 // nopHeader is a NOP-In that needs no answer, used as the last PDU written

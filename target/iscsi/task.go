@@ -44,7 +44,10 @@ type task struct {
 	ttt            uint32
 
 	running bool // executing in scsi; guarded by session.mu
-	aborted atomic.Bool
+	// inlineFlush makes the goroutine that completes the command write its
+	// response itself (workers, and the reader for a lone command).
+	inlineFlush bool
+	aborted     atomic.Bool
 
 	scmd     scsi.Command
 	res      scsi.Result
@@ -255,11 +258,18 @@ func (t *task) checkDataOut(d *pdu.DataOut) error {
 	return nil
 }
 
-// start hands the command to one of the connection's workers.
+// start runs the command. When it is the session's only command, it runs
+// right here on the reader and writes its own response: at queue depth 1
+// every goroutine hand-off is latency. Otherwise a worker runs it so the
+// reader keeps reading.
 func (t *task) start() {
 	t.s.mu.Lock()
 	t.running = true
 	t.s.mu.Unlock()
+	if !t.immediate && t.s.inflight.Load() == 1 {
+		t.run()
+		return
+	}
 	t.c.workers.submit(t)
 }
 
@@ -275,6 +285,7 @@ func (t *task) run() {
 		t.scmd.DataIn = t.buf.b[:t.edtl]
 	}
 	t.res = scsi.Result{}
+	t.inlineFlush = true
 	var view scsi.View
 	if t.view != nil {
 		view = t.view.view
@@ -339,7 +350,12 @@ func (t *task) queueResponse(status scsi.Status, sense []byte, dataLen, transfer
 	}
 	t.pending.Store(int32(len(t.out)))
 	for i := range t.out {
-		t.c.send(&t.out[i])
+		t.c.enqueue(&t.out[i])
+	}
+	if t.inlineFlush {
+		t.c.flush()
+	} else {
+		t.c.kick()
 	}
 }
 
