@@ -93,6 +93,10 @@ func targetFromSCST(t scstconf.Target, log *slog.Logger) (target.Target, error) 
 	}
 	limits := iscsi.DefaultLimits()
 	for _, p := range t.Params {
+		if p.Key == "allowed_initiator" {
+			tc.AllowedInitiators = append(tc.AllowedInitiators, p.Value)
+			continue
+		}
 		err := limits.SetParam(p.Key, p.Value)
 		switch {
 		case errors.Is(err, iscsi.ErrUnknownParam):

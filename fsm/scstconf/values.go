@@ -184,10 +184,14 @@ var paramChecks = map[string]func(key, v string) error{
 	"NopInTimeout":             checkRange(0, math.MaxUint32),
 	"RspTimeout":               checkRange(0, math.MaxUint32),
 	"allowed_portal":           checkNonEmpty,
+	// allowed_initiator is hatarget's own: a login ACL of initiator name
+	// patterns, for targets that should refuse unknown initiators outright
+	// rather than show them an empty default LUN set.
+	"allowed_initiator": checkNonEmpty,
 }
 
 // repeatableParams may occur more than once in a target.
-var repeatableParams = map[string]bool{"allowed_portal": true}
+var repeatableParams = map[string]bool{"allowed_portal": true, "allowed_initiator": true}
 
 func checkParam(key, v string) error {
 	check, ok := paramChecks[key]
