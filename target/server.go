@@ -80,7 +80,9 @@ func (s *Server) Apply(cfg Config) error {
 		}
 		return err
 	}
-	commit()
+	if err := commit(); err != nil {
+		s.log.Error("updating logical units", "err", err)
+	}
 	targets, changedLUNs := s.buildTargets(cfg, next)
 	s.iscsi.SetTargets(targets, cfg.DiscoveryUsers)
 	for _, u := range changedLUNs {
@@ -97,10 +99,10 @@ func (s *Server) Apply(cfg Config) error {
 // their unit attention and mode state), changed ones are reopened, new ones
 // opened. LUs of changed devices are updated by the returned commit, which
 // runs only once every device opened, so a failure changes nothing.
-func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func(), error) {
+func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error, error) {
 	next := map[unitKey]*unit{}
 	var opened []*unit
-	var updates []func()
+	var updates []func() error
 	devices := map[string]Device{}
 	for _, d := range cfg.Devices {
 		devices[d.Name] = d
@@ -111,7 +113,11 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func(), erro
 		if old != nil && old.cfg.Backend == d.Backend {
 			u := &unit{cfg: d, dev: old.dev, lu: old.lu}
 			if old.cfg != d {
-				updates = append(updates, func() { u.lu.Update(luConfig(d, u.dev, key.readOnly)) })
+				luCfg := luConfig(d, u.dev, key.readOnly)
+				if err := luCfg.Validate(); err != nil {
+					return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
+				}
+				updates = append(updates, func() error { return u.lu.Update(luCfg) })
 			}
 			next[key] = u
 			continue
@@ -125,17 +131,24 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func(), erro
 		luCfg := luConfig(d, dev, key.readOnly)
 		if old != nil {
 			// Same device name, new storage: keep the LU and its nexus state.
+			if err := luCfg.Validate(); err != nil {
+				return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
+			}
 			u.lu = old.lu
-			updates = append(updates, func() { u.lu.Update(luCfg) })
+			updates = append(updates, func() error { return u.lu.Update(luCfg) })
 		} else if u.lu, err = scsi.NewLU(luCfg); err != nil {
 			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 		}
 		next[key] = u
 	}
-	commit := func() {
+	// Every update was validated above, so an error here is a bug to
+	// report, not a half-applied configuration to roll back.
+	commit := func() error {
+		var errs []error
 		for _, f := range updates {
-			f()
+			errs = append(errs, f())
 		}
+		return errors.Join(errs...)
 	}
 	return next, opened, commit, nil
 }

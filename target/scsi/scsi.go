@@ -2,6 +2,29 @@
 // a target. It knows nothing of iSCSI: the transport hands it a CDB, the data
 // the initiator sent and a buffer for the data to return, and gets back a
 // status, sense data and the length it transferred.
+//
+// One dispatch table (dispatch.go) lists every command with its CDB usage
+// data and its ALUA and reservation rules; execution, reserved-bit checking
+// and REPORT SUPPORTED OPERATION CODES all read it. Errors are Sense values,
+// encoded in fixed or descriptor format as the control mode page's D_SENSE
+// bit says.
+//
+// Data lengths: Result.Transfer is what the CDB asks to move (allocation
+// length capped by the data available, or transfer length times block
+// size); the transport derives residuals by comparing it with the expected
+// data transfer length. READ fills DataIn up to its length; WRITE stores the
+// whole blocks it was sent, never more than the CDB says (rw.go).
+//
+// Unit attentions are queued per I_T nexus; a nexus an LU has not seen gets
+// POWER ON, RESET first, and INQUIRY, REPORT LUNS and REQUEST SENSE run
+// regardless of them.
+//
+// Not implemented yet, and therefore not advertised: reservations (SPC-2 and
+// persistent), COMPARE AND WRITE, ORWRITE, WRITE SAME, UNMAP, GET LBA STATUS
+// and the rest of thin provisioning (LUConfig.Thin is carried but LBPME and
+// VPD page B2h stay off), XCOPY, SANITIZE, READ DEFECT DATA. They fail with
+// INVALID COMMAND OPERATION CODE, which initiators and libiscsi read as
+// "not supported".
 package scsi
 
 // Status is a SCSI status byte (SAM-5).
