@@ -284,12 +284,19 @@ func (s *Server) buildTargets(cfg Config, units map[unitKey]*unit) ([]*iscsi.Tar
 }
 
 func unitsOf(t Target, units map[unitKey]*unit) []*unit {
+	devices := map[string]bool{}
+	for _, l := range t.LUNs {
+		devices[l.Device] = true
+	}
+	for _, g := range t.Groups {
+		for _, l := range g.LUNs {
+			devices[l.Device] = true
+		}
+	}
 	var out []*unit
 	for k, u := range units {
-		for _, l := range t.LUNs {
-			if l.Device == k.device {
-				out = append(out, u)
-			}
+		if devices[k.device] {
+			out = append(out, u)
 		}
 	}
 	return out

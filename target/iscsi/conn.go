@@ -395,14 +395,14 @@ func (c *conn) drain() {
 // flushAndClose closes the connection after everything queued is written.
 func (c *conn) flushAndClose() {
 	c.wmu.Lock()
-	if !c.writing {
-		c.wmu.Unlock()
+	writing := c.writing
+	c.wmu.Unlock()
+	if !writing {
 		c.close(nil)
 		return
 	}
-	c.wq = append(c.wq, &outPDU{closeAfter: true, stat: statNone, hdr: nopHeader()})
-	c.wmu.Unlock()
-	c.kick()
+	// send fills StatSN (not advanced) and the command window.
+	c.send(&outPDU{closeAfter: true, stat: statPeek, hdr: nopHeader()})
 }
 
 // nopHeader is a NOP-In that needs no answer, used as the last PDU written

@@ -186,7 +186,7 @@ func (ls *loginState) processKeys(kvs []pdu.KV, first bool) ([]pdu.KV, error) {
 		}
 		answer = append(answer, more...)
 	}
-	if ls.req.CSG == pdu.StageOperational || (ls.req.Transit && ls.req.NSG == pdu.StageOperational) {
+	if ls.req.CSG == pdu.StageOperational {
 		answer = ls.declareLimits(answer)
 	}
 	return answer, nil
@@ -446,7 +446,6 @@ func (ls *loginState) fail(le *loginError) {
 func (ls *loginState) enterFullFeature(answer []pdu.KV) error {
 	c := ls.c
 	ls.neg.finish()
-	c.params = ls.neg.params
 	sess, err := c.srv.attachSession(ls)
 	if err != nil {
 		return err
@@ -457,6 +456,7 @@ func (ls *loginState) enterFullFeature(answer []pdu.KV) error {
 		sess.connectionLost(c, err)
 		return err
 	}
+	c.params = ls.neg.params // digests start after the final Login Response
 	c.log = c.log.With("initiator", ls.initiator, "target", ls.targetName, "tsih", sess.tsih)
 	c.log.Info("login complete", "discovery", ls.discovery,
 		"header_digest", c.params.HeaderDigest, "data_digest", c.params.DataDigest,

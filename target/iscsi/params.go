@@ -246,7 +246,11 @@ func (n *negotiator) answer(key, value string) (string, error) {
 	case "MaxBurstLength":
 		return negotiateMin(value, l.MaxBurstLength, minDataSegment, maxDataSegment, &p.MaxBurstLength), nil
 	case "FirstBurstLength":
-		return negotiateMin(value, l.FirstBurstLength, minDataSegment, maxDataSegment, &p.FirstBurstLength), nil
+		ours := min(l.FirstBurstLength, l.MaxBurstLength)
+		if n.answered["MaxBurstLength"] {
+			ours = min(ours, p.MaxBurstLength)
+		}
+		return negotiateMin(value, ours, minDataSegment, maxDataSegment, &p.FirstBurstLength), nil
 	case "MaxOutstandingR2T":
 		return negotiateMin(value, l.MaxOutstandingR2T, 1, 65535, &p.MaxOutstandingR2T), nil
 	case "MaxConnections":
