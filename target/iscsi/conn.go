@@ -461,12 +461,9 @@ func (c *conn) handleNOPOut(h *pdu.Header) error {
 		putBuf(buf) // the answer to our ping; nothing to send
 		return nil
 	}
-	if !n.Immediate {
-		if !c.sess.acceptCmdSN(n.CmdSN) {
-			putBuf(buf)
-			return nil
-		}
-		c.sess.commandDone()
+	if !c.sess.consumeCmdSN(n.Immediate, n.CmdSN) {
+		putBuf(buf)
+		return nil
 	}
 	p := &outPDU{stat: statAssign, data: data, done: func() { putBuf(buf) }}
 	(&pdu.NOPIn{DataLen: len(data), LUN: n.LUN, ITT: n.ITT, TTT: pdu.ReservedTag}).Marshal(&p.hdr)

@@ -96,6 +96,20 @@ func (s *session) acceptCmdSN(sn uint32) bool {
 	return true
 }
 
+// consumeCmdSN moves the window past a request answered at once (NOP-Out,
+// Text, TMF, Logout), which needs no slot of the queue depth. false: the
+// CmdSN is outside the window and the request must be ignored.
+func (s *session) consumeCmdSN(immediate bool, sn uint32) bool {
+	if immediate {
+		return true
+	}
+	if !s.acceptCmdSN(sn) {
+		return false
+	}
+	s.commandDone()
+	return true
+}
+
 // commandDone releases a command's slot in the window.
 func (s *session) commandDone() { s.inflight.Add(-1) }
 

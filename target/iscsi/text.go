@@ -31,11 +31,8 @@ func (c *conn) handleText(h *pdu.Header) error {
 	}
 	defer putBuf(buf)
 	s := c.sess
-	if !req.Immediate {
-		if !s.acceptCmdSN(req.CmdSN) {
-			return nil
-		}
-		defer s.commandDone()
+	if !s.consumeCmdSN(req.Immediate, req.CmdSN) {
+		return nil
 	}
 	ts := &c.text
 	if req.TTT != pdu.ReservedTag {
@@ -175,11 +172,8 @@ func (c *conn) handleLogout(h *pdu.Header) error {
 		return err
 	}
 	s := c.sess
-	if !req.Immediate {
-		if !s.acceptCmdSN(req.CmdSN) {
-			return nil
-		}
-		defer s.commandDone()
+	if !s.consumeCmdSN(req.Immediate, req.CmdSN) {
+		return nil
 	}
 	resp := pdu.LogoutResp{ITT: req.ITT, Time2Wait: uint16(c.params.DefaultTime2Wait), Time2Retain: uint16(c.params.DefaultTime2Retain)}
 	switch {

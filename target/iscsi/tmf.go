@@ -17,11 +17,8 @@ func (c *conn) handleTaskMgmt(h *pdu.Header) error {
 		return err
 	}
 	s := c.sess
-	if !req.Immediate {
-		if !s.acceptCmdSN(req.CmdSN) {
-			return nil
-		}
-		defer s.commandDone()
+	if !s.consumeCmdSN(req.Immediate, req.CmdSN) {
+		return nil
 	}
 	lun := scsi.DecodeLUN(req.LUN)
 	var lu *scsi.LU

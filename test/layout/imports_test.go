@@ -91,4 +91,3 @@ func ruleFor(pkg string) ([]string, bool) {
 	}
 	return allowed[best], found
 }
-
