@@ -18,6 +18,9 @@ var deviceBools = []boolAttr{
 	{"removable", func(d *Device) *bool { return &d.Removable }, false},
 	{"rotational", func(d *Device) *bool { return &d.Rotational }, true},
 	{"thin_provisioned", func(d *Device) *bool { return &d.ThinProvisioned }, false},
+	// allow_sanitize is hatarget's own: SANITIZE erases the whole device,
+	// so an initiator may only issue it where the administrator opted in.
+	{"allow_sanitize", func(d *Device) *bool { return &d.AllowSanitize }, false},
 }
 
 type stringAttr struct {

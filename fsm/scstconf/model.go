@@ -106,6 +106,7 @@ type Device struct {
 	ThinProvisioned bool
 	Removable       bool
 	Rotational      bool // true unless "rotational 0"
+	AllowSanitize   bool // hatarget extension: SANITIZE may erase this device
 
 	BlockSize uint32 // 512 or 4096
 	Size      int64  // bytes; 0 means the backing file's size (not for nullio)
