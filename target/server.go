@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -20,12 +21,16 @@ import (
 type Options struct {
 	Logger *slog.Logger
 	ISCSI  iscsi.Options
+	// StateDir keeps per-device state that must survive a restart
+	// (persistent reservations with APTPL). Empty: APTPL is not offered.
+	StateDir string
 }
 
 // Server serves a Config over iSCSI.
 type Server struct {
-	log   *slog.Logger
-	iscsi *iscsi.Server
+	log      *slog.Logger
+	iscsi    *iscsi.Server
+	stateDir string
 
 	mu sync.Mutex
 	// units are the opened devices with their logical units, by device
@@ -52,9 +57,10 @@ func New(opts Options) *Server {
 	}
 	opts.ISCSI.Logger = opts.Logger
 	return &Server{
-		log:   opts.Logger,
-		iscsi: iscsi.NewServer(opts.ISCSI),
-		units: map[unitKey]*unit{},
+		log:      opts.Logger,
+		iscsi:    iscsi.NewServer(opts.ISCSI),
+		stateDir: opts.StateDir,
+		units:    map[unitKey]*unit{},
 	}
 }
 
@@ -113,7 +119,7 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		if old != nil && old.cfg.Backend == d.Backend {
 			u := &unit{cfg: d, dev: old.dev, lu: old.lu}
 			if old.cfg != d {
-				luCfg := luConfig(d, u.dev, key.readOnly)
+				luCfg := s.luConfig(d, u.dev, key)
 				if err := luCfg.Validate(); err != nil {
 					return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 				}
@@ -128,7 +134,7 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		}
 		u := &unit{cfg: d, dev: dev}
 		opened = append(opened, u)
-		luCfg := luConfig(d, dev, key.readOnly)
+		luCfg := s.luConfig(d, dev, key)
 		if old != nil {
 			// Same device name, new storage: keep the LU and its nexus state.
 			if err := luCfg.Validate(); err != nil {
@@ -184,7 +190,8 @@ func neededUnits(cfg Config, devices map[string]Device) []unitKey {
 }
 
 // luConfig derives a logical unit's identity and behaviour from a device.
-func luConfig(d Device, dev backend.Device, readOnly bool) scsi.LUConfig {
+func (s *Server) luConfig(d Device, dev backend.Device, key unitKey) scsi.LUConfig {
+	readOnly := key.readOnly
 	serial := d.Serial
 	if serial == "" {
 		sum := sha256.Sum256([]byte(d.Name))
@@ -202,6 +209,8 @@ func luConfig(d Device, dev backend.Device, readOnly bool) scsi.LUConfig {
 		Thin:       d.Thin,
 		Removable:  d.Removable,
 		WriteCache: !d.Backend.WriteThrough,
+		Aborter:    s.iscsi,
+		Persister:  s.persister(key),
 	}
 	if cfg.BlockSize == 0 {
 		cfg.BlockSize = 512
@@ -213,6 +222,20 @@ func luConfig(d Device, dev backend.Device, readOnly bool) scsi.LUConfig {
 		cfg.NAA = naa
 	}
 	return cfg
+}
+
+// persister keeps a unit's APTPL reservation state in the state dir. A
+// read-only mapping of a writable device is its own LU, so its file is too.
+func (s *Server) persister(key unitKey) scsi.Persister {
+	if s.stateDir == "" {
+		return nil
+	}
+	// Device names come from configuration: keep them inside the directory.
+	name := strings.ReplaceAll(key.device, "/", "%2F") + ".pr.json"
+	if key.readOnly {
+		name = strings.TrimSuffix(name, ".pr.json") + ".ro.pr.json"
+	}
+	return scsi.NewFilePersister(filepath.Join(s.stateDir, name))
 }
 
 // parseNAA reads a 16-byte NAA designator in hex (with or without 0x).

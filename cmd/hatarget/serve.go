@@ -61,7 +61,7 @@ Without --config it serves a demo LUN: a 1 GiB sparse file in --data-dir.`,
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "", "scst.conf file to serve (default: a demo LUN)")
 	f.StringArrayVar(&o.listen, "listen", []string{"0.0.0.0:3260"}, "iSCSI portal address, repeatable (IPv6 as [addr]:port)")
-	f.StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory for the demo LUN's backing file")
+	f.StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory for state that survives restarts (reservations with APTPL) and the demo LUN")
 	f.Uint32Var(&o.queueDepth, "queue-depth", 0, "commands a session may have outstanding (CmdSN window; default 64)")
 	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address (e.g. 127.0.0.1:6060)")
@@ -82,7 +82,11 @@ func runServe(ctx context.Context, o serveOptions, log *slog.Logger, out io.Writ
 	if o.queueDepth > 0 {
 		setQueueDepth(&cfg, o.queueDepth)
 	}
-	srv := target.New(target.Options{Logger: log, ISCSI: iscsi.Options{NOPInterval: o.nopIn}})
+	stateDir := filepath.Join(o.dataDir, "state")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}})
 	if err := srv.Apply(cfg); err != nil {
 		return fmt.Errorf("applying configuration: %w", err)
 	}

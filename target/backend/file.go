@@ -25,6 +25,9 @@ type fileDevice struct {
 	// non-volatile cache, or every write already O_DSYNC.
 	syncOnFlush bool
 	direct      bool
+	// regular is true for a regular file (holes can be found with
+	// SEEK_DATA/SEEK_HOLE), false for a block device.
+	regular bool
 	// rmw serialises the read-modify-write of partial blocks under O_DIRECT,
 	// so two unaligned writers sharing an edge block cannot undo each other.
 	// Aligned writes skip it: they never share a block with a concurrent
@@ -173,6 +176,7 @@ func (d *fileDevice) setSize(want int64) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.path, err)
 	}
+	d.regular = isFile
 	switch {
 	case want == 0:
 		// Round down: a trailing partial block cannot be addressed by LBA.

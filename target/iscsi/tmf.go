@@ -142,3 +142,25 @@ func forEachLU(v *sessionView, f func(*scsi.LU)) {
 		}
 	}
 }
+
+// AbortTasks implements scsi.TaskAborter for PREEMPT AND ABORT: it aborts
+// the preempted nexuses' tasks on lu in every session and returns once none
+// of them is executing. Tasks still gathering Data-Out are marked and
+// dropped by their own reader; except is the PREEMPT AND ABORT itself.
+func (s *Server) AbortTasks(lu *scsi.LU, nexusKeys []string, except *scsi.Command) {
+	keys := make(map[string]bool, len(nexusKeys))
+	for _, k := range nexusKeys {
+		keys[k] = true
+	}
+	s.mu.Lock()
+	var hit []*session
+	for _, sess := range s.sessions {
+		if sess.nexus != nil && keys[sess.nexus.Key] {
+			hit = append(hit, sess)
+		}
+	}
+	s.mu.Unlock()
+	for _, sess := range hit {
+		sess.abortTasks(func(t *task) bool { return t.lu == lu && &t.scmd != except }, false)
+	}
+}

@@ -31,8 +31,11 @@ func readCapacity16(r request) error {
 	}
 	putU32(b[8:], r.st.blockSize)
 	// Byte 12 (protection) and 13 (LOGICAL BLOCKS PER PHYSICAL BLOCK
-	// EXPONENT) stay zero. LBPME/LBPRZ in byte 14 stay clear until thin
-	// provisioning commands exist, even for a Thin LU.
+	// EXPONENT) stay zero. A thin LU sets LBPME and LBPRZ: a deallocated
+	// block reads as zeros (lbastatus.go).
+	if r.st.thin {
+		b[14] = 0x80 | 0x40
+	}
 	respond(r.cmd, r.res, b[:], alloc)
 	return nil
 }

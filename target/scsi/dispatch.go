@@ -27,14 +27,28 @@ const (
 	opVerify10          = 0x2f
 	opPrefetch10        = 0x34
 	opSyncCache10       = 0x35
+	opReadDefect10      = 0x37
+	opWriteSame10       = 0x41
+	opUnmap             = 0x42
+	opSanitize          = 0x48
+	opReserve6          = 0x16
+	opRelease6          = 0x17
+	opReserve10         = 0x56
+	opRelease10         = 0x57
+	opPRIn              = 0x5e
+	opPROut             = 0x5f
 	opModeSelect10      = 0x55
 	opModeSense10       = 0x5a
 	opRead16            = 0x88
+	opCompareAndWrite   = 0x89
 	opWrite16           = 0x8a
+	opORWrite16         = 0x8b
 	opWriteVerify16     = 0x8e
 	opVerify16          = 0x8f
 	opPrefetch16        = 0x90
 	opSyncCache16       = 0x91
+	opWriteSame16       = 0x93
+	opWriteAtomic16     = 0x9c
 	opServiceActionIn16 = 0x9e
 	opReportLUNs        = 0xa0
 	opMaintenanceIn     = 0xa3
@@ -42,20 +56,27 @@ const (
 	opWrite12           = 0xaa
 	opWriteVerify12     = 0xae
 	opVerify12          = 0xaf
+	opReadDefect12      = 0xb7
 )
 
 // Service actions.
 const (
 	saReadCapacity16   = 0x10 // SERVICE ACTION IN(16)
+	saGetLBAStatus     = 0x12 // SERVICE ACTION IN(16)
 	saReportTPG        = 0x0a // MAINTENANCE IN
 	saReportOpcodes    = 0x0c // MAINTENANCE IN
 	saReportTMFunction = 0x0d // MAINTENANCE IN
+
+	saReadKeys           = 0x00 // PERSISTENT RESERVE IN
+	saReadReservation    = 0x01 // PERSISTENT RESERVE IN
+	saReportCapabilities = 0x02 // PERSISTENT RESERVE IN
+	saReadFullStatus     = 0x03 // PERSISTENT RESERVE IN
 )
 
-// cmdFlags record how a command interacts with LU state. Only the first
-// three are enforced today; the ALUA and reservation flags are recorded now
-// so the issues that add port-group states and reservations only have to
-// read them (SPC-4 5.15.2.4 and table 46 list the rules they encode).
+// cmdFlags record how a command interacts with LU state. The ALUA flags are
+// recorded now so the issue that adds port-group states only has to read
+// them (SPC-4 5.15.2.4); the reservation flags feed accessClass
+// (reservations.go, SPC-4 table 63 and SBC-3 table 13).
 type cmdFlags uint16
 
 const (
@@ -78,6 +99,11 @@ const (
 	// write-exclusive one (the command modifies the medium or the LU).
 	flagConflictEA
 	flagConflictWE
+	// flagSPC2OK: allowed while another I_T nexus holds an SPC-2
+	// (RESERVE(6)/(10)) reservation. flagPR: PERSISTENT RESERVE IN/OUT,
+	// which conflict with any SPC-2 reservation (reservations.go).
+	flagSPC2OK
+	flagPR
 )
 
 const (
@@ -118,13 +144,16 @@ type command struct {
 	// timeout is the recommended command timeout in seconds (RCTD).
 	timeout uint32
 	run     handler
+	// avail, when set, says whether the LU offers the command (thin
+	// provisioning, the SANITIZE opt-in). An LU that does not is answered
+	// INVALID COMMAND OPERATION CODE and REPORT SUPPORTED OPERATION CODES
+	// leaves the command out for it.
+	avail func(st *luState) bool
 }
 
-// commands lists everything this package implements. RESERVE/RELEASE,
-// PERSISTENT RESERVE, COMPARE AND WRITE, ORWRITE, WRITE SAME, UNMAP, GET LBA
-// STATUS, XCOPY, SANITIZE and READ DEFECT DATA are deliberately absent and
-// therefore fail with INVALID COMMAND OPERATION CODE (or INVALID FIELD IN
-// CDB for an unknown service action of a known opcode).
+// commands lists everything this package implements. XCOPY is deliberately
+// absent and therefore fails with INVALID COMMAND OPERATION CODE (or
+// INVALID FIELD IN CDB for an unknown service action of a known opcode).
 func commands() []command {
 	// The GROUP NUMBER byte is accepted with SBC-4's six bits; grouping has
 	// no effect here.
@@ -142,10 +171,10 @@ func commands() []command {
 	const rdFlags, wrFlags, vrFlags = 0xfa, 0xfa, 0xf6
 	return []command{
 		{opcode: opTestUnitReady, usage: []byte{opTestUnitReady, 0, 0, 0, 0, 0}, flags: flagNeedsMedium, run: testUnitReady},
-		{opcode: opRequestSense, usage: []byte{opRequestSense, 0x01, 0, 0, 0xff, 0}, flags: flagNoUA | allALUA, run: requestSense},
+		{opcode: opRequestSense, usage: []byte{opRequestSense, 0x01, 0, 0, 0xff, 0}, flags: flagNoUA | allALUA | flagSPC2OK, run: requestSense},
 		{opcode: opRead6, usage: []byte{opRead6, 0x1f, 0xff, 0xff, 0xff, 0}, flags: readAccess, run: read},
 		{opcode: opWrite6, usage: []byte{opWrite6, 0x1f, 0xff, 0xff, 0xff, 0}, flags: writeAccess, run: write},
-		{opcode: opInquiry, usage: []byte{opInquiry, 0x01, 0xff, 0xff, 0xff, 0}, flags: flagNoUA | allALUA, run: inquiry},
+		{opcode: opInquiry, usage: []byte{opInquiry, 0x01, 0xff, 0xff, 0xff, 0}, flags: flagNoUA | allALUA | flagSPC2OK, run: inquiry},
 		{opcode: opModeSelect6, usage: []byte{opModeSelect6, 0x11, 0, 0, 0xff, 0}, flags: flagStandbyOK | conflictsAll, run: modeSelect},
 		{opcode: opModeSense6, usage: []byte{opModeSense6, 0x08, 0xff, 0xff, 0xff, 0}, flags: flagStandbyOK | flagConflictEA, run: modeSense},
 		{opcode: opStartStopUnit, usage: []byte{opStartStopUnit, 0x01, 0, 0x0f, 0xf7, 0}, flags: conflictsAll, run: startStopUnit},
@@ -168,20 +197,63 @@ func commands() []command {
 		{opcode: opServiceActionIn16, sa: saReadCapacity16, hasSA: true,
 			usage: []byte{opServiceActionIn16, saReadCapacity16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0},
 			flags: flagNeedsMedium, run: readCapacity16},
-		{opcode: opReportLUNs, usage: []byte{opReportLUNs, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0}, flags: flagNoUA | allALUA, run: reportLUNsAlone},
+		{opcode: opReportLUNs, usage: []byte{opReportLUNs, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0}, flags: flagNoUA | allALUA | flagSPC2OK, run: reportLUNsAlone},
 		{opcode: opMaintenanceIn, sa: saReportTPG, hasSA: true,
 			usage: []byte{opMaintenanceIn, 0xe0 | saReportTPG, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
-			flags: allALUA, run: reportTargetPortGroups},
+			flags: allALUA | flagSPC2OK, run: reportTargetPortGroups},
 		{opcode: opMaintenanceIn, sa: saReportOpcodes, hasSA: true,
 			usage: []byte{opMaintenanceIn, saReportOpcodes, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0},
-			flags: allALUA, run: reportOpcodes},
+			flags: allALUA | flagConflictEA, run: reportOpcodes},
 		{opcode: opMaintenanceIn, sa: saReportTMFunction, hasSA: true,
 			usage: []byte{opMaintenanceIn, saReportTMFunction, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
-			flags: allALUA, run: reportTMFunctions},
+			flags: allALUA | flagConflictEA, run: reportTMFunctions},
 		{opcode: opRead12, usage: rw12(opRead12, rdFlags), flags: readAccess, run: read},
 		{opcode: opWrite12, usage: rw12(opWrite12, wrFlags), flags: writeAccess, run: write},
 		{opcode: opWriteVerify12, usage: rw12(opWriteVerify12, vrFlags), flags: writeAccess, run: writeVerify},
 		{opcode: opVerify12, usage: rw12(opVerify12, vrFlags), flags: readAccess, run: verify},
+		// Atomic and combined writes (caw.go), thin provisioning (writesame.go,
+		// unmap.go, lbastatus.go), SANITIZE (sanitize.go), READ DEFECT DATA
+		// (defect.go).
+		{opcode: opCompareAndWrite,
+			usage: []byte{opCompareAndWrite, wrFlags, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x3f, 0},
+			flags: writeAccess, run: compareAndWrite},
+		{opcode: opORWrite16, usage: rw16(opORWrite16, wrFlags), flags: writeAccess, run: orWrite},
+		{opcode: opWriteAtomic16,
+			usage: []byte{opWriteAtomic16, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x3f, 0},
+			flags: writeAccess, run: writeAtomic},
+		{opcode: opWriteSame10, usage: []byte{opWriteSame10, 0xf8, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0},
+			flags: writeAccess, timeout: writeSameTimeout, run: writeSame},
+		{opcode: opWriteSame16,
+			usage: []byte{opWriteSame16, 0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0},
+			flags: writeAccess, timeout: writeSameTimeout, run: writeSame},
+		{opcode: opUnmap, usage: []byte{opUnmap, 0x01, 0, 0, 0, 0, 0x3f, 0xff, 0xff, 0},
+			flags: writeAccess, avail: thinAvail, run: unmap},
+		{opcode: opServiceActionIn16, sa: saGetLBAStatus, hasSA: true,
+			usage: []byte{opServiceActionIn16, saGetLBAStatus, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0},
+			flags: readAccess, run: getLBAStatus},
+		{opcode: opSanitize, sa: saSanitizeOverwrite, hasSA: true,
+			usage: []byte{opSanitize, 0xa0 | saSanitizeOverwrite, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+			flags: writeAccess | flagSanitize, timeout: sanitizeTimeout, avail: sanitizeAvail, run: sanitize},
+		{opcode: opSanitize, sa: saSanitizeBlockErase, hasSA: true,
+			usage: []byte{opSanitize, 0xa0 | saSanitizeBlockErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+			flags: writeAccess | flagSanitize, timeout: sanitizeTimeout, avail: blockEraseAvail, run: sanitize},
+		{opcode: opSanitize, sa: saSanitizeExitFail, hasSA: true,
+			usage: []byte{opSanitize, 0xa0 | saSanitizeExitFail, 0, 0, 0, 0, 0, 0xff, 0xff, 0},
+			flags: writeAccess | flagSanitize, avail: sanitizeAvail, run: sanitize},
+		{opcode: opReadDefect10, usage: []byte{opReadDefect10, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0},
+			flags: flagNeedsMedium | flagConflictEA, run: readDefectData},
+		{opcode: opReadDefect12,
+			usage: []byte{opReadDefect12, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0},
+			flags: flagNeedsMedium | flagConflictEA, run: readDefectData},
+		// Reservations (reserve6.go, pr_in.go, pr_out.go): the reservation
+		// rules of these commands are decided by the state machine itself.
+		{opcode: opReserve6, usage: []byte{opReserve6, 0, 0, 0, 0, 0}, flags: flagStandbyOK | flagSPC2OK, run: reserveSPC2},
+		{opcode: opRelease6, usage: []byte{opRelease6, 0, 0, 0, 0, 0}, flags: flagStandbyOK | flagSPC2OK, run: releaseSPC2},
+		{opcode: opReserve10, usage: []byte{opReserve10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, flags: flagStandbyOK | flagSPC2OK, run: reserveSPC2},
+		{opcode: opRelease10, usage: []byte{opRelease10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, flags: flagStandbyOK | flagSPC2OK, run: releaseSPC2},
+		prIn(saReadKeys), prIn(saReadReservation), prIn(saReportCapabilities), prIn(saReadFullStatus),
+		prOut(PRRegister), prOut(PRReserve), prOut(PRRelease), prOut(PRClear),
+		prOut(PRPreempt), prOut(PRPreemptAndAbort), prOut(PRRegisterAndIgnore), prOut(PRRegisterAndMove),
 	}
 }
 
@@ -209,6 +281,14 @@ func newDispatchTable(cmds []command) *dispatchTable {
 		c := &t.list[i]
 		if c.timeout == 0 {
 			c.timeout = defaultTimeout
+		}
+		if avail, run := c.avail, c.run; avail != nil {
+			c.run = func(r request) error {
+				if !avail(r.st) {
+					return errInvalidOpcode
+				}
+				return run(r)
+			}
 		}
 		e := &t.byOp[c.opcode]
 		if c.hasSA {

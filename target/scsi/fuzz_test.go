@@ -23,14 +23,25 @@ func FuzzCDB(f *testing.F) {
 		append([]byte{opServiceActionIn16, saReadCapacity16}, make([]byte, 14)...),
 		cdbReportLUNs(0, 64), cdbMaintIn(saReportOpcodes, 0x80, 0, 0, 4096), cdbMaintIn(saReportOpcodes, 2, 0x9e, 0x10, 64),
 		cdbMaintIn(saReportTMFunction, 0x80, 0, 0, 16), cdbMaintIn(saReportTPG|0x20, 0, 0, 0, 64),
+		// Atomic writes, thin provisioning, SANITIZE, READ DEFECT DATA; mode
+		// bit 7 makes the LU thin with SANITIZE allowed.
+		cdbCAW(1, 1, 0x08), cdbCAW(63, 2, 0), cdbRW16(opORWrite16, 2, 2, 0x10), cdbWriteAtomic(3, 1, 0),
+		cdbWS10(0, 0, 0), cdbWS10(4, 4, wsUnmap), cdbWS16(8, 8, wsUnmap|wsNDOB), cdbWS16(1, 2, wsAnchor),
+		cdbUnmap(false, 24), cdbGetLBAStatus(0, 64), cdbGetLBAStatus(10, 8),
+		cdbSanitize(saSanitizeOverwrite, false, 8), cdbSanitize(saSanitizeBlockErase, true, 0), cdbSanitize(saSanitizeExitFail, false, 0),
+		{opReadDefect10, 0, 0x1b, 0, 0, 0, 0, 0, 8, 0}, {opReadDefect12, 0x05, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0},
 	}
 	ctl := []byte{0, 0, 0, 0, 0x0a, 0x0a, 0x04, 0x10, 0x08, 0, 0, 0, 0xff, 0xff, 0, 0}
 	for i, s := range seeds {
 		f.Add(s, ctl, uint16(512*(i%5)), byte(i))
+		f.Add(s, append(unmapParams([2]uint64{2, 4}), owParams(1, []byte{1, 2, 3, 4})...), uint16(1024), byte(0x80|i&0x1f))
 	}
 	f.Fuzz(func(t *testing.T, cdb, dataOut []byte, edtl uint16, mode byte) {
-		dev := newMemDevice(64 * 512)
-		lu, err := NewLU(LUConfig{Device: dev, Removable: mode&1 != 0, ReadOnly: mode&2 != 0, WriteCache: mode&4 != 0})
+		cfg := LUConfig{Device: newMemDevice(64 * 512), Removable: mode&1 != 0, ReadOnly: mode&2 != 0, WriteCache: mode&4 != 0}
+		if mode&0x80 != 0 {
+			cfg.Device, cfg.Thin, cfg.SanitizeAllowed = newThinDevice(64*512), true, true
+		}
+		lu, err := NewLU(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -84,7 +84,12 @@ func newHarness(t *testing.T, mod func(*LUConfig)) *harness {
 		mod(&cfg)
 	}
 	if cfg.Device != backend.Device(dev) {
-		dev = cfg.Device.(*memDevice)
+		switch d := cfg.Device.(type) {
+		case *memDevice:
+			dev = d
+		case *sizedDevice:
+			dev = d.memDevice
+		}
 	}
 	lu, err := NewLU(cfg)
 	if err != nil {
@@ -145,6 +150,10 @@ func checkResult(t testing.TB, cmd *Command, res *Result, buf []byte, edtl int) 
 		}
 		if _, err := parseSense(res.Sense); err != nil {
 			t.Fatalf("cdb % x: %v", cmd.CDB, err)
+		}
+	case StatusReservationConflict:
+		if res.Sense != nil || res.DataInLen != 0 {
+			t.Fatalf("cdb % x: RESERVATION CONFLICT with sense or data", cmd.CDB)
 		}
 	default:
 		t.Fatalf("cdb % x: status %#x", cmd.CDB, res.Status)

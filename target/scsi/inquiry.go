@@ -7,13 +7,15 @@ const (
 	vpdDeviceID         = 0x83
 	vpdBlockLimits      = 0xb0
 	vpdBlockDevCharacts = 0xb1
+	vpdProvisioning     = 0xb2
 )
 
 // vpdPages is the list VPD page 00h reports, ascending. Logical block
-// provisioning (B2h) joins it with UNMAP and friends: advertising thin
-// provisioning before those commands exist would send initiators down
-// paths that fail.
+// provisioning (B2h) is there for thin LUs only: a fully provisioned LU
+// reports LBPME=0 and has nothing to describe in it.
 var vpdPages = []byte{vpdSupportedPages, vpdUnitSerial, vpdDeviceID, vpdBlockLimits, vpdBlockDevCharacts}
+
+var vpdPagesThin = append(append([]byte(nil), vpdPages...), vpdProvisioning)
 
 // Version descriptors (SPC-4 table 144) claimed in standard INQUIRY data.
 var versionDescriptors = []uint16{
@@ -43,7 +45,11 @@ func inquiry(r request) error {
 	var data []byte
 	switch page {
 	case vpdSupportedPages:
-		data = vpdPage(page, vpdPages)
+		pages := vpdPages
+		if r.st.thin {
+			pages = vpdPagesThin
+		}
+		data = vpdPage(page, pages)
 	case vpdUnitSerial:
 		data = vpdPage(page, []byte(r.st.cfg.Serial))
 	case vpdDeviceID:
@@ -52,6 +58,11 @@ func inquiry(r request) error {
 		data = blockLimitsPage(r.st)
 	case vpdBlockDevCharacts:
 		data = blockCharacteristicsPage(r.st)
+	case vpdProvisioning:
+		if !r.st.thin {
+			return invalidCDB(2, -1)
+		}
+		data = provisioningPage(r.st)
 	default:
 		return invalidCDB(2, -1)
 	}
@@ -159,9 +170,11 @@ func deviceIDPage(st *luState, n *Nexus) []byte {
 	return vpdPage(vpdDeviceID, body)
 }
 
-// blockLimitsPage builds VPD page B0h with the SBC-3 page length (3Ch).
-// Every UNMAP, WRITE SAME and COMPARE AND WRITE limit is zero because those
-// commands are not implemented.
+// blockLimitsPage builds VPD page B0h with the SBC-3 page length (3Ch),
+// filled with the SBC-4 fields: WSNZ is zero (WRITE SAME of zero blocks
+// means to the last LBA), the UNMAP limits are set on thin LUs only (zero
+// says UNMAP is not supported), and WRITE ATOMIC has no alignment or
+// granularity requirement and no atomic boundaries.
 func blockLimitsPage(st *luState) []byte {
 	b := make([]byte, 0x40)
 	b[1] = vpdBlockLimits
@@ -170,9 +183,18 @@ func blockLimitsPage(st *luState) []byte {
 	if gran == 0 {
 		gran = 1
 	}
+	b[5] = maxCAWBlocks         // MAXIMUM COMPARE AND WRITE LENGTH
 	putU16(b[6:], uint16(gran)) // OPTIMAL TRANSFER LENGTH GRANULARITY
 	putU32(b[8:], MaxTransferBytes>>st.shift)
 	putU32(b[12:], optimalTransferBytes>>st.shift)
+	if st.thin {
+		putU32(b[20:], maxUnmapLBACount)
+		putU32(b[24:], maxUnmapDescriptors)
+		putU32(b[28:], gran)       // OPTIMAL UNMAP GRANULARITY: a filesystem block
+		putU32(b[32:], 0x80000000) // UGAVALID, UNMAP GRANULARITY ALIGNMENT 0
+	}
+	putU64(b[36:], maxWriteSameBlocks)       // MAXIMUM WRITE SAME LENGTH
+	putU32(b[44:], maxAtomicBytes>>st.shift) // MAXIMUM ATOMIC TRANSFER LENGTH
 	return b
 }
 
@@ -183,6 +205,10 @@ func blockCharacteristicsPage(st *luState) []byte {
 	putU16(b[2:], 0x3c)
 	if !st.cfg.Rotational {
 		putU16(b[4:], 0x0001) // non-rotating medium
+	}
+	if blockEraseAvail(st) {
+		// WABEREQ 01b: a read after BLOCK ERASE completes with GOOD.
+		b[7] = 0x40
 	}
 	// A rotational LU reports rate 0, "not reported": the real spindle speed
 	// (if any) is hidden behind the backing file.

@@ -42,12 +42,34 @@ type LUConfig struct {
 	Name       string
 	ReadOnly   bool
 	Rotational bool // VPD B1h medium rotation rate: false reports non-rotating
-	Thin       bool // thin provisioning; carried only, see the package doc
 	Removable  bool
 	// WriteCache is the initial (and default) WCE bit of the caching mode
 	// page (SCST: write_through means false). With WCE clear every write is
 	// durable when it completes.
 	WriteCache bool
+
+	// Thin makes the LU thin provisioned (scst.conf thin_provisioned): READ
+	// CAPACITY(16) reports LBPME and LBPRZ, VPD page B2h is served, and
+	// UNMAP and WRITE SAME with the UNMAP bit punch holes in the device. It
+	// takes effect only when the device implements backend.Unmapper.
+	Thin bool
+	// SanitizeAllowed opts the LU in to SANITIZE (OVERWRITE, and BLOCK ERASE
+	// on a thin LU), which destroys every block. Without it SANITIZE is not
+	// reported and fails as an unsupported operation code.
+	SanitizeAllowed bool
+
+	// Reservations keeps the persistent and SPC-2 reservation state
+	// (reservations.go). Nil gives the LU an in-memory store of its own,
+	// saving APTPL state through Persister. A cluster passes a store shared
+	// through Raft. Only NewLU reads it.
+	Reservations ReservationStore
+	// Persister saves the APTPL state of the default store (for instance a
+	// FilePersister per device). Nil: APTPL is not supported (PTPL_C 0) and
+	// reservations do not survive a restart. Only NewLU reads it.
+	Persister Persister
+	// Aborter aborts the tasks of the I_T nexuses PREEMPT AND ABORT
+	// preempts; the transport provides it. Nil: there is nothing to abort.
+	Aborter TaskAborter
 }
 
 // luState is an immutable snapshot of the configuration with the values
@@ -61,6 +83,7 @@ type luState struct {
 	blocks    uint64 // capacity in logical blocks
 	naa       [16]byte
 	readOnly  bool // configured read-only or the device refuses writes
+	thin      bool // cfg.Thin and the device can unmap (see thinState)
 }
 
 // maxPendingUA bounds the unit attentions queued per nexus; SPC-4 allows
@@ -93,10 +116,21 @@ type LU struct {
 	ejected atomic.Bool // removable medium unloaded
 	closed  atomic.Bool
 
+	// rl makes COMPARE AND WRITE and the other atomic commands atomic
+	// against every command touching the same LBAs (rangelock.go).
+	rl rangeLock
+	// san is the state of SANITIZE (sanitize.go).
+	san sanitizeState
+
 	mu       sync.RWMutex
 	nexuses  map[string]*nexusState // by Nexus.Key
 	lost     []string               // keys of lost nexuses, oldest first
 	prevents int                    // nexuses with PREVENT MEDIUM REMOVAL set
+	ports    map[uint16]string      // target ports seen, by relative port identifier
+
+	// pr decides everything about reservations (reservations.go).
+	pr          ReservationStore
+	ptplCapable bool // APTPL can be honoured: a Persister or a custom store
 }
 
 // NewLU checks cfg and builds the logical unit.
@@ -105,7 +139,13 @@ func NewLU(cfg LUConfig) (*LU, error) {
 	if err != nil {
 		return nil, err
 	}
-	lu := &LU{table: dispatch, nexuses: make(map[string]*nexusState)}
+	lu := &LU{table: dispatch, nexuses: make(map[string]*nexusState), ports: make(map[uint16]string)}
+	lu.pr, lu.ptplCapable = cfg.Reservations, cfg.Reservations != nil || cfg.Persister != nil
+	if lu.pr == nil {
+		if lu.pr, err = NewMemoryReservations(cfg.Persister); err != nil {
+			return nil, err
+		}
+	}
 	lu.state.Store(st)
 	lu.wce.Store(st.cfg.WriteCache)
 	return lu, nil
@@ -124,6 +164,7 @@ func newState(cfg LUConfig) (*luState, error) {
 		st.blocks = uint64(size) >> st.shift
 	}
 	st.readOnly = cfg.ReadOnly || cfg.Device.ReadOnly()
+	st.thin = thinState(cfg)
 	if st.naa == [16]byte{} {
 		st.naa = deriveNAA(cfg.Serial)
 	}
@@ -259,10 +300,12 @@ func inquiryChanged(a, b *luState) bool {
 // LU state (mode pages, prevent) changed as well; pending unit attentions
 // are superseded by it. SPC-4 7.5 returns the mode parameters to their
 // saved values, which are the defaults here, and a reset releases every
-// PREVENT MEDIUM REMOVAL. from is the nexus that asked (unused until
-// reservations need it).
+// PREVENT MEDIUM REMOVAL and the SPC-2 reservation (persistent
+// reservations stay). from is the nexus that asked.
 func (lu *LU) ResetLU(from *Nexus) {
-	_ = from
+	if lu.pr.State().SPC2Holder != "" {
+		_, _ = lu.pr.Apply(PROp{Kind: OpReset, Nexus: NexusIDOf(from)})
+	}
 	lu.resetModes()
 	lu.mu.Lock()
 	for _, ns := range lu.nexuses {
@@ -274,16 +317,19 @@ func (lu *LU) ResetLU(from *Nexus) {
 }
 
 // NexusLoss reports that an I_T nexus went away (I_T NEXUS RESET, session
-// closed or dropped): its PREVENT is released and it sees I_T NEXUS LOSS
-// OCCURRED on its next command if it comes back.
+// closed or dropped): its PREVENT and its SPC-2 reservation are released
+// and it sees I_T NEXUS LOSS OCCURRED on its next command if it comes back.
+// Persistent reservations and registrations stay.
 func (lu *LU) NexusLoss(n *Nexus) {
+	if id := NexusIDOf(n); lu.pr.State().SPC2Holder == id.Key() {
+		_, _ = lu.pr.Apply(PROp{Kind: OpNexusLoss, Nexus: id})
+	}
 	ns := lu.nexusFor(n)
 	lu.mu.Lock()
 	if ns.prevent {
 		ns.prevent = false
 		lu.prevents--
 	}
-	// SPC-2 reservations held by the nexus are released here once they exist.
 	if !ns.lost {
 		ns.lost = true
 		lu.lost = append(lu.lost, nexusKey(n))
@@ -364,6 +410,9 @@ func (lu *LU) execute(st *luState, ns *nexusState, cmd *Command, res *Result) er
 	if err := c.checkCDB(cdb); err != nil {
 		return err
 	}
+	if err := lu.checkReservation(c, cmd.Nexus, cdb); err != nil {
+		return err
+	}
 	if err := lu.checkReady(c.flags); err != nil {
 		return err
 	}
@@ -372,14 +421,26 @@ func (lu *LU) execute(st *luState, ns *nexusState, cmd *Command, res *Result) er
 
 // checkReady refuses medium commands while a removable medium is out.
 func (lu *LU) checkReady(f cmdFlags) error {
+	if f&flagNoUA == 0 && lu.san.active() {
+		if err := lu.sanitizeBlocks(f); err != nil {
+			return err
+		}
+	}
 	if f&(flagNeedsMedium|flagMediaAccess) != 0 && lu.ejected.Load() {
 		return errNoMedium
 	}
 	return nil
 }
 
-// fail turns err into CHECK CONDITION with sense data.
+// fail turns err into CHECK CONDITION with sense data, or RESERVATION
+// CONFLICT.
 func (lu *LU) fail(res *Result, err error) {
+	if err == errReservationConflict {
+		res.Status = StatusReservationConflict
+		res.Sense = nil
+		res.DataInLen = 0
+		return
+	}
 	var s Sense
 	if !errors.As(err, &s) {
 		s = errInternal

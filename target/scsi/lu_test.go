@@ -95,9 +95,7 @@ func TestBlockCommandErrors(t *testing.T) {
 		{"prefetch past end", cdbRW16(opPrefetch16, testBlocks-1, 2, 0), nil, lbaOOB},
 		{"short cdb", []byte{opRead10, 0, 0}, nil, wantCDB(3, -1)},
 		{"unknown opcode", []byte{0xc0, 0, 0, 0, 0, 0}, nil, wantSense(KeyIllegalRequest, ascInvalidOpcode)},
-		{"reserve6 deferred", []byte{0x16, 0, 0, 0, 0, 0}, nil, wantSense(KeyIllegalRequest, ascInvalidOpcode)},
-		{"compare and write deferred", make16(0x89), nil, wantSense(KeyIllegalRequest, ascInvalidOpcode)},
-		{"get lba status deferred", append([]byte{opServiceActionIn16, 0x12}, make([]byte, 14)...), nil, wantCDB(1, 4)},
+		{"xcopy deferred", make16(0x83), nil, wantSense(KeyIllegalRequest, ascInvalidOpcode)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)

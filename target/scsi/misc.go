@@ -12,6 +12,8 @@ func requestSense(r request) error {
 	var s Sense
 	if code, ok := r.lu.popUA(r.ns); ok {
 		s = newSense(KeyUnitAttention, code)
+	} else if r.lu.san.running.Load() {
+		s = r.lu.san.inProgress()
 	} else if r.lu.ejected.Load() {
 		s = errNoMedium
 	}
@@ -96,17 +98,17 @@ func reportOpcodes(r request) error {
 	var data []byte
 	switch r.cdb[2] & 0x07 {
 	case rsocAll:
-		data = allCommandDescriptors(t, rctd)
+		data = allCommandDescriptors(t, r.st, rctd)
 	case rsocOpcode:
 		if t.byOp[op].sas != nil {
 			return invalidCDB(2, 2) // the opcode needs a service action
 		}
-		data = oneCommandDescriptor(t.find(op, 0, false), rctd)
+		data = oneCommandDescriptor(offered(t.find(op, 0, false), r.st), rctd)
 	case rsocOpcodeSA:
 		if t.byOp[op].cmd != nil {
 			return invalidCDB(2, 2) // the opcode has no service actions
 		}
-		data = oneCommandDescriptor(t.find(op, sa, true), rctd)
+		data = oneCommandDescriptor(offered(t.find(op, sa, true), r.st), rctd)
 	default:
 		return invalidCDB(2, 2)
 	}
@@ -114,10 +116,21 @@ func reportOpcodes(r request) error {
 	return nil
 }
 
-func allCommandDescriptors(t *dispatchTable, rctd bool) []byte {
+// offered returns c unless the LU does not offer it (command.avail).
+func offered(c *command, st *luState) *command {
+	if c != nil && c.avail != nil && !c.avail(st) {
+		return nil
+	}
+	return c
+}
+
+func allCommandDescriptors(t *dispatchTable, st *luState, rctd bool) []byte {
 	data := make([]byte, 4, 4+len(t.list)*20)
 	for i := range t.list {
 		c := &t.list[i]
+		if offered(c, st) == nil {
+			continue
+		}
 		var d [8]byte
 		d[0] = c.opcode
 		putU16(d[2:], uint16(c.sa))

@@ -87,7 +87,12 @@ func read(r request) error {
 	if err := r.checkRange(b, true); err != nil {
 		return err
 	}
-	return r.readInto(b.lba, b.blocks)
+	// Shared: reads run alongside each other and plain writes, but never
+	// see half of a COMPARE AND WRITE or WRITE ATOMIC (rangelock.go).
+	h := r.lockBlocks(b.lba, uint64(b.blocks), false)
+	err := r.readInto(b.lba, b.blocks)
+	h.release()
+	return err
 }
 
 // readInto fills DataIn, up to its length, from the blocks at lba.
@@ -137,7 +142,9 @@ func write(r request) error {
 	// With the write cache disabled every write must be on stable storage
 	// before GOOD; otherwise only FUA writes must.
 	durable := b.flags&bitFUA != 0 || !r.lu.wce.Load()
+	h := r.lockBlocks(b.lba, uint64(b.blocks), false)
 	_, err := r.writeFrom(b.lba, b.blocks, durable)
+	h.release()
 	return err
 }
 
@@ -173,6 +180,8 @@ func writeVerify(r request) error {
 	// The data has to be verified on the medium, so it is written durably and
 	// read back. With BYTCHK=0 SBC only asks for a medium verification; the
 	// read-back compare is that verification, and it costs no more.
+	h := r.lockBlocks(b.lba, uint64(b.blocks), false)
+	defer h.release()
 	data, err := r.writeFrom(b.lba, b.blocks, true)
 	if err != nil || data == nil {
 		return err

@@ -19,10 +19,17 @@
 // POWER ON, RESET first, and INQUIRY, REPORT LUNS and REQUEST SENSE run
 // regardless of them.
 //
-// Not implemented yet, and therefore not advertised: reservations (SPC-2 and
-// persistent), COMPARE AND WRITE, ORWRITE, WRITE SAME, UNMAP, GET LBA STATUS
-// and the rest of thin provisioning (LUConfig.Thin is carried but LBPME and
-// VPD page B2h stay off), XCOPY, SANITIZE, READ DEFECT DATA. They fail with
+// Reservations (persistent ones, SPC-4 5.13, and SPC-2 RESERVE/RELEASE) are
+// decided by one state machine, PRState, behind the ReservationStore an LU
+// is given, so that a cluster can replicate it (reservations.go).
+//
+// COMPARE AND WRITE, ORWRITE and WRITE ATOMIC are atomic against every
+// other command on the LU through a striped LBA range lock (rangelock.go).
+// A thin LU (LUConfig.Thin on a device that can punch holes) adds UNMAP,
+// WRITE SAME with UNMAP, LBPME/LBPRZ and VPD page B2h; GET LBA STATUS asks
+// the device for holes. SANITIZE runs only with LUConfig.SanitizeAllowed.
+//
+// Not implemented yet, and therefore not advertised: XCOPY. It fails with
 // INVALID COMMAND OPERATION CODE, which initiators and libiscsi read as
 // "not supported".
 package scsi

@@ -19,6 +19,7 @@ const (
 const (
 	ascNoAdditionalSense      uint16 = 0x0000
 	ascNotReadyCauseUnknown   uint16 = 0x0400
+	ascSanitizeInProgress     uint16 = 0x041b
 	ascWriteError             uint16 = 0x0c00
 	ascUnrecoveredReadError   uint16 = 0x1100
 	ascParamListLengthError   uint16 = 0x1a00
@@ -39,6 +40,7 @@ const (
 	ascMediumNotPresent       uint16 = 0x3a00
 	ascInquiryDataChanged     uint16 = 0x3f03
 	ascReportedLUNsChanged    uint16 = 0x3f0e
+	ascSanitizeFailed         uint16 = 0x3103
 	ascInternalTargetFailure  uint16 = 0x4400
 	ascMediumRemovalPrevented uint16 = 0x5302
 )
@@ -62,6 +64,11 @@ type Sense struct {
 	HasField bool
 	HasBit   bool
 	InCDB    bool
+	// Progress is the sense-key specific progress indication (0-65535 of
+	// 65536) of NOT READY while an operation such as SANITIZE runs,
+	// meaningful when HasProgress is set and HasField is not.
+	Progress    uint16
+	HasProgress bool
 }
 
 func (s Sense) Error() string {
@@ -154,7 +161,7 @@ func (s *Sense) encodeDescriptor(b []byte) int {
 		putU64(b[n+4:], s.Info)
 		n += 12
 	}
-	if s.HasField {
+	if s.HasField || s.HasProgress {
 		// Sense key specific descriptor (SPC-4 4.5.2.3).
 		b[n], b[n+1] = 0x02, 0x06
 		s.putSenseKeySpecific(b[n+4 : n+7])
@@ -167,6 +174,10 @@ func (s *Sense) encodeDescriptor(b []byte) int {
 // putSenseKeySpecific fills the 3-byte field pointer (SKSV, C/D, BPV).
 func (s *Sense) putSenseKeySpecific(b []byte) {
 	if !s.HasField {
+		if s.HasProgress {
+			b[0] = 0x80 // SKSV, progress indication (SPC-4 4.5.2.4.4)
+			putU16(b[1:], s.Progress)
+		}
 		return
 	}
 	b[0] = 0x80 // SKSV

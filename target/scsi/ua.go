@@ -51,7 +51,33 @@ func (lu *LU) nexusFor(n *Nexus) *nexusState {
 		ns = newNexusState()
 		lu.nexuses[key] = ns
 	}
+	if n != nil {
+		lu.ports[n.RelativePort] = n.TargetPort // for REGISTER AND MOVE
+	}
 	return ns
+}
+
+// raiseOnKey queues code for the nexus with Nexus.Key key. Reservations
+// name nexuses that may not have sent a command to the LU yet (SPEC_I_PT,
+// REGISTER AND MOVE): such a nexus gets a state now, holding POWER ON,
+// RESET first and then code, and counts as lost until it shows up, so
+// that it is forgotten like one if it never does.
+func (lu *LU) raiseOnKey(key string, code uint16) {
+	lu.mu.RLock()
+	ns := lu.nexuses[key]
+	lu.mu.RUnlock()
+	if ns == nil {
+		lu.mu.Lock()
+		if ns = lu.nexuses[key]; ns == nil {
+			ns = newNexusState()
+			ns.lost = true
+			lu.nexuses[key] = ns
+			lu.lost = append(lu.lost, key)
+			lu.forgetLostLocked()
+		}
+		lu.mu.Unlock()
+	}
+	ns.raise(code)
 }
 
 // raise queues a unit attention. A reset-class condition (ASC 29h) replaces
@@ -90,11 +116,11 @@ func (ns *nexusState) pop() (uint16, bool) {
 }
 
 // popUA reports the oldest unit attention of ns. Reporting I_T NEXUS LOSS
-// OCCURRED means the lost nexus is back, so it is no longer a candidate for
-// being forgotten.
+// OCCURRED (or the POWER ON, RESET of a nexus raiseOnKey created) means the
+// nexus is here, so it is no longer a candidate for being forgotten.
 func (lu *LU) popUA(ns *nexusState) (uint16, bool) {
 	code, ok := ns.pop()
-	if ok && code == ascITNexusLoss {
+	if ok && (code == ascITNexusLoss || code == ascPowerOnReset) {
 		lu.mu.Lock()
 		ns.lost = false
 		lu.mu.Unlock()

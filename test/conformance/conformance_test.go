@@ -61,7 +61,7 @@ func TestConformance(t *testing.T) {
 	}
 	addrs := portalAddrs(port)
 
-	argv := []string{bin, "serve", "--config", confPath}
+	argv := []string{bin, "serve", "--config", confPath, "--data-dir", filepath.Join(work, "data")}
 	for _, a := range addrs {
 		argv = append(argv, "--listen", a)
 	}

@@ -91,7 +91,7 @@ func Start(t testing.TB, conf string, opts Options) *Node {
 	}
 	port := FreePort(t, hosts)
 	n := &Node{t: t, Dir: dir, Config: path, logs: &syncBuffer{}, done: make(chan struct{})}
-	args := []string{"serve", "--config", path}
+	args := []string{"serve", "--config", path, "--data-dir", filepath.Join(dir, "data")}
 	for _, h := range hosts {
 		addr := net.JoinHostPort(h, fmt.Sprint(port))
 		n.Addrs = append(n.Addrs, addr)
