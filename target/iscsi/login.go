@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hatarget/hatarget/target/iscsi/pdu"
 	"github.com/hatarget/hatarget/target/scsi"
@@ -15,6 +16,9 @@ import (
 // accumulated over continuation PDUs so a peer cannot make us buffer
 // without limit before authenticating.
 const (
+	// reinstateWait bounds how long a reinstating login waits for the old
+	// session's running commands (their backend I/O) to finish.
+	reinstateWait   = 10 * time.Second
 	maxLoginSegment = 64 * 1024
 	maxLoginText    = 64 * 1024
 	maxNameLen      = 223 // RFC 7143 4.2.7.1
@@ -498,6 +502,13 @@ func (s *Server) attachSession(ls *loginState) (*session, error) {
 	if old != nil {
 		s.log.Info("session reinstatement", "initiator", ls.initiator, "target", ls.targetName, "old_tsih", old.tsih)
 		old.close(errors.New("session reinstated"))
+		// RFC 7143 6.3.5: the old session's tasks end before the new one
+		// starts, so none of its writes can land after the new session's.
+		select {
+		case <-old.done:
+		case <-time.After(reinstateWait):
+			s.log.Warn("old session still ending after reinstatement", "initiator", ls.initiator, "old_tsih", old.tsih)
+		}
 	}
 	return sess, nil
 }

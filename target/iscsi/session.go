@@ -36,6 +36,10 @@ type session struct {
 	viewMu  sync.Mutex
 	view    atomic.Pointer[sessionView]
 
+	// done is closed when the session has ended: its tasks are gone and
+	// its nexus state released. Reinstatement waits for it.
+	done chan struct{}
+
 	mu       sync.Mutex
 	conn     *conn
 	tasks    map[uint32]*task // by ITT
@@ -63,6 +67,7 @@ func newSession(srv *Server, key sessionKey, initiator string, discovery bool, t
 		queueDepth: qd,
 		tasks:      make(map[uint32]*task, qd),
 		byTTT:      map[uint32]*task{},
+		done:       make(chan struct{}),
 	}
 	s.idle = sync.NewCond(&s.mu)
 	s.expCmdSN.Store(cmdSN)
@@ -240,11 +245,14 @@ func (s *session) abortTasks(match func(*task) bool, ownReader bool) int {
 	var dropped []*task
 	n := 0
 	for _, t := range s.tasks {
-		if !match(t) || t.aborted.Load() {
+		if !match(t) {
 			continue
 		}
-		n++
-		t.aborted.Store(true)
+		if !t.aborted.Swap(true) {
+			n++
+		}
+		// A task another session's reset already marked is still ours to
+		// drop: only this connection's reader may, and it is here now.
 		if !t.running && ownReader {
 			dropped = append(dropped, t)
 		}
@@ -301,11 +309,18 @@ func (s *session) end() {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	defer close(s.done)
 	s.srv.mu.Lock()
-	if s.srv.sessions[s.key] == s {
+	current := s.srv.sessions[s.key] == s
+	if current {
 		delete(s.srv.sessions, s.key)
 	}
 	s.srv.mu.Unlock()
+	if !current {
+		// Reinstated: the I_T nexus lives on in the new session, which must
+		// not see a nexus loss for its own predecessor.
+		return
+	}
 	if v := s.view.Load(); v != nil && v.view != nil {
 		for _, lun := range v.view.LUNs() {
 			if lu := v.view.LU(lun); lu != nil {

@@ -162,6 +162,12 @@ func (t *task) gatherImmediate(h *pdu.Header) error {
 // more with R2Ts (once the unsolicited burst is over).
 func (t *task) advance() {
 	if t.received == t.edtl {
+		if t.aborted.Load() {
+			// A reset from another session aborted it while its data
+			// arrived: it must not reach the medium after that reset.
+			t.abandon()
+			return
+		}
 		t.start()
 		return
 	}
