@@ -39,6 +39,8 @@ type Device struct {
 	Rotational  bool
 	Thin        bool
 	Removable   bool
+	// AllowSanitize lets initiators erase the whole device with SANITIZE.
+	AllowSanitize bool
 }
 
 // Target is one iSCSI target.

@@ -198,19 +198,20 @@ func (s *Server) luConfig(d Device, dev backend.Device, key unitKey) scsi.LUConf
 		serial = hex.EncodeToString(sum[:8])
 	}
 	cfg := scsi.LUConfig{
-		Device:     dev,
-		BlockSize:  d.Backend.BlockSize,
-		VendorID:   d.VendorID,
-		ProductID:  d.ProductID,
-		Serial:     serial,
-		DeviceID:   d.T10DeviceID,
-		ReadOnly:   readOnly || d.Backend.ReadOnly,
-		Rotational: d.Rotational,
-		Thin:       d.Thin,
-		Removable:  d.Removable,
-		WriteCache: !d.Backend.WriteThrough,
-		Aborter:    s.iscsi,
-		Persister:  s.persister(key),
+		Device:          dev,
+		BlockSize:       d.Backend.BlockSize,
+		VendorID:        d.VendorID,
+		ProductID:       d.ProductID,
+		Serial:          serial,
+		DeviceID:        d.T10DeviceID,
+		ReadOnly:        readOnly || d.Backend.ReadOnly,
+		Rotational:      d.Rotational,
+		Thin:            d.Thin,
+		Removable:       d.Removable,
+		WriteCache:      !d.Backend.WriteThrough,
+		SanitizeAllowed: d.AllowSanitize,
+		Aborter:         s.iscsi,
+		Persister:       s.persister(key),
 	}
 	if cfg.BlockSize == 0 {
 		cfg.BlockSize = 512

@@ -265,11 +265,14 @@ func (s *session) abortTasks(match func(*task) bool, ownReader bool) int {
 	return n
 }
 
-// waitAborted blocks until no aborted task matching f is executing.
+// waitAborted blocks until no aborted task matching f is executing, except
+// those that by definition go on (SANITIZE).
 func (s *session) waitAborted(match func(*task) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.hasRunning(func(t *task) bool { return t.aborted.Load() && match(t) }) {
+	for s.hasRunning(func(t *task) bool {
+		return t.aborted.Load() && match(t) && !scsi.ContinuesAfterAbort(t.cdb)
+	}) {
 		s.waiters++
 		s.idle.Wait()
 		s.waiters--

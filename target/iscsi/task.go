@@ -264,15 +264,16 @@ func (t *task) checkDataOut(d *pdu.DataOut) error {
 	return nil
 }
 
-// start runs the command. When it is the session's only command, it runs
-// right here on the reader and writes its own response: at queue depth 1
-// every goroutine hand-off is latency. Otherwise a worker runs it so the
-// reader keeps reading.
+// start runs the command. A plain read or write that is the session's only
+// command runs right here on the reader and writes its own response: at
+// queue depth 1 every goroutine hand-off is latency. Anything else goes to
+// a worker so the reader keeps reading (a SANITIZE must not stop the TEST
+// UNIT READY that polls it).
 func (t *task) start() {
 	t.s.mu.Lock()
 	t.running = true
 	t.s.mu.Unlock()
-	if !t.immediate && t.s.inflight.Load() == 1 {
+	if !t.immediate && t.s.inflight.Load() == 1 && scsi.QuickCommand(t.cdb) {
 		t.run()
 		return
 	}

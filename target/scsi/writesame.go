@@ -56,12 +56,15 @@ func writeSame(r request) error {
 		return invalidCDB(1, 7) // WRPROTECT without protection information
 	case flags&wsAnchor != 0:
 		return invalidCDB(1, 4) // ANC_SUP is zero
-	case flags&wsUnmap != 0 && !st.thin:
-		// LBPWS/LBPWS10 are clear on a fully provisioned LU.
-		return invalidCDB(1, 3)
 	}
+	// A write-protected LU says so before judging the UNMAP bit: the
+	// initiator learns the real reason its write cannot happen.
 	if err := r.lu.writeProtected(st); err != nil {
 		return err
+	}
+	if flags&wsUnmap != 0 && !st.thin {
+		// LBPWS/LBPWS10 are clear on a fully provisioned LU.
+		return invalidCDB(1, 3)
 	}
 	if lba > st.blocks {
 		return errLBAOutOfRange

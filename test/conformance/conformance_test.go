@@ -34,8 +34,31 @@ const (
 // tests have a second path to the same LU.
 var portalHosts = []string{"127.0.0.1", "127.0.0.2"}
 
-// TestConformance runs iscsi-test-cu's SCSI and iSCSI families against a
-// fresh hatarget and fails on any regression against expected.txt.
+// setup is one target configuration with the tests that need it. The
+// main run covers both families on a thin-provisioned LU; the others
+// re-run the suites that skip themselves unless the LU is read-only,
+// removable or open to SANITIZE.
+type setup struct {
+	name     string
+	attrs    []string // extra scst.conf attributes of the LU under test (LUN 0)
+	tests    []string // --test patterns; nil runs DefaultFamilies
+	sanitize bool     // --allow-sanitize
+	nullio   bool     // the LU under test is vdisk_nullio instead of a file
+}
+
+var setups = []setup{
+	{name: "main", attrs: []string{"thin_provisioned 1"}},
+	{name: "read-only", attrs: []string{"read_only 1"}, tests: []string{"SCSI.ReadOnly*"}},
+	{name: "removable", attrs: []string{"removable 1"}, tests: []string{"SCSI.PreventAllow*", "SCSI.StartStopUnit*", "SCSI.NoMedia*"}},
+	// SANITIZE runs on a large nullio LU: Sanitize.Reset checks that an
+	// overwrite is still in progress seconds later, after resets and a
+	// reconnect, which a small file would never be.
+	{name: "sanitize", attrs: []string{"allow_sanitize 1", "thin_provisioned 1", "size_mb 67108864"}, tests: []string{"SCSI.Sanitize*"}, sanitize: true, nullio: true},
+}
+
+// TestConformance runs iscsi-test-cu's SCSI and iSCSI families against
+// fresh hatarget nodes, one per setup, merges the verdicts and fails on
+// any regression against expected.txt.
 //
 // It is skipped under -short so `go test -short ./...` stays a quick unit
 // run; the Makefile's conformance target runs it without -short.
@@ -50,9 +73,33 @@ func TestConformance(t *testing.T) {
 	work := t.TempDir()
 	bin := hatargetBinary(ctx, t, work)
 
+	var merged []Result
+	var cat *Catalog
+	for _, su := range setups {
+		rep, c := runSetup(ctx, t, su, toolPath, bin, filepath.Join(work, su.name), filepath.Join(outDir, su.name))
+		if su.tests == nil {
+			cat = c
+		}
+		merged = mergeResults(merged, rep.Results)
+	}
+	checkExpectations(t, &Report{Results: merged}, cat, expectFile, outDir)
+}
+
+// runSetup serves one setup on a fresh node and runs its tests.
+func runSetup(ctx context.Context, t *testing.T, su setup, toolPath, bin, work, outDir string) (*Report, *Catalog) {
+	t.Helper()
+	for _, d := range []string{work, outDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	disks := makeDisks(t, work, "disk01", "disk02")
 	confPath := filepath.Join(work, "scst.conf")
-	if err := os.WriteFile(confPath, []byte(scstConfig(targetIQN, disks)), 0o644); err != nil {
+	conf := scstConfig(targetIQN, disks, su.attrs)
+	if su.nullio {
+		conf = nullFirstConfig(targetIQN, disks[1], su.attrs)
+	}
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatalf("writing %s: %v", confPath, err)
 	}
 	port, err := FreePort(portalHosts...)
@@ -60,30 +107,56 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("choosing a port: %v", err)
 	}
 	addrs := portalAddrs(port)
-
 	argv := []string{bin, "serve", "--config", confPath, "--data-dir", filepath.Join(work, "data")}
 	for _, a := range addrs {
 		argv = append(argv, "--listen", a)
 	}
-	d := startDaemon(t, argv, filepath.Join(outDir, "hatarget.log"), 10*time.Second)
-	waitListening(ctx, t, d, filepath.Join(outDir, "hatarget.log"), addrs)
+	logPath := filepath.Join(outDir, "hatarget.log")
+	d := startDaemon(t, argv, logPath, 10*time.Second)
+	defer d.Stop(10 * time.Second)
+	waitListening(ctx, t, d, logPath, addrs)
 
 	tool := Tool{
 		Path:       toolPath,
 		Families:   DefaultFamilies,
+		Tests:      su.tests,
+		Sanitize:   su.sanitize,
 		URLs:       lunURLs(addrs, targetIQN, 0), // SCST numbers LUNs from 0
 		Initiator:  Initiator1,
 		Initiator2: Initiator2,
 	}
 	rep, cat := runSuite(ctx, t, tool, outDir)
-
 	select {
 	case <-d.Exited():
-		t.Errorf("hatarget exited during the run (%v); see %s", d.ExitErr(), filepath.Join(outDir, "hatarget.log"))
-		logTail(t, filepath.Join(outDir, "hatarget.log"), 40)
+		t.Errorf("%s: hatarget exited during the run (%v); see %s", su.name, d.ExitErr(), logPath)
+		logTail(t, logPath, 40)
 	default:
 	}
-	checkExpectations(t, rep, cat, expectFile, outDir)
+	return rep, cat
+}
+
+// mergeResults folds one setup's results into the verdicts so far: a
+// failure anywhere is a failure, a pass anywhere beats a skip (the test
+// needed that setup), and tests a setup did not run leave no trace.
+func mergeResults(acc, more []Result) []Result {
+	index := make(map[string]int, len(acc))
+	for i, r := range acc {
+		index[r.Name] = i
+	}
+	for _, r := range more {
+		if r.Verdict == Missing {
+			continue
+		}
+		i, ok := index[r.Name]
+		switch {
+		case !ok:
+			index[r.Name] = len(acc)
+			acc = append(acc, r)
+		case r.Verdict == Fail || (r.Verdict == Pass && acc[i].Verdict == Skip):
+			acc[i] = r
+		}
+	}
+	return acc
 }
 
 // requireTool skips when iscsi-test-cu is absent, and says so on stderr
@@ -224,12 +297,18 @@ func makeDisks(t *testing.T, dir string, names ...string) []string {
 }
 
 // scstConfig writes an SCST-format config exporting each disk as a LUN,
-// numbered from 0 in order, on one target.
-func scstConfig(iqn string, disks []string) string {
+// numbered from 0 in order, on one target; attrs go to the first disk.
+func scstConfig(iqn string, disks []string, attrs []string) string {
 	var b strings.Builder
 	b.WriteString("HANDLER vdisk_fileio {\n")
 	for i, d := range disks {
-		fmt.Fprintf(&b, "    DEVICE disk%02d {\n        filename %s\n        nv_cache 1\n    }\n", i+1, d)
+		fmt.Fprintf(&b, "    DEVICE disk%02d {\n        filename %s\n        nv_cache 1\n", i+1, d)
+		if i == 0 {
+			for _, a := range attrs {
+				fmt.Fprintf(&b, "        %s\n", a)
+			}
+		}
+		b.WriteString("    }\n")
 	}
 	b.WriteString("}\n\nTARGET_DRIVER iscsi {\n    enabled 1\n\n")
 	fmt.Fprintf(&b, "    TARGET %s {\n", iqn)
@@ -237,6 +316,20 @@ func scstConfig(iqn string, disks []string) string {
 		fmt.Fprintf(&b, "        LUN %d disk%02d\n", i, i+1)
 	}
 	b.WriteString("        enabled 1\n    }\n}\n")
+	return b.String()
+}
+
+// nullFirstConfig exports a nullio device with attrs as LUN 0 and the disk
+// as LUN 1.
+func nullFirstConfig(iqn, disk string, attrs []string) string {
+	var b strings.Builder
+	b.WriteString("HANDLER vdisk_nullio {\n    DEVICE null01 {\n")
+	for _, a := range attrs {
+		fmt.Fprintf(&b, "        %s\n", a)
+	}
+	b.WriteString("    }\n}\n\nHANDLER vdisk_fileio {\n")
+	fmt.Fprintf(&b, "    DEVICE disk02 {\n        filename %s\n        nv_cache 1\n    }\n}\n\n", disk)
+	fmt.Fprintf(&b, "TARGET_DRIVER iscsi {\n    enabled 1\n\n    TARGET %s {\n        LUN 0 null01\n        LUN 1 disk02\n        enabled 1\n    }\n}\n", iqn)
 	return b.String()
 }
 

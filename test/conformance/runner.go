@@ -33,6 +33,11 @@ var DefaultFamilies = []string{"SCSI", "iSCSI"}
 type Tool struct {
 	Path     string   // the iscsi-test-cu binary
 	Families []string // test families to run
+	// Tests, when set, narrows the run to these --test patterns (such as
+	// "SCSI.ReadOnly*") within Families.
+	Tests []string
+	// Sanitize passes --allow-sanitize, for an LU opted in to SANITIZE.
+	Sanitize bool
 	// URLs are iscsi://host:port/iqn/lun; a second URL to the same LU
 	// through another portal enables the multipath tests.
 	URLs       []string
@@ -47,12 +52,19 @@ type Tool struct {
 // (the LU is scratch). --Verbose-scsi is what makes every skip visible:
 // several skip messages are logged only at verbose level.
 func (t Tool) Args() []string {
+	tests := t.Tests
+	if tests == nil {
+		tests = t.Families
+	}
 	args := []string{
 		"--dataloss",
 		"--Verbose-scsi",
-		"--test=" + strings.Join(t.Families, ","),
+		"--test=" + strings.Join(tests, ","),
 		"--initiator-name=" + t.Initiator,
 		"--initiator-name-2=" + t.Initiator2,
+	}
+	if t.Sanitize {
+		args = append(args, "--allow-sanitize")
 	}
 	return append(args, t.URLs...)
 }

@@ -40,7 +40,7 @@ func TestToolArgs(t *testing.T) {
 }
 
 func TestSCSTConfig(t *testing.T) {
-	got := scstConfig("iqn.2006-10.net.vlnb:tgt", []string{"/d/disk01.img", "/d/disk02.img"})
+	got := scstConfig("iqn.2006-10.net.vlnb:tgt", []string{"/d/disk01.img", "/d/disk02.img"}, nil)
 	want := `HANDLER vdisk_fileio {
     DEVICE disk01 {
         filename /d/disk01.img

@@ -74,6 +74,9 @@ type Options struct {
 	Hosts []string
 	// Args are extra `serve` arguments.
 	Args []string
+	// DataDir is the node's --data-dir; default a fresh directory. A test
+	// that restarts a node passes the same one again.
+	DataDir string
 }
 
 // Start writes conf (an scst.conf; the string "{{DIR}}" is replaced by a
@@ -91,7 +94,11 @@ func Start(t testing.TB, conf string, opts Options) *Node {
 	}
 	port := FreePort(t, hosts)
 	n := &Node{t: t, Dir: dir, Config: path, logs: &syncBuffer{}, done: make(chan struct{})}
-	args := []string{"serve", "--config", path, "--data-dir", filepath.Join(dir, "data")}
+	dataDir := opts.DataDir
+	if dataDir == "" {
+		dataDir = filepath.Join(dir, "data")
+	}
+	args := []string{"serve", "--config", path, "--data-dir", dataDir}
 	for _, h := range hosts {
 		addr := net.JoinHostPort(h, fmt.Sprint(port))
 		n.Addrs = append(n.Addrs, addr)
