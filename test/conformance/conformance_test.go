@@ -46,14 +46,23 @@ type setup struct {
 	nullio   bool     // the LU under test is vdisk_nullio instead of a file
 }
 
+// Sanitize.Reset checks that an overwrite is still in progress seconds
+// later, after resets and a reconnect, which a small file never is: it runs
+// on a 256 TiB nullio LU (whose zeros the other SANITIZE tests, which read
+// back patterns and mappings, could not accept).
 var setups = []setup{
 	{name: "main", attrs: []string{"thin_provisioned 1"}},
-	{name: "read-only", attrs: []string{"read_only 1"}, tests: []string{"SCSI.ReadOnly*"}},
+	{name: "sanitize-reset", attrs: []string{"allow_sanitize 1", "size_mb 268435456"}, tests: []string{"SCSI.Sanitize.Reset"}, sanitize: true, nullio: true},
+	{name: "read-only", attrs: []string{"read_only 1", "thin_provisioned 1"}, tests: []string{"SCSI.ReadOnly*"}},
 	{name: "removable", attrs: []string{"removable 1"}, tests: []string{"SCSI.PreventAllow*", "SCSI.StartStopUnit*", "SCSI.NoMedia*"}},
-	// SANITIZE runs on a large nullio LU: Sanitize.Reset checks that an
-	// overwrite is still in progress seconds later, after resets and a
-	// reconnect, which a small file would never be.
-	{name: "sanitize", attrs: []string{"allow_sanitize 1", "thin_provisioned 1", "size_mb 67108864"}, tests: []string{"SCSI.Sanitize*"}, sanitize: true, nullio: true},
+	{name: "sanitize", attrs: []string{"allow_sanitize 1", "thin_provisioned 1"}, tests: sanitizeTests, sanitize: true},
+}
+
+// sanitizeTests are the SANITIZE suite but Reset, which has its own setup.
+var sanitizeTests = []string{
+	"SCSI.Sanitize.BlockErase", "SCSI.Sanitize.BlockEraseReserved", "SCSI.Sanitize.CryptoErase",
+	"SCSI.Sanitize.CryptoEraseReserved", "SCSI.Sanitize.ExitFailureMode", "SCSI.Sanitize.InvalidServiceAction",
+	"SCSI.Sanitize.Overwrite", "SCSI.Sanitize.OverwriteReserved", "SCSI.Sanitize.Readonly", "SCSI.Sanitize.Reservations",
 }
 
 // TestConformance runs iscsi-test-cu's SCSI and iSCSI families against
