@@ -66,14 +66,15 @@ func deviceFromSCST(d scstconf.Device) target.Device {
 			NVCache:      d.NVCache,
 			WriteThrough: d.WriteThrough,
 		},
-		Serial:      d.USN,
-		NAA:         d.NAAID,
-		T10DeviceID: d.T10DevID,
-		VendorID:    d.T10VendID,
-		ProductID:   d.ProdID,
-		Rotational:  d.Rotational,
-		Thin:        d.ThinProvisioned,
-		Removable:   d.Removable,
+		Serial:        d.USN,
+		NAA:           d.NAAID,
+		T10DeviceID:   d.T10DevID,
+		VendorID:      d.T10VendID,
+		ProductID:     d.ProdID,
+		Rotational:    d.Rotational,
+		Thin:          d.ThinProvisioned,
+		Removable:     d.Removable,
+		AllowSanitize: d.AllowSanitize,
 	}
 }
 

@@ -265,15 +265,17 @@ func (t *task) checkDataOut(d *pdu.DataOut) error {
 }
 
 // start runs the command. A plain read or write that is the session's only
-// command runs right here on the reader and writes its own response: at
-// queue depth 1 every goroutine hand-off is latency. Anything else goes to
-// a worker so the reader keeps reading (a SANITIZE must not stop the TEST
-// UNIT READY that polls it).
+// command, with nothing more waiting to be read, runs right here on the
+// reader and writes its own response: at queue depth 1 every goroutine
+// hand-off is latency. Anything else goes to a worker so the reader keeps
+// reading: commands already buffered behind this one must not wait for it
+// (that would serialize a deep queue on one goroutine), nor may a polling
+// TEST UNIT READY wait for a SANITIZE.
 func (t *task) start() {
 	t.s.mu.Lock()
 	t.running = true
 	t.s.mu.Unlock()
-	if !t.immediate && t.s.inflight.Load() == 1 && scsi.QuickCommand(t.cdb) {
+	if !t.immediate && t.s.inflight.Load() == 1 && t.c.br.Buffered() == 0 && scsi.QuickCommand(t.cdb) {
 		t.run()
 		return
 	}

@@ -151,9 +151,9 @@ type command struct {
 	avail func(st *luState) bool
 }
 
-// commands lists everything this package implements. XCOPY is deliberately
-// absent and therefore fails with INVALID COMMAND OPERATION CODE (or
-// INVALID FIELD IN CDB for an unknown service action of a known opcode).
+// commands lists everything this package implements. Anything else fails
+// with INVALID COMMAND OPERATION CODE (or INVALID FIELD IN CDB for an
+// unknown service action of a known opcode).
 func commands() []command {
 	// The GROUP NUMBER byte is accepted with SBC-4's six bits; grouping has
 	// no effect here.
@@ -254,6 +254,17 @@ func commands() []command {
 		prIn(saReadKeys), prIn(saReadReservation), prIn(saReportCapabilities), prIn(saReadFullStatus),
 		prOut(PRRegister), prOut(PRReserve), prOut(PRRelease), prOut(PRClear),
 		prOut(PRPreempt), prOut(PRPreemptAndAbort), prOut(PRRegisterAndIgnore), prOut(PRRegisterAndMove),
+		// Copy offload (xcopy.go, copyresults.go). EXTENDED COPY meets the
+		// reservations of its copy targets itself, as READ and WRITE would.
+		{opcode: opExtendedCopy, sa: saExtendedCopyLID1, hasSA: true,
+			usage: []byte{opExtendedCopy, saExtendedCopyLID1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
+			flags: writeAccess, timeout: xcTimeout, run: extendedCopy},
+		{opcode: opReceiveCopyResults, sa: saCopyStatus, hasSA: true,
+			usage: []byte{opReceiveCopyResults, saCopyStatus, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
+			run: receiveCopyResults},
+		{opcode: opReceiveCopyResults, sa: saOperatingParams, hasSA: true,
+			usage: []byte{opReceiveCopyResults, saOperatingParams, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
+			run: receiveCopyResults},
 	}
 }
 

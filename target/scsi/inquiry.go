@@ -5,6 +5,7 @@ const (
 	vpdSupportedPages   = 0x00
 	vpdUnitSerial       = 0x80
 	vpdDeviceID         = 0x83
+	vpdThirdPartyCopy   = 0x8f
 	vpdBlockLimits      = 0xb0
 	vpdBlockDevCharacts = 0xb1
 	vpdProvisioning     = 0xb2
@@ -12,8 +13,9 @@ const (
 
 // vpdPages is the list VPD page 00h reports, ascending. Logical block
 // provisioning (B2h) is there for thin LUs only: a fully provisioned LU
-// reports LBPME=0 and has nothing to describe in it.
-var vpdPages = []byte{vpdSupportedPages, vpdUnitSerial, vpdDeviceID, vpdBlockLimits, vpdBlockDevCharacts}
+// reports LBPME=0 and has nothing to describe in it. Third-party copy (8Fh)
+// describes the EXTENDED COPY copy manager (copyresults.go).
+var vpdPages = []byte{vpdSupportedPages, vpdUnitSerial, vpdDeviceID, vpdThirdPartyCopy, vpdBlockLimits, vpdBlockDevCharacts}
 
 var vpdPagesThin = append(append([]byte(nil), vpdPages...), vpdProvisioning)
 
@@ -54,6 +56,8 @@ func inquiry(r request) error {
 		data = vpdPage(page, []byte(r.st.cfg.Serial))
 	case vpdDeviceID:
 		data = deviceIDPage(r.st, r.cmd.Nexus)
+	case vpdThirdPartyCopy:
+		data = thirdPartyCopyPage(r.st)
 	case vpdBlockLimits:
 		data = blockLimitsPage(r.st)
 	case vpdBlockDevCharacts:
@@ -79,7 +83,7 @@ func standardInquiry(st *luState) []byte {
 	b[2] = 0x06        // SPC-4
 	b[3] = 0x10 | 0x02 // HISUP, response data format 2
 	b[4] = standardInquiryLen - 5
-	b[5] = tpgsImplicit << 4
+	b[5] = tpgsImplicit<<4 | 0x08 // TPGS, 3PC: EXTENDED COPY is supported
 	b[6] = 0x10 // MULTIP: the LU is reachable through every node's target port
 	b[7] = 0x02 // CMDQUE
 	padASCII(b[8:16], st.cfg.VendorID)

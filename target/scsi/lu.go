@@ -121,6 +121,9 @@ type LU struct {
 	rl rangeLock
 	// san is the state of SANITIZE (sanitize.go).
 	san sanitizeState
+	// copies holds the status of the EXTENDED COPY commands this LU ran as
+	// copy manager, for RECEIVE COPY RESULTS (copyresults.go).
+	copies copyResults
 
 	mu       sync.RWMutex
 	nexuses  map[string]*nexusState // by Nexus.Key

@@ -95,7 +95,8 @@ func TestBlockCommandErrors(t *testing.T) {
 		{"prefetch past end", cdbRW16(opPrefetch16, testBlocks-1, 2, 0), nil, lbaOOB},
 		{"short cdb", []byte{opRead10, 0, 0}, nil, wantCDB(3, -1)},
 		{"unknown opcode", []byte{0xc0, 0, 0, 0, 0, 0}, nil, wantSense(KeyIllegalRequest, ascInvalidOpcode)},
-		{"xcopy deferred", make16(0x83), nil, wantSense(KeyIllegalRequest, ascInvalidOpcode)},
+		{"xcopy empty parameter list", make16(0x83), nil, good},
+		{"xcopy lid4", append([]byte{0x83, 0x01}, make([]byte, 14)...), nil, wantCDB(1, 4)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)

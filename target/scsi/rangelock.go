@@ -8,7 +8,8 @@ import (
 
 // rangeLock serialises commands that must be atomic against everything
 // else touching the same LBAs (COMPARE AND WRITE, ORWRITE, WRITE ATOMIC,
-// SANITIZE; XCOPY later) with the commands that read or modify those LBAs.
+// SANITIZE, and each chunk EXTENDED COPY writes) with the commands that
+// read or modify those LBAs.
 //
 // The LU's byte range is cut into 1 MiB regions hashed onto 64 stripes,
 // each an RWMutex on its own cache line. READ, WRITE, WRITE SAME and UNMAP

@@ -29,9 +29,9 @@
 // WRITE SAME with UNMAP, LBPME/LBPRZ and VPD page B2h; GET LBA STATUS asks
 // the device for holes. SANITIZE runs only with LUConfig.SanitizeAllowed.
 //
-// Not implemented yet, and therefore not advertised: XCOPY. It fails with
-// INVALID COMMAND OPERATION CODE, which initiators and libiscsi read as
-// "not supported".
+// EXTENDED COPY (LID1, block to block) copies between the LUs of the
+// nexus's View, and only those (xcopy.go); RECEIVE COPY RESULTS and VPD
+// page 8Fh describe the copy manager (copyresults.go).
 package scsi
 
 // Status is a SCSI status byte (SAM-5).
@@ -107,6 +107,13 @@ type Command struct {
 	DataIn []byte
 	// TaskTag identifies the task for task management (the iSCSI ITT).
 	TaskTag uint32
+	// View is the set of LUNs the nexus may address. Execute sets it; the
+	// LU reads it for EXTENDED COPY, whose copy targets must be LUs of
+	// this View and of nothing wider (the LUN masking of the nexus, or an
+	// initiator could copy from and to LUs outside its ACL). A caller of
+	// LU.Execute may set it to the nexus's View; nil confines EXTENDED
+	// COPY to the addressed LU.
+	View View
 }
 
 // Result is the outcome of a command.
@@ -124,7 +131,7 @@ type Result struct {
 	Transfer int
 	// SenseBuf is the storage Sense points into. It lives in Result so that a
 	// transport reusing Result values (one per task slot) builds sense data
-	// without allocating; the longest sense this package builds is 30 bytes.
+	// without allocating; the longest sense this package builds is 40 bytes.
 	SenseBuf [SenseBufLen]byte
 }
 

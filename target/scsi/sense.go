@@ -11,6 +11,7 @@ const (
 	KeyIllegalRequest byte = 0x5
 	KeyUnitAttention  byte = 0x6
 	KeyDataProtect    byte = 0x7
+	KeyCopyAborted    byte = 0xa
 	KeyAbortedCommand byte = 0xb
 	KeyMiscompare     byte = 0xe
 )
@@ -69,6 +70,10 @@ type Sense struct {
 	// meaningful when HasProgress is set and HasField is not.
 	Progress    uint16
 	HasProgress bool
+	// CSI is the COMMAND-SPECIFIC INFORMATION field (the number of the
+	// segment EXTENDED COPY was processing), meaningful when HasCSI is set.
+	CSI    uint64
+	HasCSI bool
 }
 
 func (s Sense) Error() string {
@@ -124,7 +129,7 @@ func miscompare(offset uint64) Sense {
 }
 
 // encode writes s into buf in descriptor (0x72) or fixed (0x70) format and
-// returns the length. buf must hold at least 30 bytes.
+// returns the length. buf must hold at least 40 bytes.
 func (s *Sense) encode(buf []byte, descriptor bool) int {
 	if descriptor {
 		return s.encodeDescriptor(buf)
@@ -144,13 +149,16 @@ func (s *Sense) encodeFixed(b []byte) int {
 		putU32(b[3:], uint32(s.Info))
 	}
 	b[7] = n - 8
+	if s.HasCSI && s.CSI <= 0xffffffff {
+		putU32(b[8:], uint32(s.CSI))
+	}
 	b[12], b[13] = s.ASC, s.ASCQ
 	s.putSenseKeySpecific(b[15:18])
 	return n
 }
 
 func (s *Sense) encodeDescriptor(b []byte) int {
-	clear(b[:30])
+	clear(b[:40])
 	b[0] = 0x72
 	b[1] = s.Key & 0x0f
 	b[2], b[3] = s.ASC, s.ASCQ
@@ -159,6 +167,12 @@ func (s *Sense) encodeDescriptor(b []byte) int {
 		// Information descriptor (SPC-4 4.5.2.2).
 		b[n], b[n+1], b[n+2] = 0x00, 0x0a, 0x80
 		putU64(b[n+4:], s.Info)
+		n += 12
+	}
+	if s.HasCSI {
+		// Command-specific information descriptor (SPC-4 4.5.2.3).
+		b[n], b[n+1] = 0x01, 0x0a
+		putU64(b[n+4:], s.CSI)
 		n += 12
 	}
 	if s.HasField || s.HasProgress {

@@ -210,7 +210,7 @@ func TestInquiry(t *testing.T) {
 	wantCDB(1, 1).check(t, first(h.run([]byte{opInquiry, 2, 0, 0, 255, 0}, nil, 255)))
 
 	_, pages := h.run(cdbInquiry(true, 0, 255), nil, 255)
-	if !bytes.Equal(pages, []byte{0, 0, 0, 5, 0x00, 0x80, 0x83, 0xb0, 0xb1}) {
+	if !bytes.Equal(pages, []byte{0, 0, 0, 6, 0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1}) {
 		t.Fatalf("supported pages % x", pages)
 	}
 	for _, p := range pages[4:] {
@@ -489,7 +489,7 @@ func TestReportSupportedOpcodes(t *testing.T) {
 		checkUsageEnforced(t, c)
 	}
 
-	_, none := h.run(cdbMaintIn(saReportOpcodes, rsocOpcode, 0x83, 0, 512), nil, 512) // EXTENDED COPY
+	_, none := h.run(cdbMaintIn(saReportOpcodes, rsocOpcode, 0x3b, 0, 512), nil, 512) // WRITE BUFFER
 	if !bytes.Equal(none, []byte{0, 1, 0, 0}) {
 		t.Fatalf("unsupported opcode: % x", none)
 	}

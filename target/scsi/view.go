@@ -8,7 +8,10 @@ type View interface {
 
 // Execute runs one command for a nexus. REPORT LUNS and commands to LUNs
 // the view does not map are answered here; everything else goes to the LU.
+// It sets cmd.View to v: v must be exactly what the nexus may access, since
+// EXTENDED COPY reaches every LU in it.
 func Execute(v View, cmd *Command, res *Result) {
+	cmd.View = v
 	if len(cmd.CDB) > 0 && cmd.CDB[0] == opReportLUNs {
 		resetResult(res)
 		if err := reportLUNsOf(v, cmd, res); err != nil {
