@@ -261,10 +261,10 @@ func commands() []command {
 			flags: writeAccess, timeout: xcTimeout, run: extendedCopy},
 		{opcode: opReceiveCopyResults, sa: saCopyStatus, hasSA: true,
 			usage: []byte{opReceiveCopyResults, saCopyStatus, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
-			run: receiveCopyResults},
+			run:   receiveCopyResults},
 		{opcode: opReceiveCopyResults, sa: saOperatingParams, hasSA: true,
 			usage: []byte{opReceiveCopyResults, saOperatingParams, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
-			run: receiveCopyResults},
+			run:   receiveCopyResults},
 	}
 }
 

@@ -83,7 +83,8 @@ func standardInquiry(st *luState) []byte {
 	b[2] = 0x06        // SPC-4
 	b[3] = 0x10 | 0x02 // HISUP, response data format 2
 	b[4] = standardInquiryLen - 5
-	b[5] = tpgsImplicit<<4 | 0x08 // TPGS, 3PC: EXTENDED COPY is supported
+	// TPGS, and 3PC: EXTENDED COPY is supported (xcopy.go).
+	b[5] = tpgsImplicit<<4 | 0x08
 	b[6] = 0x10 // MULTIP: the LU is reachable through every node's target port
 	b[7] = 0x02 // CMDQUE
 	padASCII(b[8:16], st.cfg.VendorID)
