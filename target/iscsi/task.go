@@ -283,6 +283,12 @@ func (t *task) start() {
 }
 
 func (t *task) run() {
+	if t.aborted.Load() {
+		// Aborted while queued: it must neither touch the medium nor
+		// consume a unit attention in a response nobody will see.
+		t.respond()
+		return
+	}
 	t.scmd = scsi.Command{Nexus: t.s.nexus, LUN: t.lun, CDB: t.cdb, TaskTag: t.itt}
 	if t.cmd.Write && t.buf != nil {
 		t.scmd.DataOut = t.buf.b[:t.edtl]

@@ -272,7 +272,12 @@ func (lu *LU) ApplyReservationEffects(effects []PREffect, except *Command) {
 	if len(effects) == 0 {
 		return
 	}
+	type unitAttention struct {
+		key  string
+		code uint16
+	}
 	var abort []string
+	var uas []unitAttention
 	for i := range effects {
 		e := &effects[i]
 		for _, key := range lu.nexusKeysCovered(&e.Target) {
@@ -280,17 +285,23 @@ func (lu *LU) ApplyReservationEffects(effects []PREffect, except *Command) {
 				continue
 			}
 			if e.UA != 0 {
-				lu.raiseOnKey(key, e.UA)
+				uas = append(uas, unitAttention{key, e.UA})
 			}
 			if e.Abort {
 				abort = append(abort, key)
 			}
 		}
 	}
+	// Abort first: a preempted nexus's task running between the unit
+	// attention being raised and its abort would report (and so consume)
+	// the unit attention in a response that is then suppressed.
 	if len(abort) > 0 {
 		if a := lu.state.Load().cfg.Aborter; a != nil {
 			a.AbortTasks(lu, abort, except)
 		}
+	}
+	for _, u := range uas {
+		lu.raiseOnKey(u.key, u.code)
 	}
 }
 
