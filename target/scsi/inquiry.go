@@ -213,7 +213,11 @@ func blockCharacteristicsPage(st *luState) []byte {
 	}
 	if blockEraseAvail(st) {
 		// WABEREQ 01b: a read after BLOCK ERASE completes with GOOD.
-		b[7] = 0x40
+		b[7] |= 0x40
+	}
+	if sanitizeAvail(st) {
+		// WACEREQ 01b: a read after CRYPTOGRAPHIC ERASE completes with GOOD.
+		b[7] |= 0x10
 	}
 	// A rotational LU reports rate 0, "not reported": the real spindle speed
 	// (if any) is hidden behind the backing file.

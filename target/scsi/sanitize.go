@@ -12,7 +12,10 @@ import (
 // OVERWRITE writes the initialization pattern over every block, OWCOUNT
 // times, inverting it between passes when INVERT is set. BLOCK ERASE (thin
 // LUs only, since its result must read as deallocated) punches the whole
-// device. CRYPTO ERASE is not offered: there is no key to throw away.
+// device. CRYPTOGRAPHIC ERASE has no key to throw away, since blocks are
+// stored in the clear: it destroys the data itself instead, by punching
+// (thin LUs) or zeroing, which leaves the old data at least as
+// unrecoverable as a discarded key would.
 //
 // The operation runs as a job of the LU, not of the command: task
 // management, resets and lost sessions do not stop it. While it runs every
@@ -25,9 +28,10 @@ import (
 
 // Sanitize service actions.
 const (
-	saSanitizeOverwrite  = 0x01
-	saSanitizeBlockErase = 0x02
-	saSanitizeExitFail   = 0x1f
+	saSanitizeOverwrite   = 0x01
+	saSanitizeBlockErase  = 0x02
+	saSanitizeCryptoErase = 0x03
+	saSanitizeExitFail    = 0x1f
 )
 
 // flagSanitize marks the SANITIZE service actions, which stay allowed in
@@ -100,7 +104,7 @@ func sanitize(r request) error {
 		r.lu.san.failed.Store(false)
 		return nil
 	}
-	job := sanitizeJob{erase: sa == saSanitizeBlockErase}
+	job := sanitizeJob{erase: sa == saSanitizeBlockErase || sa == saSanitizeCryptoErase}
 	if !job.erase {
 		var err error
 		if job, err = overwriteParams(st, r.cmd.DataOut, paramLen); err != nil {

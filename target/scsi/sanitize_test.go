@@ -17,7 +17,7 @@ func sanitizeHarness(t *testing.T, mod func(*LUConfig)) (*harness, *thinDevice) 
 
 func TestSanitizeNotAllowed(t *testing.T) {
 	h, _ := newThinHarness(t, nil)
-	for _, sa := range []byte{saSanitizeOverwrite, saSanitizeBlockErase, saSanitizeExitFail} {
+	for _, sa := range []byte{saSanitizeOverwrite, saSanitizeBlockErase, saSanitizeCryptoErase, saSanitizeExitFail} {
 		wantSense(KeyIllegalRequest, ascInvalidOpcode).check(t, first(h.run(cdbSanitize(sa, false, 0), nil, 0)))
 		_, one := h.run(cdbMaintIn(saReportOpcodes, rsocOpcodeSA, opSanitize, uint16(sa), 64), nil, 64)
 		if !bytes.Equal(one, []byte{0, 1, 0, 0}) {
@@ -72,7 +72,7 @@ func TestSanitizeOverwrite(t *testing.T) {
 		{"test field", cdbSanitize(saSanitizeOverwrite, false, 516), owParams(0x21, fill(512, 1)), wantParam(0, 6)},
 		{"reserved bit", func() []byte { c := cdbSanitize(saSanitizeOverwrite, false, 516); c[1] |= 0x40; return c }(), owParams(1, fill(512, 1)), wantCDB(1, 6)},
 		{"reserved byte", func() []byte { c := cdbSanitize(saSanitizeOverwrite, false, 516); c[3] = 3; return c }(), owParams(1, fill(512, 1)), wantCDB(3, 1)},
-		{"crypto erase", cdbSanitize(0x03, false, 0), nil, wantCDB(1, 4)},
+		{"crypto erase with a parameter list", cdbSanitize(saSanitizeCryptoErase, false, 8), make([]byte, 8), wantCDB(7, -1)},
 		{"service action 0", cdbSanitize(0x00, false, 0), nil, wantCDB(1, 4)},
 		{"exit failure mode with data", cdbSanitize(saSanitizeExitFail, false, 8), make([]byte, 8), wantCDB(7, -1)},
 		{"block erase with data", cdbSanitize(saSanitizeBlockErase, false, 8), make([]byte, 8), wantCDB(7, -1)},
@@ -218,5 +218,28 @@ func TestStripeMask(t *testing.T) {
 		if got := stripeMask(tc.off, tc.n); got != tc.want {
 			t.Errorf("stripeMask(%d, %d) = %#x, want %#x", tc.off, tc.n, got, tc.want)
 		}
+	}
+}
+
+// CRYPTOGRAPHIC ERASE destroys the data itself (there is no key): punched
+// on a thin LU, zeroed on a fully provisioned one, readable afterwards
+// (WACEREQ 01b).
+func TestSanitizeCryptoErase(t *testing.T) {
+	thin, dev := sanitizeHarness(t, nil)
+	copy(dev.data, fill(len(dev.data), 'a'))
+	good.check(t, first(thin.run(cdbSanitize(saSanitizeCryptoErase, false, 0), nil, 0)))
+	if !bytes.Equal(dev.data, make([]byte, len(dev.data))) {
+		t.Fatal("CRYPTO ERASE left data on a thin LU")
+	}
+	good.check(t, first(thin.run(cdbRW10(opRead10, 0, 1, 0), nil, 512)))
+	_, b1 := thin.run(cdbInquiry(true, vpdBlockDevCharacts, 64), nil, 64)
+	if b1[7]&0x30 != 0x10 {
+		t.Fatalf("WACEREQ = %d, want 1", b1[7]>>4&3)
+	}
+	full := newHarness(t, func(c *LUConfig) { c.SanitizeAllowed = true })
+	copy(full.dev.data, fill(len(full.dev.data), 'a'))
+	good.check(t, first(full.run(cdbSanitize(saSanitizeCryptoErase, false, 0), nil, 0)))
+	if !bytes.Equal(full.dev.data, make([]byte, len(full.dev.data))) {
+		t.Fatal("CRYPTO ERASE left data on a fully provisioned LU")
 	}
 }
