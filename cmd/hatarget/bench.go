@@ -63,7 +63,7 @@ It works against any iSCSI target, not only hatarget.`,
 	f.StringVar(&o.portal, "portal", "127.0.0.1:3260", "target portal host:port")
 	f.StringVar(&o.target, "target", "", "target IQN (required)")
 	f.Uint64Var(&o.lun, "lun", 0, "logical unit number")
-	f.StringVar(&o.pattern, "pattern", "randread", "randread, randwrite, randrw, read or write")
+	f.StringVar(&o.pattern, "pattern", "randread", "randread, randwrite, randrw, read, write or caw (COMPARE AND WRITE)")
 	f.StringVar(&o.blockSize, "bs", "4k", "I/O size (512, 4k, 128k, 1m, ...)")
 	f.IntVar(&o.qd, "qd", 32, "queue depth per session")
 	f.IntVar(&o.sessions, "sessions", 1, "number of sessions")

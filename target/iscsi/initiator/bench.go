@@ -22,7 +22,9 @@ type BenchConfig struct {
 	// BlockSize is the I/O size in bytes (default 4096); it must be a
 	// multiple of the LUN's logical block size.
 	BlockSize int
-	// Pattern is randread (default), randwrite, randrw, read or write.
+	// Pattern is randread (default), randwrite, randrw, read, write or caw:
+	// COMPARE AND WRITE of one logical block per worker, each expecting
+	// what it last wrote, as VMware's ATS heartbeats do.
 	Pattern string
 	// ReadPercent is the share of reads in randrw; default 50.
 	ReadPercent int
@@ -69,9 +71,9 @@ func (bc BenchConfig) withDefaults() (BenchConfig, error) {
 		bc.Pattern = "randread"
 	}
 	switch bc.Pattern {
-	case "randread", "randwrite", "randrw", "read", "write":
+	case "randread", "randwrite", "randrw", "read", "write", "caw":
 	default:
-		return bc, fmt.Errorf("bench: unknown pattern %q (randread, randwrite, randrw, read, write)", bc.Pattern)
+		return bc, fmt.Errorf("bench: unknown pattern %q (randread, randwrite, randrw, read, write, caw)", bc.Pattern)
 	}
 	if bc.ReadPercent <= 0 || bc.ReadPercent > 100 {
 		bc.ReadPercent = 50
@@ -214,6 +216,7 @@ type benchWorker struct {
 	buf, exp []byte
 	stamps   []uint32 // last write stamp per owned unit, 0 = unknown; nil without Verify
 	stamp    uint32   // last stamp issued: unique per worker, so a stale block never matches
+	caw      []byte   // compare half then write half of the next COMPARE AND WRITE; nil until first used
 	hist     Histogram
 	ops      atomic.Int64
 	reads    int64
@@ -320,6 +323,9 @@ func (w *benchWorker) lba(slot int64) uint64 {
 }
 
 func (w *benchWorker) io(ctx context.Context, slot int64, read bool) error {
+	if w.bc.Pattern == "caw" {
+		return w.compareAndWrite(ctx)
+	}
 	if read {
 		return w.s.Read(ctx, w.bc.LUN, w.lba(slot), w.geo.lbPerUnit, w.geo.lbSize, w.buf)
 	}
@@ -334,6 +340,29 @@ func (w *benchWorker) io(ctx context.Context, slot int64, read bool) error {
 		w.stamps[slot] = 0 // the block may hold the old or the new data
 	}
 	return err
+}
+
+// compareAndWrite swaps the first block of the worker's first unit from
+// the value it last wrote to the next one. The first call learns the
+// block's content with a read.
+func (w *benchWorker) compareAndWrite(ctx context.Context) error {
+	bs := w.geo.lbSize
+	lba := w.lba(0)
+	if w.caw == nil {
+		w.caw = make([]byte, 2*bs)
+		if err := w.s.Read(ctx, w.bc.LUN, lba, 1, bs, w.caw[:bs]); err != nil {
+			w.caw = nil
+			return err
+		}
+	}
+	w.stamp++
+	fillUnit(w.caw[bs:], w.id, w.stamp)
+	if err := w.s.CompareAndWrite(ctx, w.bc.LUN, lba, 1, bs, w.caw); err != nil {
+		w.caw = nil // relearn: the block may hold either value now
+		return err
+	}
+	copy(w.caw[:bs], w.caw[bs:])
+	return nil
 }
 
 // check verifies a read of a unit written in this run.

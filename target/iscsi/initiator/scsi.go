@@ -15,6 +15,7 @@ const (
 	opWrite10         = 0x2a
 	opRead16          = 0x88
 	opWrite16         = 0x8a
+	opCompareAndWrite = 0x89
 	opServiceAction16 = 0x9e
 	saReadCapacity16  = 0x10
 
@@ -118,6 +119,25 @@ func (s *Session) Write(ctx context.Context, lun, lba uint64, blocks uint32, blo
 	n := rwCDB(&cdb, true, lba, blocks)
 	if _, err := s.run(ctx, lun, cdb[:n], buf, nil); err != nil {
 		return fmt.Errorf("write LBA %d+%d: %w", lba, blocks, err)
+	}
+	return nil
+}
+
+// CompareAndWrite atomically replaces blocks at lba that still hold
+// compare with write (COMPARE AND WRITE, what VMware's ATS locking uses).
+// A block holding anything else fails with a *SCSIError whose sense is
+// MISCOMPARE.
+func (s *Session) CompareAndWrite(ctx context.Context, lun, lba uint64, blocks uint8, blockSize int, compareAndWrite []byte) error {
+	if len(compareAndWrite) != 2*int(blocks)*blockSize {
+		return fmt.Errorf("initiator: CompareAndWrite of %d blocks of %d bytes needs %d bytes, got %d",
+			blocks, blockSize, 2*int(blocks)*blockSize, len(compareAndWrite))
+	}
+	var cdb [16]byte
+	cdb[0] = opCompareAndWrite
+	binary.BigEndian.PutUint64(cdb[2:], lba)
+	cdb[13] = blocks
+	if _, err := s.run(ctx, lun, cdb[:], compareAndWrite, nil); err != nil {
+		return fmt.Errorf("compare and write LBA %d+%d: %w", lba, blocks, err)
 	}
 	return nil
 }
