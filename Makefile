@@ -1,4 +1,5 @@
 # hatarget — see README.md. Every target works on a fresh clone with Go installed.
+SHELL     := /bin/bash
 GO        ?= go
 BIN       := bin/hatarget
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
