@@ -6,9 +6,13 @@ import "sync/atomic"
 // goroutine per command would start on a small stack and pay for growing it
 // through the SCSI and backend layers on every I/O, which profiles showed
 // as a tenth of the CPU. Workers are started on demand, up to the queue
-// depth, so slow commands (a cold disk, a flush) never hold up the others.
+// depth, so slow commands (a cold disk, a flush, a SANITIZE) never hold up
+// the others.
 type workerPool struct {
-	work    chan *task
+	work chan *task
+	// idle counts workers waiting for a task. A submitter claims one by
+	// decrementing it before sending, so two tasks can never both count on
+	// the same idle worker while a busy one holds the second back.
 	idle    atomic.Int32
 	started int // only touched by the submitting reader goroutine
 	max     int
@@ -22,12 +26,15 @@ func newWorkerPool(max int) *workerPool {
 // reader, after its last submit, calls it.
 func (p *workerPool) close() { close(p.work) }
 
-// submit queues t; it never blocks, because the CmdSN window keeps the
-// number of commands at or below the channel's capacity.
+// submit hands t to an idle worker, or to a new one. It never blocks: the
+// CmdSN window keeps the commands in flight within the channel's capacity.
 func (p *workerPool) submit(t *task) {
-	if p.idle.Load() == 0 && p.started < p.max {
-		p.started++
-		go p.loop()
+	if p.idle.Add(-1) < 0 {
+		p.idle.Add(1)
+		if p.started < p.max {
+			p.started++
+			go p.loop()
+		}
 	}
 	select {
 	case p.work <- t:
@@ -38,14 +45,11 @@ func (p *workerPool) submit(t *task) {
 	}
 }
 
+// loop runs tasks; a worker announces itself idle only between tasks, so
+// a new worker takes the task it was started for without being claimed.
 func (p *workerPool) loop() {
-	for {
-		p.idle.Add(1)
-		t, ok := <-p.work
-		p.idle.Add(-1)
-		if !ok {
-			return
-		}
+	for t := range p.work {
 		t.run()
+		p.idle.Add(1)
 	}
 }
