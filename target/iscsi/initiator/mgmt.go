@@ -34,28 +34,16 @@ func (s *Session) taskMgmt(ctx context.Context, fn byte, lun [8]byte, ref uint32
 	if fn == pdu.TMFAbortTask || fn == pdu.TMFTaskReassign {
 		rtt = ref
 	}
-	err = s.send(ctx, true, func(h *pdu.Header, sn, exp uint32) {
+	h, err := s.exchange(ctx, t, pdu.OpTaskMgmtResp, func(h *pdu.Header, sn, exp uint32) {
 		req := pdu.TaskMgmtReq{Immediate: true, Function: fn, LUN: lun, ITT: t.itt, RTT: rtt,
 			CmdSN: sn, ExpStatSN: exp, RefCmdSN: sn}
 		if known {
 			req.RefCmdSN = refCmdSN
 		}
 		req.Marshal(h)
-		s.stamp(t, sn)
-	}, nil, nil)
-	if err != nil {
-		s.release(t)
-		return 0, err
-	}
-	h, _, owned, err := s.await(ctx, t)
-	if owned {
-		s.release(t)
-	}
+	})
 	if err != nil {
 		return 0, err
-	}
-	if h.Opcode() != pdu.OpTaskMgmtResp {
-		return 0, protocolErr("answered with %v", h.Opcode())
 	}
 	var r pdu.TaskMgmtResp
 	r.Unmarshal(&h)
@@ -134,25 +122,37 @@ func (s *Session) logout(ctx context.Context) (byte, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = s.send(ctx, true, func(h *pdu.Header, sn, exp uint32) {
+	h, err := s.exchange(ctx, t, pdu.OpLogoutResp, func(h *pdu.Header, sn, exp uint32) {
 		(&pdu.LogoutReq{Immediate: true, Reason: pdu.LogoutSession, ITT: t.itt, CmdSN: sn, ExpStatSN: exp}).Marshal(h)
+	})
+	if err != nil {
+		return 0, err
+	}
+	var r pdu.LogoutResp
+	r.Unmarshal(&h)
+	return r.Response, nil
+}
+
+// exchange sends the immediate request build makes for task t, waits for
+// its answer and checks that it is a want PDU; t is released either way.
+func (s *Session) exchange(ctx context.Context, t *task, want pdu.Opcode, build func(h *pdu.Header, sn, exp uint32)) (pdu.Header, error) {
+	err := s.send(ctx, true, func(h *pdu.Header, sn, exp uint32) {
+		build(h, sn, exp)
 		s.stamp(t, sn)
 	}, nil, nil)
 	if err != nil {
 		s.release(t)
-		return 0, err
+		return pdu.Header{}, err
 	}
 	h, _, owned, err := s.await(ctx, t)
 	if owned {
 		s.release(t)
 	}
 	if err != nil {
-		return 0, err
+		return pdu.Header{}, err
 	}
-	if h.Opcode() != pdu.OpLogoutResp {
-		return 0, protocolErr("Logout Request answered with %v", h.Opcode())
+	if h.Opcode() != want {
+		return pdu.Header{}, protocolErr("%v expected, answered with %v", want, h.Opcode())
 	}
-	var r pdu.LogoutResp
-	r.Unmarshal(&h)
-	return r.Response, nil
+	return h, nil
 }
