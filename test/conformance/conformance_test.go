@@ -1,6 +1,8 @@
 package conformance
 
 import (
+	"github.com/hatarget/hatarget/test/nodetest"
+
 	"bytes"
 	"context"
 	"errors"
@@ -111,10 +113,7 @@ func runSetup(ctx context.Context, t *testing.T, su setup, toolPath, bin, work, 
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatalf("writing %s: %v", confPath, err)
 	}
-	port, err := FreePort(portalHosts...)
-	if err != nil {
-		t.Fatalf("choosing a port: %v", err)
-	}
+	port := nodetest.FreePort(t, portalHosts)
 	addrs := portalAddrs(port)
 	argv := []string{bin, "serve", "--config", confPath, "--data-dir", filepath.Join(work, "data")}
 	for _, a := range addrs {

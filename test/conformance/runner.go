@@ -175,34 +175,6 @@ func (w *watchdogWriter) Write(p []byte) (int, error) {
 
 func (w *watchdogWriter) stop() { w.timer.Stop() }
 
-// FreePort finds a TCP port that is free on every host given, so one
-// target can listen on the same port on several loopback addresses (the
-// multipath tests need two portals to one LU).
-func FreePort(hosts ...string) (int, error) {
-	var lastErr error
-	for range 20 {
-		l, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
-		if err != nil {
-			return 0, fmt.Errorf("listening on %s: %w", hosts[0], err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		ok := true
-		for _, h := range hosts[1:] {
-			l2, err := net.Listen("tcp", net.JoinHostPort(h, fmt.Sprint(port)))
-			if err != nil {
-				ok, lastErr = false, err
-				break
-			}
-			l2.Close()
-		}
-		l.Close()
-		if ok {
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no port free on all of %v: %w", hosts, lastErr)
-}
-
 // Daemon is a target process under test, in its own process group so
 // stopping it cannot leave helpers behind.
 type Daemon struct {

@@ -1,6 +1,8 @@
 package conformance
 
 import (
+	"github.com/hatarget/hatarget/test/nodetest"
+
 	"bytes"
 	"context"
 	"net"
@@ -151,20 +153,6 @@ func TestToolRunMissingBinary(t *testing.T) {
 	}
 }
 
-func TestFreePort(t *testing.T) {
-	port, err := FreePort(portalHosts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range portalAddrs(port) {
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			t.Fatalf("port %d not free on %s: %v", port, a, err)
-		}
-		l.Close()
-	}
-}
-
 func TestWaitListening(t *testing.T) {
 	t.Run("listening", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -184,10 +172,7 @@ func TestWaitListening(t *testing.T) {
 		}
 	})
 	t.Run("daemon dies first", func(t *testing.T) {
-		port, err := FreePort("127.0.0.1")
-		if err != nil {
-			t.Fatal(err)
-		}
+		port := nodetest.FreePort(t, []string{"127.0.0.1"})
 		d, err := StartDaemon([]string{"sh", "-c", "exit 7"}, &bytes.Buffer{})
 		if err != nil {
 			t.Fatal(err)

@@ -1,6 +1,8 @@
 package conformance
 
 import (
+	"github.com/hatarget/hatarget/test/nodetest"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -105,10 +107,7 @@ func TestTGT(t *testing.T) {
 // accepts control ports up to 32767 only.
 func tgtPorts(t *testing.T) (port, ctl int) {
 	t.Helper()
-	port, err := FreePort(portalHosts...)
-	if err != nil {
-		t.Fatalf("choosing a port: %v", err)
-	}
+	port = nodetest.FreePort(t, portalHosts)
 	for range 100 {
 		ctl = 1024 + rand.IntN(32767-1024)
 		if _, err := os.Stat(filepath.Join(tgtdSocketDir, fmt.Sprintf("socket.%d", ctl))); os.IsNotExist(err) {
