@@ -421,6 +421,20 @@ func (s *Session) updateCmdWindow(exp, maxSN uint32) {
 	s.mu.Unlock()
 }
 
+// acknowledge applies a status-carrying PDU's command window and StatSN.
+func (s *Session) acknowledge(exp, maxSN, statSN uint32) {
+	s.updateCmdWindow(exp, maxSN)
+	s.advanceStatSN(statSN)
+}
+
+// finishITT finishes the task with ITT itt, if it is still waited for.
+func (s *Session) finishITT(itt uint32, h *pdu.Header, data []byte, err error) {
+	if t := s.lookup(itt); t != nil {
+		s.finish(t, h, data, err)
+		t.mu.Unlock()
+	}
+}
+
 // advanceStatSN acknowledges a status-carrying PDU.
 func (s *Session) advanceStatSN(sn uint32) {
 	if serialGT(sn+1, s.expStatSN.Load()) {
@@ -605,12 +619,8 @@ func (s *Session) onSCSIResponse(h *pdu.Header) error {
 	if err != nil {
 		return err
 	}
-	s.updateCmdWindow(r.ExpCmdSN, r.MaxCmdSN)
-	s.advanceStatSN(r.StatSN)
-	if t := s.lookup(r.ITT); t != nil {
-		s.finish(t, h, data, nil)
-		t.mu.Unlock()
-	}
+	s.acknowledge(r.ExpCmdSN, r.MaxCmdSN, r.StatSN)
+	s.finishITT(r.ITT, h, data, nil)
 	return nil
 }
 
@@ -650,10 +660,7 @@ func (s *Session) onNOPIn(h *pdu.Header) error {
 	s.updateCmdWindow(n.ExpCmdSN, n.MaxCmdSN)
 	if n.ITT != pdu.ReservedTag {
 		s.advanceStatSN(n.StatSN)
-		if t := s.lookup(n.ITT); t != nil {
-			s.finish(t, h, data, nil)
-			t.mu.Unlock()
-		}
+		s.finishITT(n.ITT, h, data, nil)
 		return nil
 	}
 	// An unsolicited NOP-In does not advance StatSN (RFC 7143 11.19).
@@ -678,8 +685,7 @@ func (s *Session) answerPing(ttt uint32, lun [8]byte, data []byte) {
 func (s *Session) onTMFResponse(h *pdu.Header) error {
 	var r pdu.TaskMgmtResp
 	r.Unmarshal(h)
-	s.updateCmdWindow(r.ExpCmdSN, r.MaxCmdSN)
-	s.advanceStatSN(r.StatSN)
+	s.acknowledge(r.ExpCmdSN, r.MaxCmdSN, r.StatSN)
 	t := s.lookup(r.ITT)
 	if t == nil {
 		return nil
@@ -731,15 +737,11 @@ func (s *Session) onResponse(h *pdu.Header) error {
 	// Text and Logout Responses share the offsets of StatSN and the window.
 	var r pdu.TextResp
 	r.Unmarshal(h)
-	s.updateCmdWindow(r.ExpCmdSN, r.MaxCmdSN)
-	s.advanceStatSN(r.StatSN)
+	s.acknowledge(r.ExpCmdSN, r.MaxCmdSN, r.StatSN)
 	if h.Opcode() == pdu.OpLogoutResp && h[2] == pdu.LogoutRespSuccess {
 		s.fail(ErrClosed) // the target closes next; that is no failure
 	}
-	if t := s.lookup(r.ITT); t != nil {
-		s.finish(t, h, data, nil)
-		t.mu.Unlock()
-	}
+	s.finishITT(r.ITT, h, data, nil)
 	return nil
 }
 
@@ -760,17 +762,13 @@ func (s *Session) onReject(h *pdu.Header) error {
 	if err != nil {
 		return err
 	}
-	s.updateCmdWindow(r.ExpCmdSN, r.MaxCmdSN)
-	s.advanceStatSN(r.StatSN)
+	s.acknowledge(r.ExpCmdSN, r.MaxCmdSN, r.StatSN)
 	if len(data) < pdu.HeaderLen {
 		return nil
 	}
 	rejected := pdu.Header(data[:pdu.HeaderLen])
 	if itt := rejected.ITT(); itt != pdu.ReservedTag {
-		if t := s.lookup(itt); t != nil {
-			s.finish(t, nil, nil, &RejectError{Reason: r.Reason, Opcode: rejected.Opcode()})
-			t.mu.Unlock()
-		}
+		s.finishITT(itt, nil, nil, &RejectError{Reason: r.Reason, Opcode: rejected.Opcode()})
 	}
 	return nil
 }
@@ -782,8 +780,7 @@ func (s *Session) onAsync(h *pdu.Header) error {
 	}
 	var a pdu.AsyncMsg
 	a.Unmarshal(h)
-	s.updateCmdWindow(a.ExpCmdSN, a.MaxCmdSN)
-	s.advanceStatSN(a.StatSN)
+	s.acknowledge(a.ExpCmdSN, a.MaxCmdSN, a.StatSN)
 	ev := AsyncEvent{Event: a.Event, VCode: a.VCode, LUN: a.LUN,
 		Parameters: [3]uint16{a.Parameter1, a.Parameter2, a.Parameter3}, Data: data}
 	if ev.Event == pdu.AsyncLogoutRequest {
