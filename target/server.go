@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -327,7 +328,9 @@ func unitsOf(t Target, units map[unitKey]*unit) []*unit {
 }
 
 func sameLUNMaps(a, b Target) bool {
-	return fmt.Sprint(a.LUNs, a.Groups) == fmt.Sprint(b.LUNs, b.Groups)
+	return slices.Equal(a.LUNs, b.LUNs) && slices.EqualFunc(a.Groups, b.Groups, func(x, y InitiatorGroup) bool {
+		return x.Name == y.Name && slices.Equal(x.Initiators, y.Initiators) && slices.Equal(x.LUNs, y.LUNs)
+	})
 }
 
 // closeRemoved closes units the new configuration no longer uses.

@@ -63,7 +63,7 @@ type Node struct {
 	Dir    string
 	Config string   // path of the scst.conf
 	Addrs  []string // portal addresses, host:port
-	logs   *syncBuffer
+	logs   *SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -93,7 +93,7 @@ func Start(t testing.TB, conf string, opts Options) *Node {
 		hosts = []string{"127.0.0.1"}
 	}
 	port := FreePort(t, hosts)
-	n := &Node{t: t, Dir: dir, Config: path, logs: &syncBuffer{}, done: make(chan struct{})}
+	n := &Node{t: t, Dir: dir, Config: path, logs: &SyncBuffer{}, done: make(chan struct{})}
 	dataDir := opts.DataDir
 	if dataDir == "" {
 		dataDir = filepath.Join(dir, "data")
@@ -232,18 +232,20 @@ func FreePort(t testing.TB, hosts []string) int {
 	return 0
 }
 
-type syncBuffer struct {
+// SyncBuffer collects a process's output and can be read while the
+// process still writes to it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
