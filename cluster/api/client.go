@@ -1,0 +1,261 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// IsCode reports whether err is an API error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// Client calls one node's management API.
+type Client struct {
+	// Base is the node's URL, e.g. http://127.0.0.1:9260.
+	Base  string
+	Token string
+	HTTP  *http.Client
+}
+
+// NewClient returns a client for addr (HOST[:PORT] or a URL); the port
+// defaults to DefaultAPIPort.
+func NewClient(addr, token string) *Client {
+	base := addr
+	if !strings.Contains(base, "://") {
+		if _, _, err := net.SplitHostPort(base); err != nil {
+			base = net.JoinHostPort(strings.Trim(base, "[]"), strconv.Itoa(DefaultAPIPort))
+		}
+		base = "http://" + base
+	}
+	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Do sends a request with an optional JSON body (raw bytes are sent as
+// they are) and decodes a JSON answer into out (raw into *[]byte).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	contentType := "application/json"
+	switch v := in.(type) {
+	case nil:
+	case []byte:
+		body = bytes.NewReader(v)
+		contentType = "application/octet-stream"
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: %w", c.Base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading answer of %s: %w", c.Base, err)
+	}
+	if resp.StatusCode >= 300 {
+		return decodeError(resp.StatusCode, data)
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*o = data
+		return nil
+	default:
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
+		}
+		return nil
+	}
+}
+
+func decodeError(status int, data []byte) error {
+	var eb ErrorBody
+	if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
+		return &Error{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
+	}
+	msg := strings.TrimSpace(string(data))
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return &Error{Status: status, Code: CodeInternal, Message: fmt.Sprintf("HTTP %d: %s", status, msg)}
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Status returns the cluster status; stale allows a node to answer from
+// its own state without asking the leader.
+func (c *Client) Status(ctx context.Context) (*ClusterStatus, error) {
+	var s ClusterStatus
+	return &s, c.Do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Local returns the answering node's own status.
+func (c *Client) Local(ctx context.Context) (*LocalStatus, error) {
+	var s LocalStatus
+	return &s, c.Do(ctx, http.MethodGet, "/v1/local", nil, &s)
+}
+
+// Members lists memberlist members.
+func (c *Client) Members(ctx context.Context) ([]Member, error) {
+	var m []Member
+	return m, c.Do(ctx, http.MethodGet, "/v1/members", nil, &m)
+}
+
+// RemoveNode removes a (dead) node from Raft and the configuration.
+func (c *Client) RemoveNode(ctx context.Context, name string) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodDelete, "/v1/members/"+esc(name), nil, &r)
+}
+
+// TransferLeadership hands Raft leadership to another node.
+func (c *Client) TransferLeadership(ctx context.Context, to string) (*LocalStatus, error) {
+	var s LocalStatus
+	return &s, c.Do(ctx, http.MethodPost, "/v1/leadership", TransferLeadership{To: to}, &s)
+}
+
+// SnapshotSave returns a snapshot of the replicated configuration.
+func (c *Client) SnapshotSave(ctx context.Context) ([]byte, error) {
+	var b []byte
+	return b, c.Do(ctx, http.MethodGet, "/v1/snapshot", nil, &b)
+}
+
+// SnapshotRestore replaces the configuration with a saved snapshot.
+func (c *Client) SnapshotRestore(ctx context.Context, snap []byte) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodPost, "/v1/snapshot", snap, &r)
+}
+
+// Targets lists targets.
+func (c *Client) Targets(ctx context.Context) ([]Target, error) {
+	var t []Target
+	return t, c.Do(ctx, http.MethodGet, "/v1/targets", nil, &t)
+}
+
+// Target returns one target.
+func (c *Client) Target(ctx context.Context, iqn string) (*Target, error) {
+	var t Target
+	return &t, c.Do(ctx, http.MethodGet, "/v1/targets/"+esc(iqn), nil, &t)
+}
+
+// CreateTarget adds a target.
+func (c *Client) CreateTarget(ctx context.Context, req CreateTarget) (*Target, error) {
+	var t Target
+	return &t, c.Do(ctx, http.MethodPost, "/v1/targets", req, &t)
+}
+
+// DeleteTarget removes a target; force deletes its LUNs too.
+func (c *Client) DeleteTarget(ctx context.Context, iqn string, force bool) (*Result, error) {
+	var r Result
+	path := "/v1/targets/" + esc(iqn)
+	if force {
+		path += "?force=1"
+	}
+	return &r, c.Do(ctx, http.MethodDelete, path, nil, &r)
+}
+
+// UpdateTarget changes alias, enabled flag and parameters.
+func (c *Client) UpdateTarget(ctx context.Context, iqn string, req UpdateTarget) (*Target, error) {
+	var t Target
+	return &t, c.Do(ctx, http.MethodPatch, "/v1/targets/"+esc(iqn), req, &t)
+}
+
+// SetCHAP sets (or with an empty user clears) a target's CHAP.
+func (c *Client) SetCHAP(ctx context.Context, iqn string, req SetCHAP) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodPut, "/v1/targets/"+esc(iqn)+"/chap", req, &r)
+}
+
+// AddACL allows an initiator to log in to a target.
+func (c *Client) AddACL(ctx context.Context, iqn, initiator string) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodPost, "/v1/targets/"+esc(iqn)+"/acl", ACLEntry{Initiator: initiator}, &r)
+}
+
+// RemoveACL removes an initiator from a target's ACL.
+func (c *Client) RemoveACL(ctx context.Context, iqn, initiator string) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodDelete, "/v1/targets/"+esc(iqn)+"/acl/"+esc(initiator), nil, &r)
+}
+
+// LUNs lists LUNs (devices).
+func (c *Client) LUNs(ctx context.Context) ([]LUN, error) {
+	var l []LUN
+	return l, c.Do(ctx, http.MethodGet, "/v1/luns", nil, &l)
+}
+
+// LUN returns one LUN by name.
+func (c *Client) LUN(ctx context.Context, name string) (*LUN, error) {
+	var l LUN
+	return &l, c.Do(ctx, http.MethodGet, "/v1/luns/"+esc(name), nil, &l)
+}
+
+// CreateLUN creates a LUN and maps it.
+func (c *Client) CreateLUN(ctx context.Context, req CreateLUN) (*LUN, error) {
+	var l LUN
+	return &l, c.Do(ctx, http.MethodPost, "/v1/luns", req, &l)
+}
+
+// DeleteLUN unmaps LUN lun of target iqn (and deletes the LUN once
+// unmapped everywhere).
+func (c *Client) DeleteLUN(ctx context.Context, iqn string, lun uint64) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodDelete, "/v1/targets/"+esc(iqn)+"/luns/"+strconv.FormatUint(lun, 10), nil, &r)
+}
+
+// ResizeLUN grows a LUN.
+func (c *Client) ResizeLUN(ctx context.Context, name string, size int64) (*LUN, error) {
+	var l LUN
+	return &l, c.Do(ctx, http.MethodPost, "/v1/luns/"+esc(name)+"/resize", Resize{Size: size}, &l)
+}
+
+// ImportSCST applies an scst.conf as one atomic change.
+func (c *Client) ImportSCST(ctx context.Context, conf []byte) (*ImportResult, error) {
+	var r ImportResult
+	return &r, c.Do(ctx, http.MethodPost, "/v1/import/scst", conf, &r)
+}
+
+// ExportSCST returns the configuration as an scst.conf.
+func (c *Client) ExportSCST(ctx context.Context, showSecrets bool) ([]byte, error) {
+	var b []byte
+	path := "/v1/export/scst"
+	if showSecrets {
+		path += "?secrets=1"
+	}
+	return b, c.Do(ctx, http.MethodGet, path, nil, &b)
+}

@@ -1,0 +1,229 @@
+// Package api holds the management API's wire types, its stable error
+// codes and the Go client the CLI uses. It imports nothing of the project,
+// so that the CLI and other tools depend only on the wire format.
+package api
+
+// Version is the management API version, the path prefix of every route.
+const Version = "v1"
+
+// Default ports on a node's bind address.
+const (
+	DefaultISCSIPort  = 3260
+	DefaultAPIPort    = 9260
+	DefaultRaftPort   = 9261
+	DefaultGossipPort = 9262
+)
+
+// Headers.
+const (
+	// HeaderGeneration carries the configuration generation (the applied
+	// Raft index) of the node that answered.
+	HeaderGeneration = "X-Hatarget-Generation"
+	// HeaderForwarded marks a request a follower forwarded to the leader,
+	// so that it is never forwarded twice.
+	HeaderForwarded = "X-Hatarget-Forwarded"
+)
+
+// Error codes: stable, for programs; Message is for people.
+const (
+	CodeInvalid      = "invalid"      // 400: the request is wrong
+	CodeUnauthorized = "unauthorized" // 401: missing or wrong token
+	CodeNotFound     = "not_found"    // 404
+	CodeConflict     = "conflict"     // 409: clashes with the current state
+	CodeUnsupported  = "unsupported"  // 422: some voter cannot decode it yet
+	CodeNoLeader     = "no_leader"    // 503: no quorum or election running
+	CodeInternal     = "internal"     // 500
+	CodeUnavailable  = "unavailable"  // 503: node shutting down or not ready
+	CodeTimeout      = "timeout"      // 504: not committed in time
+)
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong and what to do about it.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// NodeStatus is one node as the cluster status reports it.
+type NodeStatus struct {
+	Name string `json:"name"`
+	// Address is the node's management API address.
+	Address      string `json:"address"`
+	ISCSIAddress string `json:"iscsi_address"`
+	RaftAddress  string `json:"raft_address"`
+	// RaftRole is leader, follower, candidate, or none when the node is
+	// not a voter or did not answer.
+	RaftRole string `json:"raft_role"`
+	Voter    bool   `json:"voter"`
+	// Healthy: memberlist sees the node alive and it answered.
+	Healthy bool `json:"healthy"`
+	// Gossip is the memberlist state: alive, suspect, dead, left.
+	Gossip     string `json:"gossip"`
+	Version    string `json:"version"`
+	Protocol   uint16 `json:"protocol"`
+	PortGroup  uint16 `json:"port_group"`
+	Term       uint64 `json:"term"`
+	CommitIdx  uint64 `json:"commit_index"`
+	Generation uint64 `json:"generation"`
+	Error      string `json:"error,omitempty"`
+}
+
+// ClusterStatus is GET /v1/status.
+type ClusterStatus struct {
+	Leader     string       `json:"leader"`
+	Term       uint64       `json:"term"`
+	CommitIdx  uint64       `json:"commit_index"`
+	Generation uint64       `json:"generation"`
+	Nodes      []NodeStatus `json:"nodes"`
+}
+
+// LocalStatus is GET /v1/local: the answering node only, never forwarded.
+type LocalStatus struct {
+	Name       string `json:"name"`
+	RaftRole   string `json:"raft_role"`
+	Leader     string `json:"leader"`
+	Term       uint64 `json:"term"`
+	CommitIdx  uint64 `json:"commit_index"`
+	Generation uint64 `json:"generation"`
+	Version    string `json:"version"`
+	Protocol   uint16 `json:"protocol"`
+}
+
+// Member is one memberlist member (GET /v1/members).
+type Member struct {
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Gossip   string `json:"gossip"`
+	Version  string `json:"version"`
+	Protocol uint16 `json:"protocol"`
+	APIAddr  string `json:"api_address"`
+	ISCSI    string `json:"iscsi_address"`
+	RaftAddr string `json:"raft_address"`
+	Voter    bool   `json:"voter"`
+}
+
+// TransferLeadership is POST /v1/leadership.
+type TransferLeadership struct {
+	// To is the node to hand leadership to; empty lets Raft choose.
+	To string `json:"to,omitempty"`
+}
+
+// CreateTarget is POST /v1/targets.
+type CreateTarget struct {
+	IQN   string `json:"iqn"`
+	Alias string `json:"alias,omitempty"`
+}
+
+// UpdateTarget is PATCH /v1/targets/{iqn}. Nil fields are unchanged; a
+// parameter with an empty value is reset to its default.
+type UpdateTarget struct {
+	Alias   *string           `json:"alias,omitempty"`
+	Enabled *bool             `json:"enabled,omitempty"`
+	Params  map[string]string `json:"params,omitempty"`
+}
+
+// SetCHAP is PUT /v1/targets/{iqn}/chap. An empty User turns CHAP off.
+type SetCHAP struct {
+	User         string `json:"user,omitempty"`
+	Secret       string `json:"secret,omitempty"`
+	MutualUser   string `json:"mutual_user,omitempty"`
+	MutualSecret string `json:"mutual_secret,omitempty"`
+}
+
+// ACLEntry is POST /v1/targets/{iqn}/acl.
+type ACLEntry struct {
+	Initiator string `json:"initiator"`
+}
+
+// Target is one target as the API shows it. Secrets are never returned.
+type Target struct {
+	IQN               string            `json:"iqn"`
+	Alias             string            `json:"alias,omitempty"`
+	Enabled           bool              `json:"enabled"`
+	LUNs              []LUNMap          `json:"luns"`
+	Groups            []InitiatorGroup  `json:"groups,omitempty"`
+	AllowedInitiators []string          `json:"allowed_initiators"`
+	CHAPUsers         []string          `json:"chap_users,omitempty"`
+	MutualCHAPUser    string            `json:"mutual_chap_user,omitempty"`
+	Params            map[string]string `json:"params,omitempty"`
+	// Portals are the iSCSI portals of every node serving the target.
+	Portals []string `json:"portals"`
+}
+
+// LUNMap is a LUN number and the LUN (device) it shows.
+type LUNMap struct {
+	LUN      uint64 `json:"lun"`
+	Name     string `json:"name"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
+
+// InitiatorGroup is a LUN-masking group of a target.
+type InitiatorGroup struct {
+	Name       string   `json:"name"`
+	Initiators []string `json:"initiators"`
+	LUNs       []LUNMap `json:"luns"`
+}
+
+// CreateLUN is POST /v1/luns: a new LUN (device) mapped at LUN of Target.
+// Either Size (a new sparse file at Path, or under the cluster's storage
+// directory when Path is empty) or an existing Path.
+type CreateLUN struct {
+	Target    string `json:"target"`
+	LUN       uint64 `json:"lun"`
+	Name      string `json:"name"`
+	Size      int64  `json:"size,omitempty"`
+	Path      string `json:"path,omitempty"`
+	Handler   string `json:"handler,omitempty"`
+	BlockSize uint32 `json:"block_size,omitempty"`
+	Thin      bool   `json:"thin,omitempty"`
+	ReadOnly  bool   `json:"read_only,omitempty"`
+	NVCache   bool   `json:"nv_cache,omitempty"`
+}
+
+// Resize is POST /v1/luns/{name}/resize.
+type Resize struct {
+	Size int64 `json:"size"`
+}
+
+// LUN is one LUN (device) as the API shows it.
+type LUN struct {
+	Name         string    `json:"name"`
+	Handler      string    `json:"handler"`
+	Path         string    `json:"path,omitempty"`
+	Size         int64     `json:"size"`
+	BlockSize    uint32    `json:"block_size"`
+	ReadOnly     bool      `json:"read_only,omitempty"`
+	NVCache      bool      `json:"nv_cache,omitempty"`
+	WriteThrough bool      `json:"write_through,omitempty"`
+	Thin         bool      `json:"thin,omitempty"`
+	Removable    bool      `json:"removable,omitempty"`
+	Serial       string    `json:"serial"`
+	NAA          string    `json:"naa"`
+	Mappings     []Mapping `json:"mappings"`
+}
+
+// Mapping is one place a LUN is mapped.
+type Mapping struct {
+	Target   string `json:"target"`
+	Group    string `json:"group,omitempty"`
+	LUN      uint64 `json:"lun"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
+
+// ImportResult is the answer of POST /v1/import/scst.
+type ImportResult struct {
+	Devices    []string `json:"devices"`
+	Targets    []string `json:"targets"`
+	Warnings   []string `json:"warnings,omitempty"`
+	Generation uint64   `json:"generation"`
+}
+
+// Result is the answer of a write without a more specific body: the
+// generation that holds the change.
+type Result struct {
+	Generation uint64 `json:"generation"`
+}

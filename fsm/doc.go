@@ -1,0 +1,16 @@
+// Package fsm is the replicated state of a hatarget cluster: nodes,
+// devices, targets with their LUN maps and ACLs, and reservation state, and
+// the typed commands that change it.
+//
+// The package is pure: no I/O, no clocks, no randomness. The leader puts
+// every generated value (serial numbers, NAA identifiers) into the command
+// before proposing it, so every node that applies the same log reaches the
+// same state.
+//
+// Commands are versioned for rolling upgrades. Every command type carries
+// the protocol version that introduced it (CommandSpec.Since); a node
+// advertises the highest protocol it decodes, and the proposer refuses a
+// command some voter could not decode (CheckDecodable). Decoding is strict:
+// an unknown command type or an unknown field is an explicit error, never a
+// silent skip.
+package fsm

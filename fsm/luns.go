@@ -1,0 +1,238 @@
+package fsm
+
+import (
+	"encoding/json"
+	"slices"
+	"sort"
+)
+
+// Command types for devices and LUNs.
+const (
+	TypeCreateLUN    CommandType = "create_lun"
+	TypeDeleteLUN    CommandType = "delete_lun"
+	TypeResizeDevice CommandType = "resize_device"
+	TypeReservation  CommandType = "reservation"
+	TypeImport       CommandType = "import"
+)
+
+// CreateLUN defines a new device and maps it at LUN of a target.
+type CreateLUN struct {
+	Target string `json:"target"`
+	LUN    uint64 `json:"lun"`
+	Device Device `json:"device"`
+}
+
+func (*CreateLUN) Type() CommandType { return TypeCreateLUN }
+
+func (c *CreateLUN) check() error {
+	if err := CheckIQN(c.Target); err != nil {
+		return err
+	}
+	if err := checkLUNNumber(c.LUN); err != nil {
+		return err
+	}
+	return c.Device.Check()
+}
+
+func (c *CreateLUN) apply(s *State, _ Env) (any, error) {
+	if s.Devices[c.Device.Name] != nil {
+		return nil, errorf(CodeConflict, "a LUN named %q already exists", c.Device.Name)
+	}
+	if s.Targets[c.Target] == nil {
+		return nil, errorf(CodeNotFound, "no target %s", c.Target)
+	}
+	if l := s.Targets[c.Target].lun(c.LUN); l != nil {
+		return nil, errorf(CodeConflict, "target %s already has LUN %d (%s)", c.Target, c.LUN, l.Device)
+	}
+	t, _ := s.editTarget(c.Target)
+	d := c.Device
+	s.Devices[d.Name] = &d
+	t.LUNs = append(t.LUNs, LUN{Number: c.LUN, Device: d.Name, ReadOnly: d.ReadOnly})
+	sort.Slice(t.LUNs, func(i, j int) bool { return t.LUNs[i].Number < t.LUNs[j].Number })
+	return &d, nil
+}
+
+// DeleteLUN unmaps a LUN; its device is deleted with it once no map names
+// it any more.
+type DeleteLUN struct {
+	Target string `json:"target"`
+	LUN    uint64 `json:"lun"`
+}
+
+func (*DeleteLUN) Type() CommandType { return TypeDeleteLUN }
+
+func (c *DeleteLUN) check() error {
+	if err := CheckIQN(c.Target); err != nil {
+		return err
+	}
+	return checkLUNNumber(c.LUN)
+}
+
+func (c *DeleteLUN) apply(s *State, _ Env) (any, error) {
+	t, err := s.editTarget(c.Target)
+	if err != nil {
+		return nil, err
+	}
+	l := t.lun(c.LUN)
+	if l == nil {
+		return nil, errorf(CodeNotFound, "target %s has no LUN %d", c.Target, c.LUN)
+	}
+	device := l.Device
+	t.LUNs = slices.DeleteFunc(t.LUNs, func(m LUN) bool { return m.Number == c.LUN })
+	s.dropIfUnmapped(device)
+	return nil, nil
+}
+
+// dropIfUnmapped deletes a device, and its reservation state, once no LUN
+// map names it.
+func (s *State) dropIfUnmapped(device string) {
+	if len(s.Mappings(device)) > 0 {
+		return
+	}
+	delete(s.Devices, device)
+	delete(s.Reservations, device)
+}
+
+// ResizeDevice changes a device's capacity. Shrinking is refused: it would
+// cut off data initiators wrote.
+type ResizeDevice struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+func (*ResizeDevice) Type() CommandType { return TypeResizeDevice }
+
+func (c *ResizeDevice) check() error {
+	if err := checkName("device", c.Name); err != nil {
+		return err
+	}
+	if c.Size <= 0 {
+		return errorf(CodeInvalid, "size must be positive")
+	}
+	return nil
+}
+
+func (c *ResizeDevice) apply(s *State, _ Env) (any, error) {
+	old := s.Devices[c.Name]
+	switch {
+	case old == nil:
+		return nil, errorf(CodeNotFound, "no LUN named %q", c.Name)
+	case c.Size%int64(old.BlockSize) != 0:
+		return nil, errorf(CodeInvalid, "LUN %s: size %d is not a multiple of the block size %d", c.Name, c.Size, old.BlockSize)
+	case c.Size < old.Size:
+		return nil, errorf(CodeInvalid, "LUN %s: shrinking from %d to %d bytes would discard data; only growing is supported", c.Name, old.Size, c.Size)
+	case c.Size == old.Size:
+		return nil, errorf(CodeConflict, "LUN %s already has %d bytes", c.Name, c.Size)
+	}
+	d := *old
+	d.Size = c.Size
+	s.Devices[c.Name] = &d
+	return &d, nil
+}
+
+// Reservation runs one persistent reservation operation (a serialised
+// operation of the SCSI reservation state machine) against a device.
+// Origin identifies the proposer, which applies the effects itself.
+type Reservation struct {
+	Device string          `json:"device"`
+	Origin string          `json:"origin"`
+	Op     json.RawMessage `json:"op"`
+}
+
+func (*Reservation) Type() CommandType { return TypeReservation }
+
+func (c *Reservation) check() error {
+	if err := checkName("device", c.Device); err != nil {
+		return err
+	}
+	if len(c.Op) == 0 {
+		return errorf(CodeInvalid, "reservation operation is empty")
+	}
+	return nil
+}
+
+// ReservationResult is what a Reservation command returns.
+type ReservationResult struct {
+	Outcome []byte
+}
+
+func (c *Reservation) apply(s *State, env Env) (any, error) {
+	if s.Devices[c.Device] == nil {
+		return nil, errorf(CodeNotFound, "no LUN named %q", c.Device)
+	}
+	if env.Reservations == nil {
+		return nil, errorf(CodeUnsupported, "no reservation machine on this node")
+	}
+	next, outcome, err := env.Reservations.Apply(s.Reservations[c.Device], c.Op)
+	if err != nil {
+		return nil, errorf(CodeInvalid, "reservation on %s: %v", c.Device, err)
+	}
+	if s.Reservations == nil {
+		s.Reservations = map[string][]byte{}
+	}
+	s.Reservations[c.Device] = next
+	return &ReservationResult{Outcome: outcome}, nil
+}
+
+// Import adds a whole configuration (an scst.conf) at once: every device
+// and target is new, or nothing is applied.
+type Import struct {
+	Devices []Device `json:"devices,omitempty"`
+	Targets []Target `json:"targets,omitempty"`
+	// DiscoveryUsers replace the discovery CHAP users when non-empty.
+	DiscoveryUsers []CHAPUser `json:"discovery_users,omitempty"`
+}
+
+func (*Import) Type() CommandType { return TypeImport }
+
+func (c *Import) check() error {
+	for i := range c.Devices {
+		if err := c.Devices[i].Check(); err != nil {
+			return err
+		}
+	}
+	for i := range c.Targets {
+		if err := c.Targets[i].check(); err != nil {
+			return err
+		}
+	}
+	for _, u := range c.DiscoveryUsers {
+		if err := checkCHAP(u, "discovery"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ImportResult names what an Import created.
+type ImportResult struct {
+	Devices []string `json:"devices"`
+	Targets []string `json:"targets"`
+}
+
+func (c *Import) apply(s *State, _ Env) (any, error) {
+	res := &ImportResult{Devices: []string{}, Targets: []string{}}
+	for i := range c.Devices {
+		d := c.Devices[i]
+		if s.Devices[d.Name] != nil {
+			return nil, errorf(CodeConflict, "a LUN named %q already exists", d.Name)
+		}
+		s.Devices[d.Name] = &d
+		res.Devices = append(res.Devices, d.Name)
+	}
+	for i := range c.Targets {
+		t := c.Targets[i].clone()
+		if s.Targets[t.IQN] != nil {
+			return nil, errorf(CodeConflict, "target %s already exists", t.IQN)
+		}
+		if err := s.checkMapped(t); err != nil {
+			return nil, err
+		}
+		s.Targets[t.IQN] = t
+		res.Targets = append(res.Targets, t.IQN)
+	}
+	if len(c.DiscoveryUsers) > 0 {
+		s.DiscoveryUsers = slices.Clone(c.DiscoveryUsers)
+	}
+	return res, nil
+}
