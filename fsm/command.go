@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 )
 
 // Protocol is the highest command protocol this binary decodes. Raise it
 // when adding a command type or a field, and set the new type's Since.
 //
-//	1: nodes, targets, LUNs, ACLs, CHAP, resize, reservations
+//	1: nodes, targets, LUNs, ACLs, CHAP, resize, reservations, restore
 //	2: import (a whole scst.conf as one entry)
 const Protocol uint16 = 2
 
@@ -51,6 +52,7 @@ var commands = map[CommandType]CommandSpec{
 	TypeDeleteLUN:    {Since: 1, new: func() Command { return &DeleteLUN{} }},
 	TypeResizeDevice: {Since: 1, new: func() Command { return &ResizeDevice{} }},
 	TypeReservation:  {Since: 1, new: func() Command { return &Reservation{} }},
+	TypeRestore:      {Since: 1, new: func() Command { return &Restore{} }},
 	TypeImport:       {Since: 2, new: func() Command { return &Import{} }},
 }
 
@@ -115,7 +117,8 @@ func strictUnmarshal(b []byte, v any) error {
 	if err := d.Decode(v); err != nil {
 		return err
 	}
-	if d.More() {
+	// More misses a stray '}' or ']'; only the end of input may follow.
+	if _, err := d.Token(); err != io.EOF {
 		return fmt.Errorf("trailing data after the JSON value")
 	}
 	return nil
@@ -168,7 +171,7 @@ type ReservationMachine interface {
 func (s *State) Apply(index uint64, entry []byte, env Env) (*State, any, error) {
 	c, err := Decode(entry)
 	if err != nil {
-		return s.at(index), nil, err
+		return s.WithIndex(index), nil, err
 	}
 	return s.ApplyCommand(index, c, env)
 }
@@ -176,19 +179,20 @@ func (s *State) Apply(index uint64, entry []byte, env Env) (*State, any, error) 
 // ApplyCommand is Apply for a decoded command.
 func (s *State) ApplyCommand(index uint64, c Command, env Env) (*State, any, error) {
 	if err := c.check(); err != nil {
-		return s.at(index), nil, err
+		return s.WithIndex(index), nil, err
 	}
 	next := s.next()
 	next.Index = index
 	res, err := c.apply(next, env)
 	if err != nil {
-		return s.at(index), nil, err
+		return s.WithIndex(index), nil, err
 	}
 	return next, res, nil
 }
 
-// at returns s with Index set, sharing everything else.
-func (s *State) at(index uint64) *State {
+// WithIndex returns s with Index set, sharing everything else: the state
+// after a refused command.
+func (s *State) WithIndex(index uint64) *State {
 	n := *s
 	n.Index = index
 	return &n

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"sort"
@@ -145,7 +146,7 @@ func (c *Reservation) check() error {
 	if err := checkName("device", c.Device); err != nil {
 		return err
 	}
-	if len(c.Op) == 0 {
+	if op := bytes.TrimSpace(c.Op); len(op) == 0 || string(op) == "null" {
 		return errorf(CodeInvalid, "reservation operation is empty")
 	}
 	return nil
@@ -235,4 +236,60 @@ func (c *Import) apply(s *State, _ Env) (any, error) {
 		s.DiscoveryUsers = slices.Clone(c.DiscoveryUsers)
 	}
 	return res, nil
+}
+
+// TypeRestore replaces the configuration with a saved snapshot's.
+const TypeRestore CommandType = "restore"
+
+// Restore replaces devices, targets, reservations and discovery users with
+// those of a snapshot. Nodes are kept: membership is the cluster's own,
+// not part of a configuration backup.
+type Restore struct {
+	State *State `json:"state"`
+}
+
+func (*Restore) Type() CommandType { return TypeRestore }
+
+func (c *Restore) check() error {
+	if c.State == nil {
+		return errorf(CodeInvalid, "restore without a state")
+	}
+	// Sorted, so that every node refuses with the same error; a device
+	// or target must be filed under its own name.
+	for _, name := range SortedKeys(c.State.Devices) {
+		d := c.State.Devices[name]
+		if d == nil || d.Name != name {
+			return errorf(CodeInvalid, "restore: device entry %q does not hold device %q", name, name)
+		}
+		if err := d.Check(); err != nil {
+			return err
+		}
+	}
+	for _, iqn := range SortedKeys(c.State.Targets) {
+		t := c.State.Targets[iqn]
+		if t == nil || t.IQN != iqn {
+			return errorf(CodeInvalid, "restore: target entry %q does not hold target %s", iqn, iqn)
+		}
+		if err := t.check(); err != nil {
+			return err
+		}
+	}
+	for _, u := range c.State.DiscoveryUsers {
+		if err := checkCHAP(u, "discovery"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Restore) apply(s *State, _ Env) (any, error) {
+	src := c.State.next()
+	for _, iqn := range SortedKeys(src.Targets) {
+		if err := src.checkMapped(src.Targets[iqn]); err != nil {
+			return nil, err
+		}
+	}
+	s.Devices, s.Targets, s.Reservations = src.Devices, src.Targets, src.Reservations
+	s.DiscoveryUsers = slices.Clone(src.DiscoveryUsers)
+	return nil, nil
 }

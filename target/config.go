@@ -7,7 +7,9 @@ package target
 
 import (
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 
 	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi"
@@ -15,6 +17,10 @@ import (
 
 // CHAPUser is one CHAP credential.
 type CHAPUser = iscsi.CHAPUser
+
+// Portal is a network portal (host:port, IPv6 hosts in brackets) with its
+// target portal group tag.
+type Portal = iscsi.Portal
 
 // Config is everything the dataplane serves.
 type Config struct {
@@ -58,6 +64,11 @@ type Target struct {
 	Params []Param
 	// RelativePort is the relative target port id (defaults to 1).
 	RelativePort uint16
+	// Portals are what SendTargets discovery lists for the target. In a
+	// cluster every node serves every target, so this is every node's
+	// portal, each with that node's portal group tag. Empty: the portals
+	// this node listens on, with its own tag (Options.ISCSI.PortalGroupTag).
+	Portals []Portal
 }
 
 // Param is one negotiation key.
@@ -117,6 +128,27 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("target %s: %w", t.Name, err)
 			}
 		}
+		for _, p := range t.Portals {
+			if err := validatePortal(p.Addr); err != nil {
+				return fmt.Errorf("target %s: %w", t.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// validatePortal checks that an initiator can dial addr as given: SendTargets
+// hands it over verbatim.
+func validatePortal(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("portal %q: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("portal %q: no host", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("portal %q: bad port %q", addr, port)
 	}
 	return nil
 }

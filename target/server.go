@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi"
 	"github.com/hatarget/hatarget/target/scsi"
@@ -25,6 +27,11 @@ type Options struct {
 	// StateDir keeps per-device state that must survive a restart
 	// (persistent reservations with APTPL). Empty: APTPL is not offered.
 	StateDir string
+	// Registerer, when set, receives the dataplane's Prometheus collectors
+	// (metrics.go): per-LUN commands, bytes, latency and errors, sessions
+	// per target and connections. New panics if it refuses them. Nil: no
+	// metrics, and commands are not even timed.
+	Registerer prometheus.Registerer
 }
 
 // Server serves a Config over iSCSI.
@@ -32,6 +39,7 @@ type Server struct {
 	log      *slog.Logger
 	iscsi    *iscsi.Server
 	stateDir string
+	metrics  *metrics // nil without a Registerer
 
 	mu sync.Mutex
 	// units are the opened devices with their logical units, by device
@@ -57,10 +65,12 @@ func New(opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	opts.ISCSI.Logger = opts.Logger
+	srv := iscsi.NewServer(opts.ISCSI)
 	return &Server{
 		log:      opts.Logger,
-		iscsi:    iscsi.NewServer(opts.ISCSI),
+		iscsi:    srv,
 		stateDir: opts.StateDir,
+		metrics:  newMetrics(opts.Registerer, srv),
 		units:    map[unitKey]*unit{},
 	}
 }
@@ -80,6 +90,9 @@ func (s *Server) Apply(cfg Config) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Devices that left the served configuration stop being exported; so do
+	// those of a refused one, whose series openUnits created.
+	defer func() { s.metrics.retain(s.cfg) }()
 	next, opened, commit, err := s.openUnits(cfg)
 	if err != nil {
 		for _, u := range opened {
@@ -213,6 +226,7 @@ func (s *Server) luConfig(d Device, dev backend.Device, key unitKey) scsi.LUConf
 		SanitizeAllowed: d.AllowSanitize,
 		Aborter:         s.iscsi,
 		Persister:       s.persister(key),
+		Stats:           s.metrics.stats(d.Name),
 	}
 	if cfg.BlockSize == 0 {
 		cfg.BlockSize = 512
@@ -300,6 +314,7 @@ func (s *Server) buildTargets(cfg Config, units map[unitKey]*unit) ([]*iscsi.Tar
 			Views:             viewsFor(def, groups),
 			RelativePort:      relPort,
 			PortGroup:         1,
+			Portals:           t.Portals,
 		})
 		if old, ok := oldTargets[t.Name]; ok && !sameLUNMaps(old, t) {
 			changed = append(changed, unitsOf(old, units)...)

@@ -36,6 +36,11 @@ type Client struct {
 	Base  string
 	Token string
 	HTTP  *http.Client
+	// RetryNoLeader is how long calls are retried while the cluster has
+	// no leader (an election, a leader that just went away). Such answers
+	// come before anything was proposed, so a retry cannot apply a change
+	// twice.
+	RetryNoLeader time.Duration
 }
 
 // NewClient returns a client for addr (HOST[:PORT] or a URL); the port
@@ -48,31 +53,50 @@ func NewClient(addr, token string) *Client {
 		}
 		base = "http://" + base
 	}
-	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}, RetryNoLeader: 15 * time.Second}
 }
 
 // Do sends a request with an optional JSON body (raw bytes are sent as
 // they are) and decodes a JSON answer into out (raw into *[]byte).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	contentType := "application/json"
 	switch v := in.(type) {
 	case nil:
 	case []byte:
-		body = bytes.NewReader(v)
+		body = v
 		contentType = "application/octet-stream"
 	default:
 		b, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	deadline := time.Now().Add(c.RetryNoLeader)
+	for delay := 200 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		err := c.once(ctx, method, path, in != nil, body, contentType, out)
+		if !IsCode(err, CodeNoLeader) || time.Now().Add(delay).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (c *Client) once(ctx context.Context, method, path string, hasBody bool, body []byte, contentType string, out any) error {
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
 	if err != nil {
 		return err
 	}
-	if body != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", contentType)
 	}
 	if c.Token != "" {

@@ -19,7 +19,9 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newServeCommand(), newBenchCommand(), newVersionCommand())
+	root.AddCommand(newServeCommand(), newAgentCommand(), newDemoCommand(), newBenchCommand(), newVersionCommand())
+	// Control commands: clients of a node's management API.
+	root.AddCommand(newClusterCommand(), newTargetCommand(), newLUNCommand(), newImportCommand(), newExportCommand())
 	return root
 }
 

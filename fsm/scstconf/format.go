@@ -27,7 +27,7 @@ func Format(f *File) []byte {
 
 // Write writes f to w as canonical scst.conf text: tab indentation,
 // scstadmin's ordering, and attributes left out where they equal SCST's
-// default. Warnings are not written.
+// default. f.Comment opens the text; warnings are not written.
 func Write(w io.Writer, f *File, opts FormatOptions) error {
 	p := &printer{opts: opts}
 	p.file(f)
@@ -98,6 +98,7 @@ func (p *printer) gap() {
 }
 
 func (p *printer) file(f *File) {
+	p.comment(f.Comment)
 	if f.SetupID != "" {
 		p.line("setup_id", f.SetupID)
 	}
@@ -106,6 +107,22 @@ func (p *printer) file(f *File) {
 	for i := range f.DeviceGroups {
 		p.gap()
 		p.deviceGroup(&f.DeviceGroups[i])
+	}
+}
+
+// comment writes each line of text as a "#" line. Splitting at every
+// newline is what keeps the text a comment: a newline inside one "#" line
+// would let the rest be read as configuration.
+func (p *printer) comment(text string) {
+	if text == "" {
+		return
+	}
+	for line := range strings.SplitSeq(text, "\n") {
+		p.buf.WriteByte('#')
+		if line != "" {
+			p.buf.WriteString(" " + line)
+		}
+		p.buf.WriteByte('\n')
 	}
 }
 

@@ -84,6 +84,11 @@ type Attr struct {
 
 // File is a whole scst.conf.
 type File struct {
+	// Comment is written by Format as "#" lines at the top of the file: a
+	// note for the reader, such as what an export left out. Parse drops
+	// comments, so it never sets Comment, and Equal ignores it.
+	Comment string
+
 	SetupID      string // as written, e.g. "0x1234"; empty if absent
 	Devices      []Device
 	ISCSIDriver  ISCSIDriver
@@ -206,14 +211,16 @@ type TargetRef struct {
 	Pos      Pos
 }
 
-// Equal reports whether f and g describe the same configuration. Positions
-// and warnings are ignored, and a nil list equals an empty one, so that a
-// file and its Format output compare equal.
+// Equal reports whether f and g describe the same configuration. Positions,
+// warnings and comments are ignored, and a nil list equals an empty one, so
+// that a file and its Format output compare equal.
 func (f *File) Equal(g *File) bool {
 	if f == nil || g == nil {
 		return f == g
 	}
-	return equalValue(reflect.ValueOf(*f), reflect.ValueOf(*g))
+	a, b := *f, *g
+	a.Comment, b.Comment = "", ""
+	return equalValue(reflect.ValueOf(a), reflect.ValueOf(b))
 }
 
 var (

@@ -306,10 +306,12 @@ func (c *conn) writeBatch() bool {
 	_, err := iov.WriteTo(c.nc)
 	closeNow := false
 	for i, p := range c.batch {
+		// done may recycle the task p belongs to, and the reader may be
+		// filling it for the next command already: p is read before.
+		closeNow = closeNow || p.closeAfter
 		if p.done != nil {
 			p.done()
 		}
-		closeNow = closeNow || p.closeAfter
 		c.batch[i] = nil
 	}
 	clear(c.bufs)

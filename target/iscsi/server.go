@@ -238,3 +238,22 @@ func (s *Server) SessionCount() int {
 	defer s.mu.Unlock()
 	return len(s.sessions)
 }
+
+// SessionsPerTarget counts the sessions in full feature phase of every
+// configured target, zero included, for metrics; discovery sessions belong
+// to no target.
+func (s *Server) SessionsPerTarget() map[string]int {
+	ts := s.targets.Load()
+	out := make(map[string]int, len(ts.names))
+	for _, name := range ts.names {
+		out[name] = 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.sessions {
+		if _, ok := out[sess.targetName]; ok && !sess.discovery {
+			out[sess.targetName]++
+		}
+	}
+	return out
+}

@@ -27,6 +27,18 @@ type Target struct {
 	// RelativePort and PortGroup identify this node's port (VPD 0x83).
 	RelativePort uint16
 	PortGroup    uint16
+	// Portals are what SendTargets lists for the target. A cluster gives
+	// every node's, since every node serves every target and an initiator
+	// discovering through one node must learn of the paths through all.
+	// Empty: this server's own listening portals, with its PortalGroupTag.
+	Portals []Portal
+}
+
+// Portal is one network portal of a target: Addr is host:port (IPv6 hosts
+// in brackets) and Tag its target portal group tag.
+type Portal struct {
+	Addr string
+	Tag  uint16
 }
 
 // allows reports whether the ACL admits initiator.

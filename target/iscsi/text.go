@@ -100,11 +100,28 @@ func (c *conn) sendTargets(out []byte, which string) []byte {
 			continue
 		}
 		out = pdu.AppendText(out, "TargetName", name)
-		for _, addr := range c.portalAddresses() {
-			out = pdu.AppendText(out, "TargetAddress", addr+","+strconv.Itoa(int(c.srv.opts.PortalGroupTag)))
-		}
+		out = c.appendAddresses(out, t)
 	}
 	return out
+}
+
+// appendAddresses lists the TargetAddress keys of t: the portals configured
+// for it, or else our own.
+func (c *conn) appendAddresses(out []byte, t *Target) []byte {
+	if len(t.Portals) > 0 {
+		for _, p := range t.Portals {
+			out = appendAddress(out, p.Addr, p.Tag)
+		}
+		return out
+	}
+	for _, addr := range c.portalAddresses() {
+		out = appendAddress(out, addr, c.srv.opts.PortalGroupTag)
+	}
+	return out
+}
+
+func appendAddress(out []byte, addr string, tag uint16) []byte {
+	return pdu.AppendText(out, "TargetAddress", addr+","+strconv.Itoa(int(tag)))
 }
 
 // portalAddresses lists our portals as host:port. A wildcard listener is

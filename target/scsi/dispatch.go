@@ -141,6 +141,9 @@ type command struct {
 	// CDB is a reserved bit and fails with INVALID FIELD IN CDB.
 	usage []byte
 	flags cmdFlags
+	// kind classifies the command for Stats. Only opcodes without service
+	// actions are reads or writes, so the table keeps it per opcode.
+	kind CommandKind
 	// timeout is the recommended command timeout in seconds (RCTD).
 	timeout uint32
 	run     handler
@@ -172,25 +175,25 @@ func commands() []command {
 	return []command{
 		{opcode: opTestUnitReady, usage: []byte{opTestUnitReady, 0, 0, 0, 0, 0}, flags: flagNeedsMedium, run: testUnitReady},
 		{opcode: opRequestSense, usage: []byte{opRequestSense, 0x01, 0, 0, 0xff, 0}, flags: flagNoUA | allALUA | flagSPC2OK, run: requestSense},
-		{opcode: opRead6, usage: []byte{opRead6, 0x1f, 0xff, 0xff, 0xff, 0}, flags: readAccess, run: read},
-		{opcode: opWrite6, usage: []byte{opWrite6, 0x1f, 0xff, 0xff, 0xff, 0}, flags: writeAccess, run: write},
+		{opcode: opRead6, usage: []byte{opRead6, 0x1f, 0xff, 0xff, 0xff, 0}, flags: readAccess, kind: KindRead, run: read},
+		{opcode: opWrite6, usage: []byte{opWrite6, 0x1f, 0xff, 0xff, 0xff, 0}, flags: writeAccess, kind: KindWrite, run: write},
 		{opcode: opInquiry, usage: []byte{opInquiry, 0x01, 0xff, 0xff, 0xff, 0}, flags: flagNoUA | allALUA | flagSPC2OK, run: inquiry},
 		{opcode: opModeSelect6, usage: []byte{opModeSelect6, 0x11, 0, 0, 0xff, 0}, flags: flagStandbyOK | conflictsAll, run: modeSelect},
 		{opcode: opModeSense6, usage: []byte{opModeSense6, 0x08, 0xff, 0xff, 0xff, 0}, flags: flagStandbyOK | flagConflictEA, run: modeSense},
 		{opcode: opStartStopUnit, usage: []byte{opStartStopUnit, 0x01, 0, 0x0f, 0xf7, 0}, flags: conflictsAll, run: startStopUnit},
 		{opcode: opPreventAllow, usage: []byte{opPreventAllow, 0, 0, 0, 0x03, 0}, flags: conflictsAll, run: preventAllow},
 		{opcode: opReadCapacity10, usage: []byte{opReadCapacity10, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0}, flags: flagNeedsMedium, run: readCapacity10},
-		{opcode: opRead10, usage: rw10(opRead10, rdFlags), flags: readAccess, run: read},
-		{opcode: opWrite10, usage: rw10(opWrite10, wrFlags), flags: writeAccess, run: write},
-		{opcode: opWriteVerify10, usage: rw10(opWriteVerify10, vrFlags), flags: writeAccess, run: writeVerify},
+		{opcode: opRead10, usage: rw10(opRead10, rdFlags), flags: readAccess, kind: KindRead, run: read},
+		{opcode: opWrite10, usage: rw10(opWrite10, wrFlags), flags: writeAccess, kind: KindWrite, run: write},
+		{opcode: opWriteVerify10, usage: rw10(opWriteVerify10, vrFlags), flags: writeAccess, kind: KindWrite, run: writeVerify},
 		{opcode: opVerify10, usage: rw10(opVerify10, vrFlags), flags: readAccess, run: verify},
 		{opcode: opPrefetch10, usage: rw10(opPrefetch10, 0x02), flags: readAccess, run: prefetch},
 		{opcode: opSyncCache10, usage: rw10(opSyncCache10, 0x06), flags: readAccess | flagConflictWE, run: syncCache},
 		{opcode: opModeSelect10, usage: []byte{opModeSelect10, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0}, flags: flagStandbyOK | conflictsAll, run: modeSelect},
 		{opcode: opModeSense10, usage: []byte{opModeSense10, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0}, flags: flagStandbyOK | flagConflictEA, run: modeSense},
-		{opcode: opRead16, usage: rw16(opRead16, rdFlags), flags: readAccess, run: read},
-		{opcode: opWrite16, usage: rw16(opWrite16, wrFlags), flags: writeAccess, run: write},
-		{opcode: opWriteVerify16, usage: rw16(opWriteVerify16, vrFlags), flags: writeAccess, run: writeVerify},
+		{opcode: opRead16, usage: rw16(opRead16, rdFlags), flags: readAccess, kind: KindRead, run: read},
+		{opcode: opWrite16, usage: rw16(opWrite16, wrFlags), flags: writeAccess, kind: KindWrite, run: write},
+		{opcode: opWriteVerify16, usage: rw16(opWriteVerify16, vrFlags), flags: writeAccess, kind: KindWrite, run: writeVerify},
 		{opcode: opVerify16, usage: rw16(opVerify16, vrFlags), flags: readAccess, run: verify},
 		{opcode: opPrefetch16, usage: rw16(opPrefetch16, 0x02), flags: readAccess, run: prefetch},
 		{opcode: opSyncCache16, usage: rw16(opSyncCache16, 0x06), flags: readAccess | flagConflictWE, run: syncCache},
@@ -207,9 +210,9 @@ func commands() []command {
 		{opcode: opMaintenanceIn, sa: saReportTMFunction, hasSA: true,
 			usage: []byte{opMaintenanceIn, saReportTMFunction, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0},
 			flags: allALUA | flagConflictEA, run: reportTMFunctions},
-		{opcode: opRead12, usage: rw12(opRead12, rdFlags), flags: readAccess, run: read},
-		{opcode: opWrite12, usage: rw12(opWrite12, wrFlags), flags: writeAccess, run: write},
-		{opcode: opWriteVerify12, usage: rw12(opWriteVerify12, vrFlags), flags: writeAccess, run: writeVerify},
+		{opcode: opRead12, usage: rw12(opRead12, rdFlags), flags: readAccess, kind: KindRead, run: read},
+		{opcode: opWrite12, usage: rw12(opWrite12, wrFlags), flags: writeAccess, kind: KindWrite, run: write},
+		{opcode: opWriteVerify12, usage: rw12(opWriteVerify12, vrFlags), flags: writeAccess, kind: KindWrite, run: writeVerify},
 		{opcode: opVerify12, usage: rw12(opVerify12, vrFlags), flags: readAccess, run: verify},
 		// Atomic and combined writes (caw.go), thin provisioning (writesame.go,
 		// unmap.go, lbastatus.go), SANITIZE (sanitize.go), READ DEFECT DATA
@@ -220,7 +223,7 @@ func commands() []command {
 		{opcode: opORWrite16, usage: rw16(opORWrite16, wrFlags), flags: writeAccess, run: orWrite},
 		{opcode: opWriteAtomic16,
 			usage: []byte{opWriteAtomic16, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x3f, 0},
-			flags: writeAccess, run: writeAtomic},
+			flags: writeAccess, kind: KindWrite, run: writeAtomic},
 		{opcode: opWriteSame10, usage: []byte{opWriteSame10, 0xf8, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0},
 			flags: writeAccess, timeout: writeSameTimeout, run: writeSame},
 		{opcode: opWriteSame16,
@@ -280,8 +283,9 @@ type dispatchTable struct {
 }
 
 type opEntry struct {
-	cmd *command   // the command, for opcodes without service actions
-	sas []*command // by service action, for opcodes with them
+	cmd  *command   // the command, for opcodes without service actions
+	sas  []*command // by service action, for opcodes with them
+	kind CommandKind
 }
 
 var dispatch = newDispatchTable(commands())
@@ -308,7 +312,7 @@ func newDispatchTable(cmds []command) *dispatchTable {
 		if c.hasSA {
 			e.sas = append(e.sas, c)
 		} else {
-			e.cmd = c
+			e.cmd, e.kind = c, c.kind
 		}
 	}
 	return t
@@ -335,6 +339,15 @@ func (t *dispatchTable) lookup(cdb []byte) (*command, error) {
 	// An unknown service action of a known opcode (SPC-4 4.3.2 leaves the
 	// choice; initiators such as libiscsi treat this as "not implemented").
 	return nil, invalidCDB(1, 4)
+}
+
+// kindOf classifies a CDB for Stats with one array index: it runs for
+// every command, after the command has been looked up and executed.
+func (t *dispatchTable) kindOf(cdb []byte) CommandKind {
+	if len(cdb) == 0 {
+		return KindOther
+	}
+	return t.byOp[cdb[0]].kind
 }
 
 // find returns the command for an opcode and, if it has service actions, a

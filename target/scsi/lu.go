@@ -70,6 +70,9 @@ type LUConfig struct {
 	// Aborter aborts the tasks of the I_T nexuses PREEMPT AND ABORT
 	// preempts; the transport provides it. Nil: there is nothing to abort.
 	Aborter TaskAborter
+	// Stats, when set, is told about every command Execute completes
+	// (stats.go). Nil costs nothing: commands are not even timed.
+	Stats Stats
 }
 
 // luState is an immutable snapshot of the configuration with the values
@@ -380,6 +383,15 @@ func (lu *LU) resetModes() {
 func (lu *LU) Execute(cmd *Command, res *Result) {
 	resetResult(res)
 	st := lu.state.Load()
+	if st.cfg.Stats != nil {
+		lu.executeObserved(st, cmd, res)
+		return
+	}
+	lu.run(st, cmd, res)
+}
+
+// run executes cmd against the configuration snapshot st.
+func (lu *LU) run(st *luState, cmd *Command, res *Result) {
 	ns := lu.nexusFor(cmd.Nexus)
 	if err := lu.execute(st, ns, cmd, res); err != nil {
 		lu.fail(res, err)

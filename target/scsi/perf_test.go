@@ -31,10 +31,10 @@ func TestReadWriteDoNotAllocate(t *testing.T) {
 }
 
 // benchRW measures one 4 KiB command through the View, as the transport
-// calls it, against an in-memory device.
-func benchRW(b *testing.B, op byte) {
+// calls it, against an in-memory device, reporting to stats if not nil.
+func benchRW(b *testing.B, op byte, stats Stats) {
 	dev := newMemDevice(64 << 20)
-	lu, err := NewLU(LUConfig{Device: dev, WriteCache: true})
+	lu, err := NewLU(LUConfig{Device: dev, WriteCache: true, Stats: stats})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -57,8 +57,8 @@ func benchRW(b *testing.B, op byte) {
 	}
 }
 
-func BenchmarkRead4K(b *testing.B)  { benchRW(b, opRead10) }
-func BenchmarkWrite4K(b *testing.B) { benchRW(b, opWrite10) }
+func BenchmarkRead4K(b *testing.B)  { benchRW(b, opRead10, nil) }
+func BenchmarkWrite4K(b *testing.B) { benchRW(b, opWrite10, nil) }
 
 // BenchmarkRead4KParallel runs many sessions against one LU, which is what
 // the nexus lookup and unit-attention fast path must scale to.

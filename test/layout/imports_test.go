@@ -25,7 +25,8 @@ var allowed = map[string][]string{
 	"target/iscsi/initiator": {"target/iscsi/pdu", "target/iscsi/initiator"},
 	"target":                 {"target"},
 	"alua":                   {},
-	"test":                   {"target", "fsm", "test"},
+	"cluster/api":            {},
+	"test":                   {"target", "fsm", "cluster/api", "test"},
 }
 
 func TestImportDirection(t *testing.T) {

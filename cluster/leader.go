@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+
+	"github.com/hatarget/hatarget/fsm"
+)
+
+// leaderLoop runs the leader's duties: adding new nodes to Raft and
+// keeping every node's record in the configuration up to date.
+func (n *Node) leaderLoop() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		case <-n.memberEvents:
+		case <-n.raft.LeaderCh():
+		}
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		n.reconcileMembers()
+	}
+}
+
+// reconcileMembers adds alive gossip members that are not Raft voters,
+// and registers (or updates) every voter's record in the state machine.
+// Dead members are never removed automatically: `cluster remove` does it.
+func (n *Node) reconcileMembers() {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voters := map[string]raft.Server{}
+	for _, s := range f.Configuration().Servers {
+		voters[string(s.ID)] = s
+	}
+	state := n.fsm.State()
+	for name, m := range n.members() {
+		if m.State != memberlist.StateAlive || m.MetaErr != nil {
+			continue
+		}
+		if v, ok := voters[name]; !ok || string(v.Address) != m.Meta.Raft {
+			n.log.Info("adding node to Raft", "member", name, "raft", m.Meta.Raft)
+			if err := n.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(m.Meta.Raft), 0, 10*time.Second).Error(); err != nil {
+				n.log.Warn("adding node to Raft", "member", name, "err", err)
+				continue
+			}
+		}
+		if rec := nodeRecord(m); !sameNode(state.Nodes[name], rec) {
+			if _, _, err := n.propose(&fsm.RegisterNode{Node: rec}); err != nil {
+				n.log.Warn("registering node", "member", name, "err", err)
+			}
+		}
+	}
+}
+
+func nodeRecord(m member) fsm.Node {
+	return fsm.Node{Name: m.Name, ISCSIAddr: m.Meta.ISCSI, APIAddr: m.Meta.API, RaftAddr: m.Meta.Raft, GossipAddr: m.Addr,
+		Version: m.Meta.Version, Protocol: m.Meta.Protocol}
+}
+
+// sameNode compares a stored record with a fresh one, ignoring the port
+// group the state machine assigns.
+func sameNode(stored *fsm.Node, fresh fsm.Node) bool {
+	if stored == nil {
+		return false
+	}
+	s := *stored
+	s.PortGroup = 0
+	return s == fresh
+}

@@ -1,0 +1,106 @@
+package cluster
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the control plane's Prometheus metrics. Gauges are read at
+// scrape time from Raft and memberlist, so nothing is updated per event.
+type metrics struct {
+	applyLatency    prometheus.Histogram
+	reconcileErrors prometheus.Counter
+}
+
+func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hatarget_raft_apply_seconds",
+			Help:    "Time from proposing a command on the leader until it is committed and applied.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hatarget_reconcile_errors_total",
+			Help: "Configurations the dataplane refused to apply.",
+		}),
+	}
+	raftStat := func(key string) func() float64 {
+		return func() float64 {
+			v, _ := strconv.ParseFloat(n.raft.Stats()[key], 64)
+			return v
+		}
+	}
+	gauge := func(name, help string, fn func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn)
+	}
+	reg.MustRegister(
+		m.applyLatency, m.reconcileErrors,
+		gauge("hatarget_raft_term", "Current Raft term.", raftStat("term")),
+		gauge("hatarget_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
+		gauge("hatarget_raft_applied_index", "Raft applied index.", func() float64 { return float64(n.raft.AppliedIndex()) }),
+		gauge("hatarget_raft_last_contact_seconds", "Time since this follower last heard from the leader (0 on the leader).", func() float64 {
+			if n.raft.State() == raft.Leader {
+				return 0
+			}
+			return time.Since(n.raft.LastContact()).Seconds()
+		}),
+		gauge("hatarget_config_generation", "Configuration generation (Raft index of the last applied command) this node serves.",
+			func() float64 { return float64(n.fsm.State().Index) }),
+		newStateCollector(n),
+	)
+	return m
+}
+
+func (m *metrics) observeApply(d time.Duration) {
+	if m != nil {
+		m.applyLatency.Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) reconcileFailed() {
+	if m != nil {
+		m.reconcileErrors.Inc()
+	}
+}
+
+// stateCollector reports the Raft role and gossip membership, one series
+// per state, at scrape time.
+type stateCollector struct {
+	n       *Node
+	role    *prometheus.Desc
+	members *prometheus.Desc
+}
+
+func newStateCollector(n *Node) *stateCollector {
+	return &stateCollector{
+		n:       n,
+		role:    prometheus.NewDesc("hatarget_raft_state", "1 for this node's current Raft role.", []string{"state"}, nil),
+		members: prometheus.NewDesc("hatarget_members", "Gossip members by state.", []string{"state"}, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.role
+	ch <- c.members
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	cur := c.n.raft.State()
+	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if s == cur {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.role, prometheus.GaugeValue, v, raftRole(s))
+	}
+	counts := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+	for _, m := range c.n.members() {
+		counts[gossipState(m.State)]++
+	}
+	for state, v := range counts {
+		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, v, state)
+	}
+}

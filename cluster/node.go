@@ -1,0 +1,433 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hatarget/hatarget/fsm"
+	"github.com/hatarget/hatarget/target"
+)
+
+// Config configures one cluster node.
+type Config struct {
+	Name    string
+	DataDir string
+	// Listen addresses (host:port) of the node's services.
+	ISCSIAddr, APIAddr, RaftAddr, GossipAddr string
+	// Join lists gossip addresses of other nodes to join through.
+	Join []string
+	// BootstrapExpect forms a new cluster once this many fresh nodes see
+	// each other; zero never bootstraps (the node joins an existing one).
+	BootstrapExpect int
+	// Version is the release; Protocol the fsm command protocol advertised
+	// (zero: fsm.Protocol; lower only to test the version gate).
+	Version  string
+	Protocol uint16
+	// Token, when set, is required as a bearer token on every API call.
+	Token string
+	// StorageDir receives the backing files of LUNs created with a size
+	// but no path. On shared storage it must be the same path everywhere.
+	StorageDir string
+	Logger     *slog.Logger
+	// Registry receives the cluster's metrics and is served on /metrics.
+	Registry *prometheus.Registry
+	// Dataplane serves the configuration this node reconciles.
+	Dataplane Dataplane
+	// RaftTimeout scales Raft's heartbeat and election timeouts (default
+	// 1 s).
+	RaftTimeout time.Duration
+}
+
+// Dataplane is what the cluster drives: the iSCSI target.
+type Dataplane interface {
+	Apply(target.Config) error
+}
+
+// Node is a running cluster member.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	network *Network
+	fsm     *raftFSM
+	raft    *raft.Raft
+	store   *raftboltdb.BoltStore
+	trans   *raft.NetworkTransport
+	ml      *memberlist.Memberlist
+	meta    *metaDelegate
+	api     *http.Server
+	apiLn   net.Listener
+	forward *http.Client
+	metrics *metrics
+	prs     *reservations
+
+	// memberEvents wakes the leader loop on membership changes.
+	memberEvents chan struct{}
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	shutdownOnce sync.Once
+}
+
+// Start opens the node's stores, starts Raft, gossip and the API, and
+// begins bootstrapping or joining.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:          cfg,
+		log:          cfg.Logger.With("node", cfg.Name),
+		network:      NewNetwork(),
+		memberEvents: make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+	}
+	n.fsm = newRaftFSM(fsm.Env{Reservations: prMachine{}})
+	n.prs = newReservations(n)
+	n.forward = &http.Client{Transport: &http.Transport{DialContext: n.network.DialContext}, Timeout: 60 * time.Second}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeAll()
+		}
+	}()
+	hasState, err := n.startRaft()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.startGossip(hasState); err != nil {
+		return nil, err
+	}
+	if err := n.startAPI(); err != nil {
+		return nil, err
+	}
+	n.metrics = newMetrics(n, cfg.Registry)
+	n.goLoop(n.joinLoop)
+	if !hasState && cfg.BootstrapExpect > 0 {
+		n.goLoop(n.bootstrapLoop)
+	}
+	n.goLoop(n.leaderLoop)
+	n.goLoop(n.reconcileLoop)
+	n.goLoop(n.serveAPI)
+	ok = true
+	n.log.Info("cluster node started", "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "api", cfg.APIAddr,
+		"iscsi", cfg.ISCSIAddr, "existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect)
+	return n, nil
+}
+
+func (c *Config) fill() error {
+	if c.Name == "" || c.DataDir == "" {
+		return errors.New("cluster: a node needs a name and a data directory")
+	}
+	for _, a := range []*string{&c.ISCSIAddr, &c.APIAddr, &c.RaftAddr, &c.GossipAddr} {
+		host, _, err := net.SplitHostPort(*a)
+		if err != nil {
+			return fmt.Errorf("cluster: address %q: %w", *a, err)
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			return fmt.Errorf("cluster: address %q: nodes need a concrete IP address other nodes can reach (not a wildcard or a name)", *a)
+		}
+	}
+	if c.Protocol == 0 {
+		c.Protocol = fsm.Protocol
+	}
+	if c.StorageDir == "" {
+		c.StorageDir = filepath.Join(c.DataDir, "luns")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.RaftTimeout == 0 {
+		c.RaftTimeout = time.Second
+	}
+	return nil
+}
+
+func (n *Node) goLoop(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+// startRaft opens the log store and snapshots in DataDir/raft and starts
+// Raft; it reports whether the node already belonged to a cluster.
+func (n *Node) startRaft() (bool, error) {
+	dir := filepath.Join(n.cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("cluster: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return false, fmt.Errorf("cluster: opening the Raft store: %w", err)
+	}
+	n.store = store
+	hlog := newHCLogger(n.log, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 3, hlog)
+	if err != nil {
+		return false, fmt.Errorf("cluster: opening snapshots: %w", err)
+	}
+	ln, err := n.network.Listen(n.cfg.RaftAddr)
+	if err != nil {
+		return false, fmt.Errorf("cluster: raft listener: %w", err)
+	}
+	advertise, _ := net.ResolveTCPAddr("tcp", n.cfg.RaftAddr)
+	n.trans = raft.NewNetworkTransportWithLogger(&raftStream{Listener: ln, network: n.network, advertise: advertise}, 3, 10*time.Second, hlog)
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.Name)
+	rc.Logger = hlog
+	// A leader steps down after a full RaftTimeout without a quorum, not
+	// half of it: on a loaded two-core machine heartbeats can be late by
+	// hundreds of milliseconds without any node being gone.
+	rc.HeartbeatTimeout = n.cfg.RaftTimeout
+	rc.ElectionTimeout = n.cfg.RaftTimeout * 3 / 2
+	rc.LeaderLeaseTimeout = n.cfg.RaftTimeout
+	rc.SnapshotThreshold = 1024
+	hasState, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		return false, fmt.Errorf("cluster: reading Raft state: %w", err)
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, store, store, snaps, n.trans)
+	if err != nil {
+		return false, fmt.Errorf("cluster: starting Raft: %w", err)
+	}
+	return hasState, nil
+}
+
+// newHCLogger routes hashicorp libraries' logs into slog at warning level
+// and above: their info output is per-heartbeat noise.
+func newHCLogger(log *slog.Logger, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   name,
+		Level:  hclog.Warn,
+		Output: slogWriter{log: log.With("component", name)},
+	})
+}
+
+// slogWriter turns hclog's and memberlist's formatted lines into slog
+// records, keeping their level.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := string(p)
+	level := slog.LevelInfo
+	switch {
+	case containsAny(line, "[ERROR]", "[ERR]"):
+		level = slog.LevelError
+	case containsAny(line, "[WARN]"):
+		level = slog.LevelWarn
+	case containsAny(line, "[DEBUG]", "[TRACE]"):
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, trimLogLine(line))
+	return len(p), nil
+}
+
+func (n *Node) startGossip(hasState bool) error {
+	host, portStr, _ := net.SplitHostPort(n.cfg.GossipAddr)
+	port, _ := strconv.Atoi(portStr)
+	n.meta = &metaDelegate{node: n, meta: Meta{
+		Version: n.cfg.Version, Protocol: n.cfg.Protocol,
+		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr,
+		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: hasState,
+	}}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = n.cfg.Name
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	mc.Delegate = n.meta
+	mc.Events = &memberEvents{node: n}
+	mc.Logger = nil
+	mc.LogOutput = levelFilter{w: slogWriter{log: n.log.With("component", "memberlist")}}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("cluster: starting gossip on %s: %w", n.cfg.GossipAddr, err)
+	}
+	n.ml = ml
+	return nil
+}
+
+// joinLoop joins the gossip pool through Join until one of them answers;
+// nodes start in any order, so early failures are expected.
+func (n *Node) joinLoop() {
+	if len(n.cfg.Join) == 0 {
+		return
+	}
+	for delay := 200 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		joined, err := n.ml.Join(n.cfg.Join)
+		if joined > 0 {
+			n.log.Info("joined the gossip pool", "through", n.cfg.Join, "contacted", joined)
+			return
+		}
+		n.log.Debug("joining the gossip pool", "through", n.cfg.Join, "err", err)
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// bootstrapLoop forms a new cluster once BootstrapExpect fresh nodes with
+// the same expectation see each other (Consul's bootstrap_expect). Every
+// one of them bootstraps with the same server list, which Raft allows. It
+// gives up as soon as some node already holds Raft state: that cluster
+// adds this node instead.
+func (n *Node) bootstrapLoop() {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	warned := false
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if n.inRaftConfiguration() {
+			return
+		}
+		servers, existing, err := n.bootstrapCandidates()
+		switch {
+		case existing != "":
+			n.log.Info("a cluster already exists; waiting to be added by its leader", "seen", existing)
+			return
+		case err != nil:
+			if !warned {
+				n.log.Warn("not bootstrapping", "err", err)
+				warned = true
+			}
+			continue
+		case servers == nil:
+			continue
+		}
+		f := n.raft.BootstrapCluster(raft.Configuration{Servers: servers})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.log.Error("bootstrapping the cluster", "err", err)
+			continue
+		}
+		n.log.Info("bootstrapped the cluster", "voters", len(servers))
+		n.meta.setBootstrapped()
+		return
+	}
+}
+
+// bootstrapCandidates returns the Raft servers to bootstrap with once
+// exactly BootstrapExpect fresh nodes are alive, or the name of a node
+// that already holds Raft state.
+func (n *Node) bootstrapCandidates() ([]raft.Server, string, error) {
+	var servers []raft.Server
+	for _, m := range n.ml.Members() {
+		if m.State != memberlist.StateAlive {
+			continue
+		}
+		meta, err := decodeMeta(m.Meta)
+		if err != nil {
+			continue
+		}
+		if meta.Bootstrapped {
+			return nil, m.Name, nil
+		}
+		if meta.BootstrapExpect != n.cfg.BootstrapExpect {
+			return nil, "", fmt.Errorf("node %s expects %d nodes, this node %d: every bootstrapping node must agree", m.Name, meta.BootstrapExpect, n.cfg.BootstrapExpect)
+		}
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.Name), Address: raft.ServerAddress(meta.Raft)})
+	}
+	if len(servers) < n.cfg.BootstrapExpect {
+		return nil, "", nil
+	}
+	if len(servers) > n.cfg.BootstrapExpect {
+		return nil, "", fmt.Errorf("%d fresh nodes are alive but --bootstrap-expect is %d; stop the extra ones or join them later", len(servers), n.cfg.BootstrapExpect)
+	}
+	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+	return servers, "", nil
+}
+
+func (n *Node) inRaftConfiguration() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// Shutdown leaves the cluster gracefully: leadership is handed over first,
+// so the survivors need no election timeout, then gossip announces the
+// departure and Raft stops.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.shutdownOnce.Do(func() {
+		if n.raft.State() == raft.Leader && n.voterCount() > 1 {
+			if e := n.raft.LeadershipTransfer().Error(); e != nil {
+				n.log.Warn("leadership transfer on shutdown", "err", e)
+			} else {
+				n.log.Info("handed over Raft leadership")
+			}
+		}
+		close(n.stop)
+		if n.api != nil {
+			_ = n.api.Shutdown(ctx)
+		}
+		if e := n.ml.Leave(2 * time.Second); e != nil {
+			n.log.Warn("leaving the gossip pool", "err", e)
+		}
+		n.wg.Wait()
+		err = n.closeAll()
+	})
+	return err
+}
+
+// closeAll releases what Start opened, in reverse order.
+func (n *Node) closeAll() error {
+	var errs []error
+	if n.apiLn != nil {
+		_ = n.apiLn.Close()
+	}
+	if n.ml != nil {
+		errs = append(errs, n.ml.Shutdown())
+	}
+	if n.raft != nil {
+		errs = append(errs, n.raft.Shutdown().Error())
+	}
+	if n.trans != nil {
+		errs = append(errs, n.trans.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) voterCount() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			c++
+		}
+	}
+	return c
+}
+
+// State returns the configuration this node has applied.
+func (n *Node) State() *fsm.State { return n.fsm.State() }
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.cfg.Name }

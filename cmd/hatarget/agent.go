@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/hatarget/hatarget/cluster"
+	"github.com/hatarget/hatarget/cluster/api"
+	"github.com/hatarget/hatarget/target"
+	"github.com/hatarget/hatarget/target/iscsi"
+)
+
+type agentOptions struct {
+	name            string
+	dataDir         string
+	bind            string
+	iscsiPort       int
+	apiPort         int
+	raftPort        int
+	gossipPort      int
+	join            []string
+	bootstrapExpect int
+	token           string
+	storageDir      string
+	nopIn           time.Duration
+	debugAddr       string
+	protocol        uint16
+}
+
+func newAgentCommand() *cobra.Command {
+	var o agentOptions
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a cluster node",
+		Long: `Agent runs one node of a hatarget cluster: Raft keeps the configuration
+(targets, LUNs, ACLs, reservations) consistent on every node, gossip
+(memberlist) detects failures, every node serves every target over iSCSI and
+answers the management API (and /metrics).
+
+Ports on the --bind address: iSCSI 3260, API and metrics 9260, Raft 9261,
+gossip 9262 (each overridable). With --bootstrap-expect N, the first N fresh
+nodes that see each other form the cluster by themselves. A restarted node
+rejoins from its --data-dir. A new node joins a running cluster with --join.
+SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
+		Example: `  # three nodes, one command each
+  hatarget agent --name n1 --bind 10.0.0.1 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.2 --join 10.0.0.3
+  hatarget agent --name n2 --bind 10.0.0.2 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.1
+  hatarget agent --name n3 --bind 10.0.0.3 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.1
+  # a fourth node joins the running cluster
+  hatarget agent --name n4 --bind 10.0.0.4 --data-dir /var/lib/hatarget --join 10.0.0.1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("token") {
+				o.token = os.Getenv("HATARGET_TOKEN")
+			}
+			return runAgent(cmd.Context(), o, log, cmd.OutOrStdout())
+		},
+	}
+	host, _ := os.Hostname()
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", host, "node name, unique in the cluster")
+	f.StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory for the Raft log, snapshots and node state")
+	f.StringVar(&o.bind, "bind", "127.0.0.1", "IP address every service of this node listens on and other nodes reach")
+	f.IntVar(&o.iscsiPort, "iscsi-port", api.DefaultISCSIPort, "iSCSI portal port")
+	f.IntVar(&o.apiPort, "api-port", api.DefaultAPIPort, "management API and /metrics port")
+	f.IntVar(&o.raftPort, "raft-port", api.DefaultRaftPort, "Raft port")
+	f.IntVar(&o.gossipPort, "gossip-port", api.DefaultGossipPort, "gossip (memberlist) port, TCP and UDP")
+	f.StringArrayVar(&o.join, "join", nil, "gossip address HOST[:PORT] of another node to join through, repeatable")
+	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many fresh nodes see each other")
+	f.StringVar(&o.token, "token", "", "require this bearer token on API calls (env HATARGET_TOKEN)")
+	f.StringVar(&o.storageDir, "storage-dir", "", "where LUNs created with --size but no --path get their files (default DATA-DIR/luns; shared storage: the same path on every node)")
+	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address")
+	f.Uint16Var(&o.protocol, "advertise-protocol", 0, "advertise an older command protocol (testing the version gate)")
+	_ = f.MarkHidden("advertise-protocol")
+	return cmd
+}
+
+func (o agentOptions) addr(port int) string {
+	return net.JoinHostPort(o.bind, strconv.Itoa(port))
+}
+
+// joinAddrs adds the default gossip port to join addresses without one.
+func (o agentOptions) joinAddrs() []string {
+	out := make([]string, 0, len(o.join))
+	for _, j := range o.join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			j = net.JoinHostPort(j, strconv.Itoa(api.DefaultGossipPort))
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
+func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writer) error {
+	stateDir := filepath.Join(o.dataDir, "state")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg})
+	if _, err := srv.Listen(o.addr(o.iscsiPort)); err != nil {
+		return err
+	}
+	node, err := cluster.Start(cluster.Config{
+		Name: o.name, DataDir: o.dataDir,
+		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
+		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect,
+		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir,
+		Logger: log, Registry: reg, Dataplane: srv,
+	})
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return err
+	}
+	if o.debugAddr != "" {
+		if err := serveDebug(o.debugAddr, log); err != nil {
+			log.Error("debug server", "err", err)
+		}
+	}
+	fmt.Fprintf(out, "hatarget node %s: iSCSI %s, API %s (hatarget cluster status --addr %s)\n",
+		o.name, o.addr(o.iscsiPort), o.addr(o.apiPort), o.addr(o.apiPort))
+	<-ctx.Done()
+	log.Info("shutting down: handing over leadership, leaving the cluster, finishing running commands")
+	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	nerr := node.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	return nerr
+}

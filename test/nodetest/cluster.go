@@ -1,0 +1,523 @@
+package nodetest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hatarget/hatarget/cluster/api"
+)
+
+// ClusterOptions tune StartCluster.
+type ClusterOptions struct {
+	// Args are extra `agent` arguments for every node.
+	Args []string
+	// NodeArgs are extra arguments for one node, by its 1-based index
+	// (e.g. {3: {"--advertise-protocol", "1"}}).
+	NodeArgs map[int][]string
+	// ReadyTimeout bounds how long a node may take to answer its API after
+	// start (default 15 s).
+	ReadyTimeout time.Duration
+}
+
+// Ports are a cluster's four ports. Every node listens on the same ports
+// on its own loopback address, as real nodes do on their own hosts.
+type Ports struct{ ISCSI, API, Raft, Gossip int }
+
+// Cluster is a set of `hatarget agent` processes on 127.0.0.1..127.0.0.n.
+type Cluster struct {
+	t          testing.TB
+	bin        string
+	opts       ClusterOptions
+	Ports      Ports
+	StorageDir string // --storage-dir shared by every node
+	root       string
+
+	mu    sync.Mutex
+	nodes []*Agent
+}
+
+// Agent is one `hatarget agent` process of a Cluster. It survives restarts:
+// Start runs the process again with the same data directory and flags.
+type Agent struct {
+	c       *Cluster
+	Name    string
+	IP      string
+	DataDir string
+	// Extra are the node's own extra flags; a test may change them before
+	// Start (e.g. drop --advertise-protocol to "upgrade" the node).
+	Extra []string
+	base  []string // flags fixed at creation: name, ports, join, bootstrap
+	logs  *SyncBuffer
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+	starts  int
+	stopped bool // the test stopped or killed it on purpose
+}
+
+// StartCluster starts n agents that form a cluster by themselves
+// (--bootstrap-expect n, each joining all the others) and waits until
+// every one answers its API. Nodes are named n1..nN; indexes are 1-based
+// to match. Everything stops when the test ends, and every node's log is
+// printed if the test failed.
+func StartCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
+	t.Helper()
+	if n < 1 || n > 250 {
+		t.Fatalf("StartCluster: %d nodes", n)
+	}
+	root := t.TempDir() // before the cleanup below, so removed after the processes stop
+	c := &Cluster{t: t, bin: Binary(t), opts: opts, root: root, StorageDir: filepath.Join(root, "storage")}
+	// One spare address so that AddNode finds the ports free as well.
+	c.Ports = freePorts(t, hostRange(n+1))
+	t.Cleanup(c.cleanup)
+	for i := 1; i <= n; i++ {
+		var join []string
+		for j := 1; j <= n; j++ {
+			if j != i {
+				join = append(join, "--join", net.JoinHostPort(hostIP(j), strconv.Itoa(c.Ports.Gossip)))
+			}
+		}
+		a := c.newAgent(i, fmt.Sprintf("n%d", i), append(join, "--bootstrap-expect", strconv.Itoa(n)), opts.NodeArgs[i])
+		a.spawn()
+	}
+	for _, a := range c.Nodes() {
+		a.waitReady()
+	}
+	return c
+}
+
+// AddNode starts one more agent, on the next loopback address, that joins
+// the running cluster through every existing node (and does not bootstrap).
+func (c *Cluster) AddNode(t testing.TB, name string) *Agent {
+	t.Helper()
+	var join []string
+	for _, a := range c.Nodes() {
+		join = append(join, "--join", net.JoinHostPort(a.IP, strconv.Itoa(c.Ports.Gossip)))
+	}
+	a := c.newAgent(len(c.Nodes())+1, name, join, nil)
+	a.spawn()
+	a.waitReady()
+	return a
+}
+
+func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent {
+	a := &Agent{
+		c: c, Name: name, IP: hostIP(i), DataDir: filepath.Join(c.root, name),
+		Extra: append([]string(nil), extra...), logs: &SyncBuffer{},
+	}
+	a.base = append([]string{"--name", a.Name, "--data-dir", a.DataDir, "--bind", a.IP,
+		"--iscsi-port", strconv.Itoa(c.Ports.ISCSI), "--api-port", strconv.Itoa(c.Ports.API),
+		"--raft-port", strconv.Itoa(c.Ports.Raft), "--gossip-port", strconv.Itoa(c.Ports.Gossip),
+		"--storage-dir", c.StorageDir}, extraBase...)
+	c.mu.Lock()
+	c.nodes = append(c.nodes, a)
+	c.mu.Unlock()
+	return a
+}
+
+func hostIP(i int) string { return fmt.Sprintf("127.0.0.%d", i) }
+
+func hostRange(n int) []string {
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = hostIP(i + 1)
+	}
+	return hosts
+}
+
+// freePorts picks four distinct ports free on every host.
+func freePorts(t testing.TB, hosts []string) Ports {
+	seen := map[int]bool{}
+	pick := func() int {
+		for {
+			p := FreePort(t, hosts)
+			if !seen[p] {
+				seen[p] = true
+				return p
+			}
+		}
+	}
+	return Ports{ISCSI: pick(), API: pick(), Raft: pick(), Gossip: pick()}
+}
+
+// Node returns node i (1-based: Node(1) is n1).
+func (c *Cluster) Node(i int) *Agent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i < 1 || i > len(c.nodes) {
+		c.t.Fatalf("no node %d (cluster has %d)", i, len(c.nodes))
+	}
+	return c.nodes[i-1]
+}
+
+// Nodes returns every node, running or not.
+func (c *Cluster) Nodes() []*Agent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Agent(nil), c.nodes...)
+}
+
+// ByName returns the node called name, or nil.
+func (c *Cluster) ByName(name string) *Agent {
+	for _, a := range c.Nodes() {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// Index returns the 1-based index of the node called name, or 0.
+func (c *Cluster) Index(name string) int {
+	for i, a := range c.Nodes() {
+		if a.Name == name {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// Running returns the nodes whose process runs (paused ones included).
+func (c *Cluster) Running() []*Agent {
+	var out []*Agent
+	for _, a := range c.Nodes() {
+		if a.Running() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// CLI runs a control command of the binary against node i's API and
+// returns its combined output.
+func (c *Cluster) CLI(t testing.TB, i int, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.bin, append(args, "--addr", c.Node(i).APIAddr())...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// WaitLeader waits until every running node names the same leader and
+// that node says it leads, and returns its name.
+func (c *Cluster) WaitLeader(t testing.TB, timeout time.Duration) string {
+	t.Helper()
+	var last string
+	ok := poll(timeout, func() bool {
+		leader, why := c.agreedLeader()
+		last = why
+		return leader != ""
+	})
+	if !ok {
+		t.Fatalf("no agreed leader after %s: %s", timeout, last)
+	}
+	leader, _ := c.agreedLeader()
+	return leader
+}
+
+func (c *Cluster) agreedLeader() (string, string) {
+	running := c.Running()
+	if len(running) == 0 {
+		return "", "no node runs"
+	}
+	leader := ""
+	for _, a := range running {
+		ls, err := a.Local()
+		if err != nil {
+			return "", fmt.Sprintf("%s: %v", a.Name, err)
+		}
+		switch {
+		case ls.Leader == "":
+			return "", a.Name + " knows no leader"
+		case leader == "":
+			leader = ls.Leader
+		case leader != ls.Leader:
+			return "", fmt.Sprintf("%s says the leader is %s, others %s", a.Name, ls.Leader, leader)
+		}
+		if ls.Leader == a.Name && ls.RaftRole != "leader" {
+			return "", fmt.Sprintf("%s is named leader but is %s", a.Name, ls.RaftRole)
+		}
+	}
+	if l := c.ByName(leader); l == nil || !l.Running() {
+		return "", "the named leader " + leader + " does not run"
+	}
+	return leader, ""
+}
+
+// WaitGenerations waits until every running node reports the same
+// configuration generation (GET /v1/local) and returns it.
+func (c *Cluster) WaitGenerations(t testing.TB, timeout time.Duration) uint64 {
+	t.Helper()
+	var gen uint64
+	var last string
+	ok := poll(timeout, func() bool {
+		gen, last = 0, ""
+		seen := map[string]uint64{}
+		for _, a := range c.Running() {
+			ls, err := a.Local()
+			if err != nil {
+				last = fmt.Sprintf("%s: %v", a.Name, err)
+				return false
+			}
+			seen[a.Name] = ls.Generation
+			if gen == 0 {
+				gen = ls.Generation
+			}
+			if ls.Generation != gen || ls.Generation == 0 {
+				last = fmt.Sprintf("generations %v", seen)
+				return false
+			}
+		}
+		return gen != 0
+	})
+	if !ok {
+		t.Fatalf("generations did not converge within %s: %s", timeout, last)
+	}
+	return gen
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// poll calls cond every 50 ms until it holds or timeout passes.
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cleanup stops every node (in parallel: a sequential stop waits out the
+// quorum loss of the last ones) and prints the logs if the test failed.
+func (c *Cluster) cleanup() {
+	// A node that exited without being told to crashed: that fails the
+	// test even if every assertion passed.
+	for _, a := range c.Nodes() {
+		a.mu.Lock()
+		crashed := a.cmd != nil && !a.stopped && a.done != nil && isClosed(a.done)
+		err := a.err
+		a.mu.Unlock()
+		if crashed {
+			c.t.Errorf("%s exited on its own: %v", a.Name, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, a := range c.Nodes() {
+		wg.Go(func() { a.stop(5 * time.Second) })
+	}
+	wg.Wait()
+	if c.t.Failed() {
+		for _, a := range c.Nodes() {
+			c.t.Logf("===== log of %s (%s) =====\n%s", a.Name, a.IP, a.Logs())
+		}
+	}
+}
+
+// APIAddr is the node's management API, host:port.
+func (a *Agent) APIAddr() string { return net.JoinHostPort(a.IP, strconv.Itoa(a.c.Ports.API)) }
+
+// ISCSIAddr is the node's iSCSI portal, host:port.
+func (a *Agent) ISCSIAddr() string { return net.JoinHostPort(a.IP, strconv.Itoa(a.c.Ports.ISCSI)) }
+
+// Logs returns everything the node printed, over all its runs.
+func (a *Agent) Logs() string { return a.logs.String() }
+
+// Client is an API client for polling: short timeouts, no retries, so a
+// paused or dead node answers with an error quickly.
+func (a *Agent) Client() *api.Client {
+	cl := api.NewClient(a.APIAddr(), "")
+	cl.HTTP.Timeout = 2 * time.Second
+	cl.RetryNoLeader = 0
+	return cl
+}
+
+// Local returns GET /v1/local of the node.
+func (a *Agent) Local() (*api.LocalStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return a.Client().Local(ctx)
+}
+
+// Running reports whether the process runs (a paused one does).
+func (a *Agent) Running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
+		return false
+	}
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Start runs the node again with the same data directory and flags, and
+// waits until its API answers.
+func (a *Agent) Start() {
+	a.c.t.Helper()
+	if a.Running() {
+		a.c.t.Fatalf("%s: Start while running", a.Name)
+	}
+	a.spawn()
+	a.waitReady()
+}
+
+func (a *Agent) spawn() {
+	a.c.t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.starts++
+	run := a.starts
+	args := append(append([]string{"agent"}, a.base...), a.c.opts.Args...)
+	args = append(args, a.Extra...)
+	fmt.Fprintf(a.logs, "===== start #%d: hatarget %s\n", run, strings.Join(args, " "))
+	cmd := exec.Command(a.c.bin, args...)
+	cmd.Stdout, cmd.Stderr = a.logs, a.logs
+	if err := cmd.Start(); err != nil {
+		a.c.t.Fatalf("%s: %v", a.Name, err)
+	}
+	done := make(chan struct{})
+	a.cmd, a.done, a.err, a.stopped = cmd, done, nil, false
+	go func() {
+		err := cmd.Wait()
+		a.mu.Lock()
+		a.err = err
+		a.mu.Unlock()
+		fmt.Fprintf(a.logs, "===== exit of start #%d: %v\n", run, err)
+		close(done)
+	}()
+}
+
+// waitReady waits until the API answers; the iSCSI portal listens before
+// the API starts, so it is ready too.
+func (a *Agent) waitReady() {
+	a.c.t.Helper()
+	timeout := a.c.opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	a.mu.Lock()
+	done := a.done
+	a.mu.Unlock()
+	exited := false
+	ok := poll(timeout, func() bool {
+		select {
+		case <-done:
+			exited = true
+			return true
+		default:
+		}
+		_, err := a.Local()
+		return err == nil
+	})
+	switch {
+	case exited:
+		a.c.t.Fatalf("%s exited before its API answered: %v\n%s", a.Name, a.exitErr(), a.Logs())
+	case !ok:
+		a.c.t.Fatalf("%s: API %s not answering after %s\n%s", a.Name, a.APIAddr(), timeout, a.Logs())
+	}
+}
+
+func (a *Agent) exitErr() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+func (a *Agent) signal(sig syscall.Signal) {
+	a.mu.Lock()
+	cmd := a.cmd
+	a.mu.Unlock()
+	if cmd != nil && a.Running() {
+		_ = cmd.Process.Signal(sig)
+	}
+}
+
+// Kill ends the process with SIGKILL and waits for it.
+func (a *Agent) Kill() {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	a.signal(syscall.SIGKILL)
+	a.wait(0)
+}
+
+// Stop ends the process with SIGTERM (a graceful leave) and waits for it;
+// after 30 s it is killed and the test fails.
+func (a *Agent) Stop() time.Duration {
+	a.c.t.Helper()
+	start := time.Now()
+	if !a.stop(30 * time.Second) {
+		a.c.t.Errorf("%s did not stop within 30s of SIGTERM; killed it", a.Name)
+	}
+	return time.Since(start)
+}
+
+// stop sends SIGCONT (a paused process cannot handle SIGTERM) and SIGTERM,
+// and kills the process after grace. It reports whether it exited in time.
+func (a *Agent) stop(grace time.Duration) bool {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	a.signal(syscall.SIGCONT)
+	a.signal(syscall.SIGTERM)
+	if a.wait(grace) {
+		return true
+	}
+	a.signal(syscall.SIGKILL)
+	a.wait(0)
+	return false
+}
+
+// wait waits for the process to exit, at most timeout (0: for ever).
+func (a *Agent) wait(timeout time.Duration) bool {
+	a.mu.Lock()
+	done := a.done
+	a.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	if timeout == 0 {
+		<-done
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// Pause stops the process with SIGSTOP: it holds its sockets but answers
+// nothing, like a hung host.
+func (a *Agent) Pause() { a.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process.
+func (a *Agent) Resume() { a.signal(syscall.SIGCONT) }
