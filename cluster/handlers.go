@@ -33,7 +33,7 @@ func (n *Node) localStatus() api.LocalStatus {
 		Leader:     leader,
 		Term:       term,
 		CommitIdx:  n.raft.CommitIndex(),
-		Generation: n.fsm.State().Index,
+		Generation: n.served.Load(),
 		Version:    n.cfg.Version,
 		Protocol:   n.cfg.Protocol,
 	}

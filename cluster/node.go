@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -75,6 +76,9 @@ type Node struct {
 	forward *http.Client
 	metrics *metrics
 	prs     *reservations
+	// served is the generation the dataplane serves: the index of the
+	// last state applied to it successfully.
+	served atomic.Uint64
 
 	// memberEvents wakes the leader loop on membership changes.
 	memberEvents chan struct{}

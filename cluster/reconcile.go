@@ -17,20 +17,17 @@ func (n *Node) reconcileLoop() {
 	var retry <-chan time.Time
 	for {
 		changed := n.fsm.Changed()
-		if s := n.fsm.State(); s != applied && n.cfg.Dataplane != nil && !sameConfig(applied, s) {
-			if err := n.cfg.Dataplane.Apply(dataplaneConfig(s, n.cfg.Name)); err != nil {
+		if s := n.fsm.State(); s != applied {
+			if err := n.reconcile(applied, s); err != nil {
 				// Leave the old configuration serving; a later change or
 				// the retry may succeed (a file that appears, say).
 				n.log.Error("applying the configuration", "generation", s.Index, "err", err)
 				n.metrics.reconcileFailed()
 				retry = time.After(5 * time.Second)
 			} else {
-				n.log.Debug("configuration applied", "generation", s.Index)
-				applied = s
-				retry = nil
+				applied, retry = s, nil
+				n.served.Store(s.Index)
 			}
-		} else if s != applied {
-			applied = s
 		}
 		select {
 		case <-n.stop:
@@ -39,6 +36,15 @@ func (n *Node) reconcileLoop() {
 		case <-retry:
 		}
 	}
+}
+
+// reconcile hands the dataplane the configuration of s unless it serves
+// the same one already.
+func (n *Node) reconcile(applied, s *fsm.State) error {
+	if n.cfg.Dataplane == nil || sameConfig(applied, s) {
+		return nil
+	}
+	return n.cfg.Dataplane.Apply(dataplaneConfig(s, n.cfg.Name))
 }
 
 // sameConfig reports whether two states give the dataplane the same

@@ -82,6 +82,9 @@ type ClusterStatus struct {
 }
 
 // LocalStatus is GET /v1/local: the answering node only, never forwarded.
+// Generation is the configuration generation its dataplane serves, which
+// lags the applied Raft index while a change is being applied (or could not
+// be: the node's log says why).
 type LocalStatus struct {
 	Name       string `json:"name"`
 	RaftRole   string `json:"raft_role"`
