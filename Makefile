@@ -4,7 +4,7 @@ GO        ?= go
 BIN       := bin/hatarget
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-RUN_ARGS  ?= --listen 127.0.0.1:3260 --data-dir hatarget-data
+RUN_ARGS  ?= --data-dir hatarget-data
 FUZZTIME  ?= 5s
 
 .PHONY: all build test unit vet fuzz fuzz-long conformance bench run e2e clean
@@ -40,7 +40,7 @@ bench: build
 	@./test/bench/bench.sh
 
 run: build
-	$(BIN) serve $(RUN_ARGS)
+	$(BIN) demo $(RUN_ARGS)
 
 clean:
 	rm -rf bin hatarget-data conformance.log

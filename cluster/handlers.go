@@ -327,6 +327,28 @@ func (n *Node) storagePath(req api.CreateLUN, d *fsm.Device) error {
 	return nil
 }
 
+// removeCreatedFiles deletes the backing files the cluster created for
+// LUNs a delete removed. Files the operator brought (--path without
+// --size, imports) are never touched. The storage is shared, so the
+// leader does it once; nodes that still have the file open keep working
+// on the unlinked file until they close it.
+func (n *Node) removeCreatedFiles(before, after *fsm.State) {
+	inUse := map[string]bool{}
+	for _, d := range after.Devices {
+		inUse[d.Path] = true
+	}
+	for name, d := range before.Devices {
+		if after.Devices[name] != nil || !d.Create || d.Path == "" || inUse[d.Path] {
+			continue
+		}
+		if err := os.Remove(d.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			n.log.Warn("removing the backing file of a deleted LUN", "lun", name, "path", d.Path, "err", err)
+			continue
+		}
+		n.log.Info("removed the backing file of a deleted LUN", "lun", name, "path", d.Path)
+	}
+}
+
 func (n *Node) storageDir() string {
 	dir, err := filepath.Abs(n.cfg.StorageDir)
 	if err != nil {

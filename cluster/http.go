@@ -102,10 +102,14 @@ func (n *Node) write(build builder) http.HandlerFunc {
 			writeErr(w, err)
 			return
 		}
+		before := n.fsm.State()
 		res, gen, err := n.propose(c)
 		if err != nil {
 			writeErr(w, err)
 			return
+		}
+		if c.Type() == fsm.TypeDeleteLUN || c.Type() == fsm.TypeDeleteTarget {
+			n.removeCreatedFiles(before, n.fsm.State())
 		}
 		w.Header().Set(api.HeaderGeneration, strconv.FormatUint(gen, 10))
 		writeJSON(w, http.StatusOK, render(res, gen))

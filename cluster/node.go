@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -48,8 +49,10 @@ type Config struct {
 	Logger     *slog.Logger
 	// Registry receives the cluster's metrics and is served on /metrics.
 	Registry *prometheus.Registry
-	// Dataplane serves the configuration this node reconciles.
-	Dataplane Dataplane
+	// Dataplane serves the configuration this node reconciles, with its
+	// reservations in Reservations (nil: a private provider).
+	Dataplane    Dataplane
+	Reservations *Reservations
 	// RaftTimeout scales Raft's heartbeat and election timeouts (default
 	// 1 s).
 	RaftTimeout time.Duration
@@ -75,7 +78,7 @@ type Node struct {
 	apiLn   net.Listener
 	forward *http.Client
 	metrics *metrics
-	prs     *reservations
+	prs     *Reservations
 	// served is the generation the dataplane serves: the index of the
 	// last state applied to it successfully.
 	served atomic.Uint64
@@ -101,7 +104,11 @@ func Start(cfg Config) (*Node, error) {
 		stop:         make(chan struct{}),
 	}
 	n.fsm = newRaftFSM(fsm.Env{Reservations: prMachine{}})
-	n.prs = newReservations(n)
+	n.prs = cfg.Reservations
+	if n.prs == nil {
+		n.prs = NewReservations()
+	}
+	n.prs.bind(n)
 	n.forward = &http.Client{Transport: &http.Transport{DialContext: n.network.DialContext}, Timeout: 60 * time.Second}
 	ok := false
 	defer func() {
@@ -269,25 +276,36 @@ func (n *Node) startGossip(hasState bool) error {
 	return nil
 }
 
-// joinLoop joins the gossip pool through Join until one of them answers;
-// nodes start in any order, so early failures are expected.
+// joinLoop joins the gossip pool until some node answers. It tries the
+// --join addresses and the gossip addresses of every node the replicated
+// state knows, so a restarted node finds its cluster without --join. Nodes
+// start in any order, so early failures are expected.
 func (n *Node) joinLoop() {
-	if len(n.cfg.Join) == 0 {
-		return
-	}
 	for delay := 200 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		joined, err := n.ml.Join(n.cfg.Join)
-		if joined > 0 {
-			n.log.Info("joined the gossip pool", "through", n.cfg.Join, "contacted", joined)
-			return
+		if addrs := n.joinAddrs(); len(addrs) > 0 {
+			joined, err := n.ml.Join(addrs)
+			if joined > 0 {
+				n.log.Info("joined the gossip pool", "through", addrs, "contacted", joined)
+				return
+			}
+			n.log.Debug("joining the gossip pool", "through", addrs, "err", err)
 		}
-		n.log.Debug("joining the gossip pool", "through", n.cfg.Join, "err", err)
 		select {
 		case <-n.stop:
 			return
 		case <-time.After(delay):
 		}
 	}
+}
+
+func (n *Node) joinAddrs() []string {
+	addrs := append([]string{}, n.cfg.Join...)
+	for _, rec := range n.fsm.State().Nodes {
+		if rec.Name != n.cfg.Name && rec.GossipAddr != "" && !slices.Contains(addrs, rec.GossipAddr) {
+			addrs = append(addrs, rec.GossipAddr)
+		}
+	}
+	return addrs
 }
 
 // bootstrapLoop forms a new cluster once BootstrapExpect fresh nodes with

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/fsm"
+	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -49,26 +50,32 @@ func strictJSON(b []byte, v any) error {
 	return d.Decode(v)
 }
 
-// reservations keeps one replicated ReservationStore per device this node
-// serves. Operations go through Raft; every node's stores follow the
-// applied state, and the LU of a device receives the effects of
-// operations other nodes proposed.
-type reservations struct {
+// Reservations keeps one replicated ReservationStore per device this node
+// serves (it is the dataplane's target.ReservationProvider). Operations go
+// through Raft; every node's stores follow the applied state, and the LU
+// of a device receives the effects of operations other nodes proposed.
+type Reservations struct {
 	n      *Node
 	seq    atomic.Uint64
 	mu     sync.Mutex
 	stores map[string]*prStore
 }
 
-func newReservations(n *Node) *reservations {
-	r := &reservations{n: n, stores: map[string]*prStore{}}
+// NewReservations returns a provider for the dataplane, bound to the
+// node when it is passed in Config.Reservations to Start. The dataplane
+// asks it for stores only once the node applies a configuration.
+func NewReservations() *Reservations {
+	return &Reservations{stores: map[string]*prStore{}}
+}
+
+func (r *Reservations) bind(n *Node) {
+	r.n = n
 	n.fsm.observe(r.applied)
-	return r
 }
 
 // Store returns the replicated store of a device; lu receives the
 // effects of operations proposed on other nodes.
-func (r *reservations) Store(device string, lu scsi.EffectApplier) scsi.ReservationStore {
+func (r *Reservations) Store(device string, lu scsi.EffectApplier) scsi.ReservationStore {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := &prStore{r: r, device: device, lu: lu}
@@ -78,14 +85,14 @@ func (r *reservations) Store(device string, lu scsi.EffectApplier) scsi.Reservat
 }
 
 // Release forgets a device's store once the dataplane closed it.
-func (r *reservations) Release(device string) {
+func (r *Reservations) Release(device string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.stores, device)
 }
 
 // applied runs on the Raft apply goroutine after every command.
-func (r *reservations) applied(c fsm.Command, res any, s *fsm.State) {
+func (r *Reservations) applied(c fsm.Command, res any, s *fsm.State) {
 	r.mu.Lock()
 	stores := make([]*prStore, 0, len(r.stores))
 	for _, st := range r.stores {
@@ -116,7 +123,7 @@ func (r *reservations) applied(c fsm.Command, res any, s *fsm.State) {
 	}
 }
 
-func (r *reservations) ownOrigin(origin string) bool {
+func (r *Reservations) ownOrigin(origin string) bool {
 	name, _, _ := cutLast(origin, '/')
 	return name == r.n.cfg.Name
 }
@@ -132,7 +139,7 @@ func cutLast(s string, sep byte) (string, string, bool) {
 
 // prStore is one device's replicated reservation state.
 type prStore struct {
-	r      *reservations
+	r      *Reservations
 	device string
 	lu     scsi.EffectApplier
 	raw    atomic.Pointer[[]byte]
@@ -249,3 +256,5 @@ func (n *Node) waitIndex(ctx context.Context, index uint64) {
 		}
 	}
 }
+
+var _ target.ReservationProvider = (*Reservations)(nil)

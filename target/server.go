@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,6 +33,21 @@ type Options struct {
 	// per target and connections. New panics if it refuses them. Nil: no
 	// metrics, and commands are not even timed.
 	Registerer prometheus.Registerer
+	// Reservations, when set, holds the persistent reservation state of
+	// every device instead of this node's memory and APTPL files: a
+	// cluster replicates it so that every node enforces the same
+	// reservations.
+	Reservations ReservationProvider
+}
+
+// ReservationProvider supplies the reservation store of each device.
+type ReservationProvider interface {
+	// Store returns the store of a device's reservation state. Effects of
+	// operations applied on other nodes (unit attentions, aborts) are
+	// delivered to lu.
+	Store(device string, lu scsi.EffectApplier) scsi.ReservationStore
+	// Release forgets a device the dataplane no longer serves.
+	Release(device string)
 }
 
 // Server serves a Config over iSCSI.
@@ -40,6 +56,7 @@ type Server struct {
 	iscsi    *iscsi.Server
 	stateDir string
 	metrics  *metrics // nil without a Registerer
+	prs      ReservationProvider
 
 	mu sync.Mutex
 	// units are the opened devices with their logical units, by device
@@ -71,6 +88,7 @@ func New(opts Options) *Server {
 		iscsi:    srv,
 		stateDir: opts.StateDir,
 		metrics:  newMetrics(opts.Registerer, srv),
+		prs:      opts.Reservations,
 		units:    map[unitKey]*unit{},
 	}
 }
@@ -156,7 +174,7 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 			}
 			u.lu = old.lu
 			updates = append(updates, func() error { return u.lu.Update(luCfg) })
-		} else if u.lu, err = scsi.NewLU(luCfg); err != nil {
+		} else if u.lu, err = s.newLU(luCfg, key); err != nil {
 			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 		}
 		next[key] = u
@@ -171,6 +189,34 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		return errors.Join(errs...)
 	}
 	return next, opened, commit, nil
+}
+
+// newLU creates a logical unit, with its reservations in the provider's
+// store when there is one. A read-only mapping of a writable device keeps
+// its own local state, as on a single node.
+func (s *Server) newLU(cfg scsi.LUConfig, key unitKey) (*scsi.LU, error) {
+	if s.prs == nil || key.readOnly {
+		return scsi.NewLU(cfg)
+	}
+	sink := &effectSink{}
+	cfg.Reservations, cfg.Persister = s.prs.Store(key.device, sink), nil
+	lu, err := scsi.NewLU(cfg)
+	if err != nil {
+		s.prs.Release(key.device)
+		return nil, err
+	}
+	sink.lu.Store(lu)
+	return lu, nil
+}
+
+// effectSink lets a reservation store exist before its LU: effects that
+// arrive before the LU does concern no nexus yet.
+type effectSink struct{ lu atomic.Pointer[scsi.LU] }
+
+func (e *effectSink) ApplyReservationEffects(effects []scsi.PREffect, except *scsi.Command) {
+	if lu := e.lu.Load(); lu != nil {
+		lu.ApplyReservationEffects(effects, except)
+	}
 }
 
 // neededUnits lists the units the configuration maps, one per device plus
@@ -357,6 +403,9 @@ func (s *Server) closeRemoved(next map[unitKey]*unit) {
 		}
 		if n == nil {
 			u.lu.Close()
+			if s.prs != nil && !k.readOnly {
+				s.prs.Release(k.device)
+			}
 		}
 		if err := u.dev.Close(); err != nil {
 			s.log.Warn("closing device", "device", k.device, "err", err)

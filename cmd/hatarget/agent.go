@@ -114,7 +114,8 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg})
+	prs := cluster.NewReservations()
+	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs})
 	if _, err := srv.Listen(o.addr(o.iscsiPort)); err != nil {
 		return err
 	}
@@ -123,7 +124,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
 		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect,
 		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir,
-		Logger: log, Registry: reg, Dataplane: srv,
+		Logger: log, Registry: reg, Dataplane: srv, Reservations: prs,
 	})
 	if err != nil {
 		srv.Shutdown(context.Background())

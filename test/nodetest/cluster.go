@@ -327,7 +327,11 @@ func (c *Cluster) cleanup() {
 	}
 	var wg sync.WaitGroup
 	for _, a := range c.Nodes() {
-		wg.Go(func() { a.stop(5 * time.Second) })
+		wg.Go(func() {
+			if a.Running() && !a.stop(5*time.Second) {
+				c.t.Logf("%s did not stop within 5s of SIGTERM at the end of the test; killed it", a.Name)
+			}
+		})
 	}
 	wg.Wait()
 	if c.t.Failed() {
