@@ -41,12 +41,52 @@ func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil 
 func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
 func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
-// memberEvents wakes the leader loop when membership changes.
-type memberEvents struct{ node *Node }
+// memberEvents wakes the leader loop when membership changes, and keeps
+// a copy of every member memberlist lists (alive or suspect). The nodes
+// Memberlist.Members returns are pointers into its table, which it
+// rewrites in place (Meta, Addr, Port) on every alive message without any
+// lock the reader could take (hashicorp/memberlist#306); the event
+// callbacks run under its node lock, where a copy is safe to take.
+type memberEvents struct {
+	node *Node
 
-func (e *memberEvents) NotifyJoin(*memberlist.Node)   { e.node.wakeLeader() }
-func (e *memberEvents) NotifyLeave(*memberlist.Node)  { e.node.wakeLeader() }
-func (e *memberEvents) NotifyUpdate(*memberlist.Node) { e.node.wakeLeader() }
+	mu    sync.Mutex
+	nodes map[string]memberlist.Node
+}
+
+func (e *memberEvents) NotifyJoin(m *memberlist.Node)   { e.set(m) }
+func (e *memberEvents) NotifyUpdate(m *memberlist.Node) { e.set(m) }
+
+func (e *memberEvents) NotifyLeave(m *memberlist.Node) {
+	e.mu.Lock()
+	delete(e.nodes, m.Name)
+	e.mu.Unlock()
+	e.node.wakeLeader()
+}
+
+func (e *memberEvents) set(m *memberlist.Node) {
+	e.mu.Lock()
+	if e.nodes == nil {
+		e.nodes = map[string]memberlist.Node{}
+	}
+	// memberlist replaces Meta and Addr rather than writing into them, so
+	// a shallow copy stays intact.
+	e.nodes[m.Name] = *m
+	e.mu.Unlock()
+	e.node.wakeLeader()
+}
+
+// list returns copies of the members, as Memberlist.Members would list
+// them (dead and left nodes excluded).
+func (e *memberEvents) list() []memberlist.Node {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]memberlist.Node, 0, len(e.nodes))
+	for _, m := range e.nodes {
+		out = append(out, m)
+	}
+	return out
+}
 
 func (n *Node) wakeLeader() {
 	select {
@@ -67,7 +107,7 @@ type member struct {
 
 func (n *Node) members() map[string]member {
 	out := map[string]member{}
-	for _, m := range n.ml.Members() {
+	for _, m := range n.gossip.list() {
 		meta, err := decodeMeta(m.Meta)
 		out[m.Name] = member{Name: m.Name, Addr: m.Address(), State: m.State, Meta: meta, MetaErr: err}
 	}

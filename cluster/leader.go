@@ -9,6 +9,10 @@ import (
 	"github.com/hatarget/hatarget/fsm"
 )
 
+// backgroundTimeout bounds the leader loop's Raft calls: they are retried
+// every second anyway, and must not hold up a shutdown.
+const backgroundTimeout = 2 * time.Second
+
 // leaderLoop runs the leader's duties: adding new nodes to Raft and
 // keeping every node's record in the configuration up to date.
 func (n *Node) leaderLoop() {
@@ -48,13 +52,13 @@ func (n *Node) reconcileMembers() {
 		}
 		if v, ok := voters[name]; !ok || string(v.Address) != m.Meta.Raft {
 			n.log.Info("adding node to Raft", "member", name, "raft", m.Meta.Raft)
-			if err := n.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(m.Meta.Raft), 0, 10*time.Second).Error(); err != nil {
+			if err := n.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(m.Meta.Raft), 0, backgroundTimeout).Error(); err != nil {
 				n.log.Warn("adding node to Raft", "member", name, "err", err)
 				continue
 			}
 		}
 		if rec := nodeRecord(m); !sameNode(state.Nodes[name], rec) {
-			if _, _, err := n.propose(&fsm.RegisterNode{Node: rec}); err != nil {
+			if _, _, err := n.proposeWithin(&fsm.RegisterNode{Node: rec}, backgroundTimeout); err != nil {
 				n.log.Warn("registering node", "member", name, "err", err)
 			}
 		}

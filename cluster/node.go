@@ -85,6 +85,8 @@ type Node struct {
 
 	// memberEvents wakes the leader loop on membership changes.
 	memberEvents chan struct{}
+	// gossip holds copies of the gossip members (see memberEvents).
+	gossip       *memberEvents
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
@@ -265,7 +267,8 @@ func (n *Node) startGossip(hasState bool) error {
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = host, port
 	mc.Delegate = n.meta
-	mc.Events = &memberEvents{node: n}
+	n.gossip = &memberEvents{node: n}
+	mc.Events = n.gossip
 	mc.Logger = nil
 	mc.LogOutput = levelFilter{w: slogWriter{log: n.log.With("component", "memberlist")}}
 	ml, err := memberlist.Create(mc)
@@ -356,7 +359,7 @@ func (n *Node) bootstrapLoop() {
 // that already holds Raft state.
 func (n *Node) bootstrapCandidates() ([]raft.Server, string, error) {
 	var servers []raft.Server
-	for _, m := range n.ml.Members() {
+	for _, m := range n.gossip.list() {
 		if m.State != memberlist.StateAlive {
 			continue
 		}

@@ -28,6 +28,13 @@ var errOutcomeUnknown = errors.New("Raft leadership was lost while the change wa
 // dataplane's rules, checks every voter can decode it, and commits it. It
 // returns the command's result and the index (generation) that holds it.
 func (n *Node) propose(c fsm.Command) (any, uint64, error) {
+	return n.proposeWithin(c, applyTimeout)
+}
+
+// proposeWithin is propose with a bound on the wait for a commit; the
+// leader's background work uses a short one so that shutdown is never
+// held up by a proposal that cannot commit.
+func (n *Node) proposeWithin(c fsm.Command, timeout time.Duration) (any, uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, 0, errNotLeader
 	}
@@ -42,7 +49,7 @@ func (n *Node) propose(c fsm.Command) (any, uint64, error) {
 		return nil, 0, err
 	}
 	start := time.Now()
-	f := n.raft.Apply(b, applyTimeout)
+	f := n.raft.Apply(b, timeout)
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):

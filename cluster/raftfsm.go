@@ -25,8 +25,9 @@ type raftFSM struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{} // closed on the next change
-	// observers hear of every applied command, in log order, on the Raft
-	// apply goroutine: they must not block.
+	// observers hear of every state change, in log order, on the Raft
+	// apply goroutine: they must not block. c is nil when the state
+	// changed without a command (a refused entry, a snapshot restore).
 	observers []func(c fsm.Command, res any, s *fsm.State)
 }
 
@@ -60,13 +61,14 @@ func (f *raftFSM) publish(s *fsm.State, c fsm.Command, res any) {
 	waiters, observers := f.waiters, f.observers
 	f.waiters = nil
 	f.mu.Unlock()
+	// Observers first: whoever waits for this state (a follower's
+	// reservation submit, through waitIndex) must find what observers keep
+	// (the reservation stores) up to date once woken.
+	for _, fn := range observers {
+		fn(c, res, s)
+	}
 	for _, ch := range waiters {
 		close(ch)
-	}
-	if c != nil {
-		for _, fn := range observers {
-			fn(c, res, s)
-		}
 	}
 }
 

@@ -91,7 +91,8 @@ func (r *Reservations) Release(device string) {
 	delete(r.stores, device)
 }
 
-// applied runs on the Raft apply goroutine after every command.
+// applied runs on the Raft apply goroutine after every state change (c
+// is nil when no command made it).
 func (r *Reservations) applied(c fsm.Command, res any, s *fsm.State) {
 	r.mu.Lock()
 	stores := make([]*prStore, 0, len(r.stores))

@@ -394,7 +394,12 @@ func (ls *loginState) transition() (bool, byte, error) {
 		case ls.authMethod == "":
 			return false, 0, &loginError{pdu.LoginInitiatorErr, pdu.LoginDetailAuthFailed, "no acceptable AuthMethod"}
 		case ls.authMethod == "CHAP" && !ls.authDone:
-			return false, 0, &loginError{pdu.LoginInitiatorErr, pdu.LoginDetailAuthFailed, "CHAP exchange not completed"}
+			// The initiator may ask to leave the security stage in its
+			// first request (libiscsi and QEMU do, offering CHAP,None);
+			// the target keeps it there with T=0 until CHAP is done
+			// (RFC 7143 section 6.2). The login timeout bounds a peer
+			// that never completes it.
+			return false, r.CSG, nil
 		}
 	}
 	return true, r.NSG, nil

@@ -169,7 +169,7 @@ func TestFullRestart(t *testing.T) {
 	}
 	patterns := map[uint64]byte{0: 0x5c, 1: 0x3d}
 	for lun, p := range patterns {
-		if err := qemuIO(qemu, lunURL(c.Node(1), creds, tgtIQN, lun), fmt.Sprintf("write -P 0x%02x 4096 1M", p)); err != nil {
+		if err := qemuIO(qemu, lunURL(c.Node(1), creds, tgtIQN, lun), fmt.Sprintf("write -P 0x%02x 4096 %d", p, 1<<20)); err != nil {
 			t.Errorf("writing LUN %d through n1: %v", lun, err)
 		}
 	}
@@ -198,7 +198,7 @@ func TestFullRestart(t *testing.T) {
 	}
 	for lun, p := range patterns {
 		for _, a := range c.Nodes()[1:] {
-			if err := qemuIO(qemu, lunURL(a, creds, tgtIQN, lun), fmt.Sprintf("read -P 0x%02x 4096 1M", p)); err != nil {
+			if err := qemuIO(qemu, lunURL(a, creds, tgtIQN, lun), fmt.Sprintf("read -P 0x%02x 4096 %d", p, 1<<20)); err != nil {
 				t.Errorf("reading LUN %d back through %s after the restart: %v", lun, a.Name, err)
 			}
 		}
@@ -429,9 +429,24 @@ func TestVersionGate(t *testing.T) {
 	if !ok {
 		t.Fatalf("cluster status does not show n3 at protocol 2 15s after its restart:\n%s", mustCLI(t, c, 1, "cluster", "members"))
 	}
-	t.Logf("n3 shows protocol 2 %s after its restart", time.Since(upgraded).Round(time.Millisecond))
-	out = mustCLI(t, c, 2, "import", "scst", file)
-	t.Logf("import after the upgrade: %s", strings.TrimSpace(out))
+	t.Logf("cluster status shows n3 at protocol 2 %s after its restart", time.Since(upgraded).Round(time.Millisecond))
+	// The status row comes from n3 itself; the leader's gate reads n3's
+	// gossiped metadata, which may arrive a moment later. Refusals are
+	// checked before anything is proposed, so retrying is safe.
+	refusals := 0
+	if !pollEvery(10*time.Second, 200*time.Millisecond, func() bool {
+		out, err = c.CLI(t, 2, "import", "scst", file)
+		if err != nil && strings.Contains(out, "protocol") {
+			refusals++
+			return false
+		}
+		return true
+	}) || err != nil {
+		t.Fatalf("import still refused 10s after cluster status showed n3 at protocol 2 (%v):\n%s\nmembers as n2 sees them:\n%s",
+			err, out, mustCLI(t, c, 2, "cluster", "members"))
+	}
+	t.Logf("import after the upgrade (%s after the restart, %d refusals after status showed protocol 2): %s",
+		time.Since(upgraded).Round(time.Millisecond), refusals, strings.TrimSpace(out))
 	var tg api.Target
 	decodeJSON(t, mustCLI(t, c, 3, "target", "show", guideIQN, "-o", "json"), &tg)
 	if len(tg.LUNs) != 2 {
