@@ -293,7 +293,8 @@ func testErrorCodes(t *testing.T, c *clustertest.Cluster) {
 	)
 	ensureTarget(t, c, iqn)
 	must(c.Client(1).CreateLUN(t.Context(), api.CreateLUN{Target: iqn, LUN: 0, Name: "errlun", Size: 4 * mib, Handler: fsm.HandlerNullIO})).get(t)
-	before := c.Node(1).State()
+	leader := c.Leader(t)
+	before := c.Node(leader).State() // the leader has applied the create when it answers
 
 	raw := func(method, path string, body any) func(context.Context, *api.Client) error {
 		return func(ctx context.Context, cl *api.Client) error { return cl.Do(ctx, method, path, body, nil) }
@@ -354,7 +355,6 @@ func testErrorCodes(t *testing.T, c *clustertest.Cluster) {
 			map[string]any{"device": "nosuchlun", "origin": "test/1", "op": map[string]any{"kind": 1, "nexus": map[string]any{}}}),
 			api.CodeNotFound, http.StatusNotFound},
 	}
-	leader := c.Leader(t)
 	for _, tc := range cases {
 		for i := 1; i <= 3; i++ {
 			role := "follower"
