@@ -79,16 +79,19 @@ func dataplaneConfig(s *fsm.State, self string) target.Config {
 		cfg.Devices = append(cfg.Devices, dataplaneDevice(s.Devices[name]))
 	}
 	portals := clusterPortals(s)
-	relPort := uint16(1)
+	// Each node is its own port group with one port per target: its port
+	// group id doubles as the relative port id and portal group tag, so
+	// that every path an initiator sees has distinct identifiers.
+	port := uint16(1)
 	if me := s.Nodes[self]; me != nil {
-		relPort = me.PortGroup
+		port = me.PortGroup
 	}
 	for _, iqn := range fsm.SortedKeys(s.Targets) {
 		t := s.Targets[iqn]
 		if !t.Enabled {
 			continue
 		}
-		cfg.Targets = append(cfg.Targets, dataplaneTarget(t, portals, relPort))
+		cfg.Targets = append(cfg.Targets, dataplaneTarget(t, portals, port))
 	}
 	for _, u := range s.DiscoveryUsers {
 		cfg.DiscoveryUsers = append(cfg.DiscoveryUsers, target.CHAPUser{User: u.User, Secret: u.Secret})
@@ -127,13 +130,15 @@ func dataplaneDevice(d *fsm.Device) target.Device {
 	}
 }
 
-func dataplaneTarget(t *fsm.Target, portals []target.Portal, relPort uint16) target.Target {
+func dataplaneTarget(t *fsm.Target, portals []target.Portal, port uint16) target.Target {
 	out := target.Target{
 		Name:              t.IQN,
 		Alias:             t.Alias,
 		LUNs:              dataplaneLUNs(t.LUNs),
 		AllowedInitiators: t.AllowedInitiators,
-		RelativePort:      relPort,
+		RelativePort:      port,
+		PortGroup:         port,
+		PortalGroupTag:    port,
 		Portals:           portals,
 	}
 	for _, g := range t.Groups {

@@ -64,6 +64,11 @@ type Target struct {
 	Params []Param
 	// RelativePort is the relative target port id (defaults to 1).
 	RelativePort uint16
+	// PortGroup is this node's target port group id (defaults to 1) and
+	// PortalGroupTag the tag its logins answer with (defaults to the
+	// server's). In a cluster both identify the node.
+	PortGroup      uint16
+	PortalGroupTag uint16
 	// Portals are what SendTargets discovery lists for the target. In a
 	// cluster every node serves every target, so this is every node's
 	// portal, each with that node's portal group tag. Empty: the portals

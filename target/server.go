@@ -359,7 +359,8 @@ func (s *Server) buildTargets(cfg Config, units map[unitKey]*unit) ([]*iscsi.Tar
 			Limits:            limits,
 			Views:             viewsFor(def, groups),
 			RelativePort:      relPort,
-			PortGroup:         1,
+			PortGroup:         max(t.PortGroup, 1),
+			PortalGroupTag:    t.PortalGroupTag,
 			Portals:           t.Portals,
 		})
 		if old, ok := oldTargets[t.Name]; ok && !sameLUNMaps(old, t) {

@@ -366,7 +366,7 @@ func (ls *loginState) firstDeclarations(answer []pdu.KV) []pdu.KV {
 	if ls.discovery || ls.target == nil {
 		return answer
 	}
-	answer = append(answer, pdu.KV{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(ls.c.srv.opts.PortalGroupTag))})
+	answer = append(answer, pdu.KV{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(ls.target.tag(ls.c.srv.opts.PortalGroupTag)))})
 	if ls.target.Alias != "" {
 		answer = append(answer, pdu.KV{Key: "TargetAlias", Value: ls.target.Alias})
 	}
@@ -497,7 +497,7 @@ func (s *Server) attachSession(ls *loginState) (*session, error) {
 	}
 	var nexus *scsi.Nexus
 	if ls.target != nil {
-		nexus = scsi.NewNexus(ls.initiator, ls.first.ISID, ls.targetName, s.opts.PortalGroupTag, ls.target.RelativePort, ls.target.PortGroup)
+		nexus = scsi.NewNexus(ls.initiator, ls.first.ISID, ls.targetName, ls.target.tag(s.opts.PortalGroupTag), ls.target.RelativePort, ls.target.PortGroup)
 	}
 	sess := newSession(s, key, ls.initiator, ls.discovery, ls.target, nexus, ls.neg.params.QueueDepth, ls.cmdSN)
 	sess.tsih = tsih

@@ -27,6 +27,10 @@ type Target struct {
 	// RelativePort and PortGroup identify this node's port (VPD 0x83).
 	RelativePort uint16
 	PortGroup    uint16
+	// PortalGroupTag is the tag logins to this target are answered with;
+	// zero means the server's (Options.PortalGroupTag). A cluster node
+	// learns its tag only after it joined, so it comes with the targets.
+	PortalGroupTag uint16
 	// Portals are what SendTargets lists for the target. A cluster gives
 	// every node's, since every node serves every target and an initiator
 	// discovering through one node must learn of the paths through all.
@@ -39,6 +43,14 @@ type Target struct {
 type Portal struct {
 	Addr string
 	Tag  uint16
+}
+
+// tag returns the portal group tag sessions to t use.
+func (t *Target) tag(serverTag uint16) uint16 {
+	if t.PortalGroupTag != 0 {
+		return t.PortalGroupTag
+	}
+	return serverTag
 }
 
 // allows reports whether the ACL admits initiator.
