@@ -55,18 +55,22 @@ func (f *raftFSM) observe(fn func(c fsm.Command, res any, s *fsm.State)) {
 	f.observers = append(f.observers, fn)
 }
 
+// publish makes s the current state. Observers run first: whoever sees s
+// (a follower's reservation submit, through waitIndex, reads State() and
+// waits on Changed) must find what observers keep (the reservation
+// stores) up to date already.
 func (f *raftFSM) publish(s *fsm.State, c fsm.Command, res any) {
-	f.state.Store(s)
 	f.mu.Lock()
-	waiters, observers := f.waiters, f.observers
-	f.waiters = nil
+	observers := f.observers
 	f.mu.Unlock()
-	// Observers first: whoever waits for this state (a follower's
-	// reservation submit, through waitIndex) must find what observers keep
-	// (the reservation stores) up to date once woken.
 	for _, fn := range observers {
 		fn(c, res, s)
 	}
+	f.state.Store(s)
+	f.mu.Lock()
+	waiters := f.waiters
+	f.waiters = nil
+	f.mu.Unlock()
 	for _, ch := range waiters {
 		close(ch)
 	}

@@ -255,6 +255,15 @@ func TestAppliedStateVisibleToWaiters(t *testing.T) {
 	}
 	done := make(chan any)
 	go func() { done <- f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: b}) }()
+	// The leader's answer may reach a follower after it applied the
+	// entry: waitIndex then returns at once. Wait for that moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for f.State().Index < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("index 2 not applied after 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	n.waitIndex(t.Context(), 2)
 	got := store.State()
 	if res := <-done; res.(applyResult).err != nil {

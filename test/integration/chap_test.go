@@ -177,3 +177,34 @@ func TestDiscoveryCHAP(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCHAPLibiscsi logs in with libiscsi, which asks to leave the security
+// stage in its very first request (offering CHAP,None): the target must keep
+// it there until the CHAP exchange is done, then admit the right secret and
+// refuse a wrong one.
+func TestCHAPLibiscsi(t *testing.T) {
+	t.Parallel()
+	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
+	disks := makeDisks(t, "disk01")
+	conf := handlerBlock(disks, "disk01") + `
+TARGET_DRIVER iscsi {
+    enabled 1
+    TARGET ` + chapIQN + ` {
+        IncomingUser "` + chapUser + ` ` + chapSecret + `"
+        LUN 0 disk01
+        enabled 1
+    }
+}
+`
+	n := nodetest.Start(t, conf, nodetest.Options{})
+	ctx := testCtx(t, 60*time.Second)
+	url := func(secret string) string {
+		return "iscsi://" + chapUser + "%" + secret + "@" + n.Addr() + "/" + chapIQN + "/0"
+	}
+	if out, err := runTool(ctx, inq, url(chapSecret)); err != nil || !strings.Contains(out, "Peripheral Device Type") {
+		t.Fatalf("iscsi-inq with the right secret: %v\n%s", err, out)
+	}
+	if out, err := runTool(ctx, inq, url("12charsecret?")); err == nil {
+		t.Fatalf("iscsi-inq with a wrong secret logged in:\n%s", out)
+	}
+}
