@@ -33,8 +33,8 @@ const tgtIQN = "iqn.2025-01.com.example:cluster"
 // portal within a second, and data written through one node reads back
 // through the others (the storage directory is shared).
 func TestBootstrapAndServeEverywhere(t *testing.T) {
-	ls := lookTool(t, "iscsi-ls", "libiscsi-bin")
-	qemu := lookTool(t, "qemu-io", "qemu-utils qemu-block-extra")
+	ls := nodetest.LookTool(t, "iscsi-ls", "libiscsi-bin")
+	qemu := nodetest.LookTool(t, "qemu-io", "qemu-utils qemu-block-extra")
 	start := time.Now()
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	leader := c.WaitLeader(t, 15*time.Second)
@@ -84,8 +84,8 @@ func TestBootstrapAndServeEverywhere(t *testing.T) {
 // survivors keep accepting changes and serving them, and the killed node
 // catches up when it comes back.
 func TestLeaderKill(t *testing.T) {
-	ls := lookTool(t, "iscsi-ls", "libiscsi-bin")
-	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
+	ls := nodetest.LookTool(t, "iscsi-ls", "libiscsi-bin")
+	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	old := c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
@@ -136,9 +136,9 @@ func TestLeaderKill(t *testing.T) {
 // and the data survive stopping and starting every node; a snapshot
 // brings back a LUN deleted after it was saved.
 func TestFullRestart(t *testing.T) {
-	ls := lookTool(t, "iscsi-ls", "libiscsi-bin")
-	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
-	qemu := lookTool(t, "qemu-io", "qemu-utils qemu-block-extra")
+	ls := nodetest.LookTool(t, "iscsi-ls", "libiscsi-bin")
+	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
+	qemu := nodetest.LookTool(t, "qemu-io", "qemu-utils qemu-block-extra")
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 
@@ -299,8 +299,8 @@ func TestConcurrentCreateConflict(t *testing.T) {
 // change served by every node, exports back to an equivalent file, and a
 // broken file is refused with its name and line and changes nothing.
 func TestImportExportSCST(t *testing.T) {
-	ls := lookTool(t, "iscsi-ls", "libiscsi-bin")
-	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
+	ls := nodetest.LookTool(t, "iscsi-ls", "libiscsi-bin")
+	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 
@@ -458,8 +458,8 @@ func TestVersionGate(t *testing.T) {
 // serves the existing targets; once killed and seen dead by gossip, it can
 // be removed, and the cluster keeps committing without it.
 func TestFourthNodeAndRemove(t *testing.T) {
-	ls := lookTool(t, "iscsi-ls", "libiscsi-bin")
-	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
+	ls := nodetest.LookTool(t, "iscsi-ls", "libiscsi-bin")
+	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
@@ -688,20 +688,6 @@ func pollEvery(timeout, every time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(every)
 	}
-}
-
-// lookTool finds an external initiator or skips the test, saying what to
-// install (as test/integration does).
-func lookTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skipf("%s interoperability skipped in -short mode", name)
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not installed (apt-get install %s): interoperability NOT tested", name, pkg)
-	}
-	return p
 }
 
 // runTool runs an external program with a deadline and returns its

@@ -184,7 +184,7 @@ func TestDiscoveryCHAP(t *testing.T) {
 // refuse a wrong one.
 func TestCHAPLibiscsi(t *testing.T) {
 	t.Parallel()
-	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
+	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
 	disks := makeDisks(t, "disk01")
 	conf := handlerBlock(disks, "disk01") + `
 TARGET_DRIVER iscsi {

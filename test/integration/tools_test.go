@@ -8,21 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// lookTool finds an external initiator or skips the test, saying what to
-// install.
-func lookTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skipf("%s interoperability skipped in -short mode", name)
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not installed (apt-get install %s): interoperability NOT tested", name, pkg)
-	}
-	return p
-}
+	"github.com/hatarget/hatarget/test/nodetest"
+)
 
 // runTool runs an external program with a deadline and returns its combined
 // output.
@@ -40,8 +28,8 @@ func runTool(ctx context.Context, path string, args ...string) (string, error) {
 // and points libiscsi's command line tools at it, as the README tells users.
 func TestGuideLibiscsiTools(t *testing.T) {
 	t.Parallel()
-	ls := lookTool(t, "iscsi-ls", "libiscsi-bin")
-	inq := lookTool(t, "iscsi-inq", "libiscsi-bin")
+	ls := nodetest.LookTool(t, "iscsi-ls", "libiscsi-bin")
+	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
 	n, _ := startGuideNode(t)
 	ctx := testCtx(t, 60*time.Second)
 
@@ -85,7 +73,7 @@ func TestGuideLibiscsiTools(t *testing.T) {
 // including sizes and offsets that are not multiples of the bursts.
 func TestGuideQemuIO(t *testing.T) {
 	t.Parallel()
-	qemu := lookTool(t, "qemu-io", "qemu-utils qemu-block-extra")
+	qemu := nodetest.LookTool(t, "qemu-io", "qemu-utils qemu-block-extra")
 	n, disks := startGuideNode(t)
 	ctx := testCtx(t, 90*time.Second)
 	url := fmt.Sprintf("iscsi://%s/%s/1", n.Addr(), guideIQN)
