@@ -143,7 +143,7 @@ func TestCluster(t *testing.T) {
 // node names; all three nodes are registered with port groups 1..3; and
 // once a target exists every dataplane serves it with every node's portal,
 // tagged with that node's port group, and its own port group as the
-// relative port.
+// relative port, port group and portal group tag.
 func testBootstrap(t *testing.T, c *clustertest.Cluster) {
 	leaders, named := 0, map[string]bool{}
 	for i := 1; i <= 3; i++ {
@@ -200,10 +200,11 @@ func testBootstrap(t *testing.T, c *clustertest.Cluster) {
 		own := c.Node(i).State().Nodes[fmt.Sprintf("n%d", i)].PortGroup
 		cfg, ok := c.Member(i).Dataplane.Wait(5*time.Second, func(cfg target.Config) bool {
 			tg, ok := clustertest.FindTarget(cfg, iqnA)
-			return ok && slices.Equal(tg.Portals, portals) && tg.RelativePort == own
+			return ok && slices.Equal(tg.Portals, portals) && tg.RelativePort == own && tg.PortGroup == own && tg.PortalGroupTag == own
 		})
 		if !ok {
-			t.Errorf("n%d's dataplane: latest configuration %+v; want %s with portals %v and relative port %d", i, cfg, iqnA, portals, own)
+			t.Errorf("n%d's dataplane: latest configuration %+v; want %s with portals %v and its port group %d as relative port, port group and portal group tag",
+				i, cfg, iqnA, portals, own)
 		}
 	}
 }
@@ -677,8 +678,13 @@ func TestVersionGate(t *testing.T) {
 	c.Restart(t, old)
 	if why := clustertest.Poll(15*time.Second, func() (bool, string) {
 		for i := 1; i <= 3; i++ {
-			if p := c.Node(i).State().Nodes["n3"].Protocol; p != fsm.Protocol {
-				return false, fmt.Sprintf("n%d's record of n3 has protocol %d", i, p)
+			// The restarted node's state is empty until it replays the log.
+			rec := c.Node(i).State().Nodes["n3"]
+			if rec == nil {
+				return false, fmt.Sprintf("n%d has no record of n3 yet", i)
+			}
+			if rec.Protocol != fsm.Protocol {
+				return false, fmt.Sprintf("n%d's record of n3 has protocol %d", i, rec.Protocol)
 			}
 		}
 		return true, ""
@@ -722,10 +728,12 @@ func TestLeaderLoss(t *testing.T) {
 			old := c.Leader(t)
 			c.WaitGenerations(t, c.Node(old).State().Index, 5*time.Second)
 
+			stopping := time.Now()
 			tc.stop(c, t, old)
 			stopped := time.Now()
 			leader := c.WaitLeader(t, 15*time.Second)
-			t.Logf("leader n%d gone; n%d leads after %s", old, leader, time.Since(stopped).Round(time.Millisecond))
+			t.Logf("leader n%d stopped in %s; n%d leads %s later", old, stopped.Sub(stopping).Round(time.Millisecond),
+				leader, time.Since(stopped).Round(time.Millisecond))
 			if leader == old {
 				t.Fatalf("the stopped node n%d is still the leader", old)
 			}

@@ -57,9 +57,17 @@ type memberEvents struct {
 func (e *memberEvents) NotifyJoin(m *memberlist.Node)   { e.set(m) }
 func (e *memberEvents) NotifyUpdate(m *memberlist.Node) { e.set(m) }
 
+// NotifyLeave keeps the node, marked dead: memberlist drops dead and left
+// nodes from its list, but the status, `cluster remove` and the version
+// gate must still see them.
 func (e *memberEvents) NotifyLeave(m *memberlist.Node) {
+	gone := *m
+	gone.State = memberlist.StateDead
 	e.mu.Lock()
-	delete(e.nodes, m.Name)
+	if e.nodes == nil {
+		e.nodes = map[string]memberlist.Node{}
+	}
+	e.nodes[m.Name] = gone
 	e.mu.Unlock()
 	e.node.wakeLeader()
 }
@@ -76,8 +84,8 @@ func (e *memberEvents) set(m *memberlist.Node) {
 	e.node.wakeLeader()
 }
 
-// list returns copies of the members, as Memberlist.Members would list
-// them (dead and left nodes excluded).
+// list returns copies of the members, including those gone (dead or
+// left), which are marked StateDead.
 func (e *memberEvents) list() []memberlist.Node {
 	e.mu.Lock()
 	defer e.mu.Unlock()

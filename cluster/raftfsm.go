@@ -29,6 +29,8 @@ type raftFSM struct {
 	// apply goroutine: they must not block. c is nil when the state
 	// changed without a command (a refused entry, a snapshot restore).
 	observers []func(c fsm.Command, res any, s *fsm.State)
+	// observed is the index of the last state the observers have seen.
+	observed atomic.Uint64
 }
 
 func newRaftFSM(env fsm.Env) *raftFSM {
@@ -55,18 +57,21 @@ func (f *raftFSM) observe(fn func(c fsm.Command, res any, s *fsm.State)) {
 	f.observers = append(f.observers, fn)
 }
 
-// publish makes s the current state. Observers run first: whoever sees s
-// (a follower's reservation submit, through waitIndex, reads State() and
-// waits on Changed) must find what observers keep (the reservation
-// stores) up to date already.
+// publish makes s the current state, then tells the observers, then
+// wakes the waiters. State() changes before the observers run; whoever
+// needs what they keep (the reservation stores) up to date as well waits
+// for Observed instead (waitIndex).
 func (f *raftFSM) publish(s *fsm.State, c fsm.Command, res any) {
+	f.state.Store(s)
 	f.mu.Lock()
 	observers := f.observers
 	f.mu.Unlock()
 	for _, fn := range observers {
 		fn(c, res, s)
 	}
-	f.state.Store(s)
+	f.observed.Store(s.Index)
+	// Waiters are taken only now, so that one that registered while the
+	// observers ran, and found Observed behind, is woken too.
 	f.mu.Lock()
 	waiters := f.waiters
 	f.waiters = nil
@@ -75,6 +80,9 @@ func (f *raftFSM) publish(s *fsm.State, c fsm.Command, res any) {
 		close(ch)
 	}
 }
+
+// Observed returns the index of the last state every observer has seen.
+func (f *raftFSM) Observed() uint64 { return f.observed.Load() }
 
 // Apply implements raft.FSM.
 func (f *raftFSM) Apply(l *raft.Log) any {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -44,10 +45,18 @@ func (prMachine) Apply(state, op []byte) ([]byte, []byte, error) {
 	return nb, ob, nil
 }
 
+// strictJSON decodes exactly one JSON value with no unknown fields, as the
+// fsm decodes commands: every node must read an operation the same way.
 func strictJSON(b []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
-	return d.Decode(v)
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data after the JSON value")
+	}
+	return nil
 }
 
 // Reservations keeps one replicated ReservationStore per device this node
@@ -182,7 +191,9 @@ func (s *prStore) Apply(op scsi.PROp) (scsi.PROutcome, error) {
 	}
 	origin := s.r.n.cfg.Name + "/" + strconv.FormatUint(s.r.seq.Add(1), 10)
 	c := &fsm.Reservation{Device: s.device, Origin: origin, Op: b}
-	raw, err := s.r.n.submit(context.Background(), c)
+	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+	defer cancel()
+	raw, err := s.r.n.submit(ctx, c)
 	if err != nil {
 		return scsi.PROutcome{}, fmt.Errorf("reservation on %s: %w", s.device, err)
 	}
@@ -241,11 +252,12 @@ func (n *Node) submit(ctx context.Context, c *fsm.Reservation) ([]byte, error) {
 	return ans.Outcome, nil
 }
 
-// waitIndex waits until this node has applied index.
+// waitIndex waits until this node has applied index and its reservation
+// stores show it.
 func (n *Node) waitIndex(ctx context.Context, index uint64) {
 	for {
 		ch := n.fsm.Changed()
-		if n.fsm.State().Index >= index {
+		if n.fsm.Observed() >= index {
 			return
 		}
 		select {

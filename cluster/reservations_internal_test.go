@@ -164,21 +164,14 @@ func TestPRMachineRefuses(t *testing.T) {
 type effectRecorder struct {
 	mu      sync.Mutex
 	effects []scsi.PREffect
-	calls   int
-	changed chan struct{}
 }
 
-func newEffectRecorder() *effectRecorder { return &effectRecorder{changed: make(chan struct{}, 1)} }
+func newEffectRecorder() *effectRecorder { return &effectRecorder{} }
 
 func (r *effectRecorder) ApplyReservationEffects(effects []scsi.PREffect, except *scsi.Command) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.effects = append(r.effects, effects...)
-	r.calls++
-	r.mu.Unlock()
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
 }
 
 // testNode is a node with only the state machine and reservations: enough
@@ -235,9 +228,9 @@ func TestStoresFollowSnapshotRestore(t *testing.T) {
 func TestAppliedStateVisibleToWaiters(t *testing.T) {
 	n := testNode("n1")
 	store := n.prs.Store("d", newEffectRecorder())
-	// An observer registered after the stores' slows the apply goroutine
-	// down after the refresh; one registered before would delay the
-	// refresh itself. Register a slow one first, as a slow LU would be.
+	// A slow observer ahead of the stores' widens the window in which the
+	// entry is applied but the stores are not refreshed yet, so that a
+	// waiter woken (or not even waiting) in that window is caught.
 	f := n.fsm
 	slow := func(fsm.Command, any, *fsm.State) { time.Sleep(50 * time.Millisecond) }
 	f.mu.Lock()
@@ -271,5 +264,41 @@ func TestAppliedStateVisibleToWaiters(t *testing.T) {
 	}
 	if got.Reservation == nil {
 		t.Fatalf("index 2 is applied, but the store does not show its reservation yet: %+v", got)
+	}
+}
+
+// TestNewStoreSeesStateBeingApplied: a store opened (the dataplane
+// opening a new LU) while a state is being published, after the stores'
+// observer ran, must start from that state: nothing would refresh it
+// until the next change.
+func TestNewStoreSeesStateBeingApplied(t *testing.T) {
+	n := testNode("n1")
+	probe := n.prs.Store("d", newEffectRecorder())
+	f := n.fsm
+	release := make(chan struct{})
+	f.observe(func(fsm.Command, any, *fsm.State) { <-release }) // after the stores' observer
+
+	s := stateWithRegistration(t, 0xA)
+	s.Index = 1
+	s.Devices["d2"] = &fsm.Device{Name: "d2", Handler: fsm.HandlerNullIO, Size: 1 << 20, BlockSize: 512, Serial: "s2", NAA: "6000000000000000000000000000000b"}
+	s.Reservations["d2"] = s.Reservations["d"]
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.publish(s, nil, nil)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(probe.State().Registrations) == 0 { // the stores' observer ran
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatal("the existing store was not refreshed within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fresh := n.prs.Store("d2", newEffectRecorder())
+	close(release)
+	<-done
+	if regs := fresh.State().Registrations; len(regs) != 1 {
+		t.Fatalf("a store opened while index 1 was being published shows %+v, want index 1's registration", fresh.State())
 	}
 }

@@ -29,6 +29,9 @@ const (
 	DefaultVersion      = "clustertest"
 )
 
+// maxFailureLog bounds the log tail a failed test prints.
+const maxFailureLog = 64 << 10
+
 // Options tune New. The zero value is a plain cluster.
 type Options struct {
 	// Token is every node's API token (cluster.Config.Token); Client sends
@@ -135,7 +138,11 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Cleanup(func() {
 		c.Cleanup()
 		if t.Failed() {
-			t.Logf("cluster logs:\n%s", c.Logs())
+			logs := c.Logs()
+			if len(logs) > maxFailureLog {
+				logs = "[earlier lines dropped]\n" + logs[len(logs)-maxFailureLog:]
+			}
+			t.Logf("cluster logs:\n%s", logs)
 		}
 	})
 	addrs := make([]nodeAddrs, n)

@@ -19,14 +19,16 @@
 //
 // Limitations:
 //
-//   - Kill cannot kill -9 a node that shares the test's process. Without
-//     Options.Crash it is a graceful Stop, which hands Raft leadership over
-//     and announces the departure through gossip; the survivors then need
-//     no election timeout and never see the node as failed. Package
-//     cluster's own tests set Options.Crash to a test-only hook that stops
-//     the node without either (a closer emulation of a crash: Raft and
-//     memberlist stop abruptly), but even that still closes the Raft store
-//     cleanly and cannot lose unsynced writes as a real crash could.
+//   - Kill cannot kill -9 a node that shares the test's process, and
+//     package cluster exports no way to stop a node other than the
+//     graceful Shutdown. Without Options.Crash, Kill is therefore Stop,
+//     which hands Raft leadership over and announces the departure through
+//     gossip: the survivors need no election timeout and never see the
+//     node fail. Package cluster's own tests set Options.Crash to a
+//     test-only hook (cluster/export_test.go) that stops Raft without a
+//     leadership transfer and memberlist without a leave message, a closer
+//     emulation of a crash; even so the Raft store is closed cleanly, so
+//     no unsynced write is ever lost as in a real crash.
 //   - All nodes share the process, so they share its clock, its scheduler
 //     and its CPU: a test that loads the machine delays every node's Raft
 //     heartbeats at once. The default RaftTimeout (300 ms) speeds elections
