@@ -39,6 +39,13 @@ conformance: build
 bench: build
 	@./test/bench/bench.sh
 
+# The Linux kernel initiator (open-iscsi + dm-multipath in a QEMU guest) against
+# a three-node cluster: discovery, 3 paths, data verify, kill -9 of a node under
+# I/O. Needs root; see test/e2e/cluster-multipath.sh and $(VMI)/README.md.
+VMI ?= ../shared/tools/vm-initiator
+e2e: build
+	VMI=$(VMI) HATARGET_BIN=$(CURDIR)/$(BIN) ./test/e2e/cluster-multipath.sh
+
 run: build
 	$(BIN) demo $(RUN_ARGS)
 

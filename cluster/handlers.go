@@ -36,6 +36,7 @@ func (n *Node) localStatus() api.LocalStatus {
 		Generation: n.served.Load(),
 		Version:    n.cfg.Version,
 		Protocol:   n.cfg.Protocol,
+		Ready:      n.IsReady(),
 	}
 }
 
@@ -92,7 +93,8 @@ func (n *Node) readStatus(r *http.Request, s *fsm.State) (any, error) {
 func fillLocal(row *api.NodeStatus, ls *api.LocalStatus) {
 	row.RaftRole, row.Term, row.CommitIdx, row.Generation = ls.RaftRole, ls.Term, ls.CommitIdx, ls.Generation
 	row.Version, row.Protocol = ls.Version, ls.Protocol
-	row.Healthy = row.Gossip == "alive"
+	row.Ready = ls.Ready
+	row.Healthy = row.Gossip == "alive" && ls.Ready
 }
 
 // statusRows lists every node the cluster knows of: Raft voters, gossip

@@ -82,6 +82,10 @@ type Node struct {
 	// served is the generation the dataplane serves: the index of the
 	// last state applied to it successfully.
 	served atomic.Uint64
+	// attempted is the generation the dataplane was last handed, whether
+	// it took it or not; ready is closed once the node has caught up.
+	attempted atomic.Uint64
+	ready     chan struct{}
 
 	// memberEvents wakes the leader loop on membership changes.
 	memberEvents chan struct{}
@@ -104,6 +108,7 @@ func Start(cfg Config) (*Node, error) {
 		network:      NewNetwork(),
 		memberEvents: make(chan struct{}, 1),
 		stop:         make(chan struct{}),
+		ready:        make(chan struct{}),
 	}
 	n.fsm = newRaftFSM(fsm.Env{Reservations: prMachine{}})
 	n.prs = cfg.Reservations
@@ -135,6 +140,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.goLoop(n.leaderLoop)
 	n.goLoop(n.reconcileLoop)
+	n.goLoop(n.readyLoop)
 	n.goLoop(n.serveAPI)
 	ok = true
 	n.log.Info("cluster node started", "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "api", cfg.APIAddr,

@@ -18,7 +18,9 @@ func (n *Node) reconcileLoop() {
 	for {
 		changed := n.fsm.Changed()
 		if s := n.fsm.State(); s != applied {
-			if err := n.reconcile(applied, s); err != nil {
+			err := n.reconcile(applied, s)
+			n.attempted.Store(s.Index)
+			if err != nil {
 				// Leave the old configuration serving; a later change or
 				// the retry may succeed (a file that appears, say).
 				n.log.Error("applying the configuration", "generation", s.Index, "err", err)

@@ -59,8 +59,10 @@ type NodeStatus struct {
 	// not a voter or did not answer.
 	RaftRole string `json:"raft_role"`
 	Voter    bool   `json:"voter"`
-	// Healthy: memberlist sees the node alive and it answered.
+	// Healthy: memberlist sees the node alive, it answered, and it has
+	// caught up with the cluster (Ready).
 	Healthy bool `json:"healthy"`
+	Ready   bool `json:"ready"`
 	// Gossip is the memberlist state: alive, suspect, dead, left.
 	Gossip     string `json:"gossip"`
 	Version    string `json:"version"`
@@ -94,6 +96,8 @@ type LocalStatus struct {
 	Generation uint64 `json:"generation"`
 	Version    string `json:"version"`
 	Protocol   uint16 `json:"protocol"`
+	// Ready: the node has caught up with the cluster and serves iSCSI.
+	Ready bool `json:"ready"`
 }
 
 // Member is one memberlist member (GET /v1/members).

@@ -116,9 +116,6 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	prs := cluster.NewReservations()
 	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs})
-	if _, err := srv.Listen(o.addr(o.iscsiPort)); err != nil {
-		return err
-	}
 	node, err := cluster.Start(cluster.Config{
 		Name: o.name, DataDir: o.dataDir,
 		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
@@ -130,14 +127,30 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 		srv.Shutdown(context.Background())
 		return err
 	}
+	fmt.Fprintf(out, "hatarget node %s started (API %s); the iSCSI portal opens once it has caught up with the cluster\n", o.name, o.addr(o.apiPort))
+	select {
+	case <-node.Ready():
+	case <-ctx.Done():
+		return shutdownAgent(node, srv, log)
+	}
+	if _, err := srv.Listen(o.addr(o.iscsiPort)); err != nil {
+		_ = shutdownAgent(node, srv, log)
+		return err
+	}
 	if o.debugAddr != "" {
 		if err := serveDebug(o.debugAddr, log); err != nil {
 			log.Error("debug server", "err", err)
 		}
 	}
-	fmt.Fprintf(out, "hatarget node %s: iSCSI %s, API %s (hatarget cluster status --addr %s)\n",
+	fmt.Fprintf(out, "hatarget node %s: caught up with the cluster; iSCSI %s, API %s (hatarget cluster status --addr %s)\n",
 		o.name, o.addr(o.iscsiPort), o.addr(o.apiPort), o.addr(o.apiPort))
 	<-ctx.Done()
+	return shutdownAgent(node, srv, log)
+}
+
+// shutdownAgent leaves the cluster (handing Raft leadership over first),
+// then lets running commands finish and flushes the devices.
+func shutdownAgent(node *cluster.Node, srv *target.Server, log *slog.Logger) error {
 	log.Info("shutting down: handing over leadership, leaving the cluster, finishing running commands")
 	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()

@@ -641,19 +641,35 @@ func findNode(st api.ClusterStatus, name string) *api.NodeStatus {
 // leader and every other node follows it.
 func assertOneLeader(t *testing.T, c *nodetest.Cluster, leader string) {
 	t.Helper()
-	st := status(t, c, 1)
-	if st.Leader != leader || len(st.Nodes) != 3 {
-		t.Fatalf("cluster status: leader %q with %d nodes; want %s with 3: %+v", st.Leader, len(st.Nodes), leader, st.Nodes)
+	// A node turns healthy once it has caught up with the cluster and
+	// opened its portal, a moment after the election.
+	var problems []string
+	pollEvery(10*time.Second, 100*time.Millisecond, func() bool {
+		problems = leaderProblems(status(t, c, 1), leader)
+		return len(problems) == 0
+	})
+	for _, p := range problems {
+		t.Error(p)
 	}
+}
+
+// leaderProblems lists how a status differs from "leader is the only
+// leader, three healthy voters".
+func leaderProblems(st api.ClusterStatus, leader string) []string {
+	if st.Leader != leader || len(st.Nodes) != 3 {
+		return []string{fmt.Sprintf("cluster status: leader %q with %d nodes; want %s with 3: %+v", st.Leader, len(st.Nodes), leader, st.Nodes)}
+	}
+	var out []string
 	for _, n := range st.Nodes {
 		want := "follower"
 		if n.Name == leader {
 			want = "leader"
 		}
 		if n.RaftRole != want || !n.Voter || !n.Healthy {
-			t.Errorf("%s: role %s voter %t healthy %t; want %s, voter, healthy", n.Name, n.RaftRole, n.Voter, n.Healthy, want)
+			out = append(out, fmt.Sprintf("%s: role %s voter %t healthy %t; want %s, voter, healthy", n.Name, n.RaftRole, n.Voter, n.Healthy, want))
 		}
 	}
+	return out
 }
 
 // assertEmpty checks that no target or LUN exists.

@@ -418,8 +418,9 @@ func (a *Agent) spawn() {
 	}()
 }
 
-// waitReady waits until the API answers; the iSCSI portal listens before
-// the API starts, so it is ready too.
+// waitReady waits until the API answers. The iSCSI portal opens later,
+// once the node has caught up with the cluster: tests wait for what they
+// use.
 func (a *Agent) waitReady() {
 	a.c.t.Helper()
 	timeout := a.c.opts.ReadyTimeout

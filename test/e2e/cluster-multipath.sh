@@ -1,0 +1,286 @@
+#!/bin/bash
+# cluster-multipath.sh — end to end: the Linux kernel initiator (open-iscsi +
+# dm-multipath in the vm-initiator QEMU guest) against a real three-node hatarget
+# cluster. Needs root (network namespace, tap device). `make e2e` runs it.
+#
+#   test/e2e/cluster-multipath.sh
+#
+# 1. builds the guest image if needed (vm-initiator build.sh, a no-op once built)
+# 2. brings up the test network (netns vmi, bridge vmi0, 10.77.0.1-3)
+# 3. starts agents n1..n3 inside it on 10.77.0.1..3 (one shared --storage-dir),
+#    waits for a leader and three healthy nodes
+# 4. creates the target and a 1 GiB LUN through node 2's API
+# 5. boots the guest with test/e2e/guest-cluster-smoke.sh:
+#    phase 1: the tool's examples/multipath-smoke.sh (discovery through 10.77.0.1
+#             must list three portals, login to all, one map with three paths,
+#             dd + fio verify through the map)
+#    phase 2: while fio write+verify runs, kill -9 one non-leader agent, keep it
+#             down E2E_DOWN_FOR seconds, restart it; the guest measures the I/O
+#             pause, the writes on the surviving paths and the path's return
+# 6. prints a RESULT block; exits non-zero on any failed check
+#
+# env: VMI (vm-initiator dir, default ../shared/tools/vm-initiator from the repo),
+#      HATARGET_BIN (default bin/hatarget, built with go build if missing),
+#      E2E_KILL_AFTER (s after the guest's I/O starts, default 5), E2E_DOWN_FOR
+#      (default 15), E2E_VICTIM (n2|n3|..., default: the highest non-leader),
+#      E2E_RECOVERY_TMO (guest iSCSI replacement timeout in phase 2, default 5),
+#      E2E_DATA_MB (phase 1 dd/fio size, default 32), E2E_KEEP=1 (keep the work dir),
+#      E2E_RUN_OPTS (extra run.sh options, e.g. -v)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$REPO/test/e2e
+VMI=${VMI:-$REPO/../shared/tools/vm-initiator}
+VMI=$(cd "$VMI" && pwd) || { echo "e2e: no vm-initiator at ${VMI}" >&2; exit 2; }
+BIN=${HATARGET_BIN:-$REPO/bin/hatarget}
+KILL_AFTER=${E2E_KILL_AFTER:-5}
+DOWN_FOR=${E2E_DOWN_FOR:-15}
+DATA_MB=${E2E_DATA_MB:-32}
+RTMO=${E2E_RECOVERY_TMO:-5}
+NS=${VMI_NETNS:-vmi}
+IQN=iqn.2026-01.io.hatarget.e2e:cluster-multipath
+API2=10.77.0.2:9260
+NODES=(1 2 3)
+
+[ "$(id -u)" = 0 ] || { echo "e2e: must run as root (network namespace, tap device)" >&2; exit 2; }
+for f in net.sh run.sh build.sh examples/multipath-smoke.sh; do
+  [ -e "$VMI/$f" ] || { echo "e2e: $VMI/$f missing" >&2; exit 2; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/hatarget-e2e.XXXXXX")
+LOGS=$WORK/logs JOB=$WORK/job
+mkdir -p "$LOGS" "$WORK/storage"
+declare -A PID=()
+CREATED_NS=0 RUNPID="" RC=1
+ts() { date +%T.%3N; }
+log() { echo "host $(ts): $*"; }
+secs() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(secs)" 'BEGIN{printf "%.1f", b-a}'; }
+
+stop_agents() {
+  local i
+  for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}" 2>/dev/null || true; done
+  for _ in $(seq 100); do
+    local alive=0
+    for i in "${!PID[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  for i in "${!PID[@]}"; do kill -KILL "${PID[$i]}" 2>/dev/null || true; wait "${PID[$i]}" 2>/dev/null || true; done
+  PID=()
+}
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$RUNPID" ] && kill -0 "$RUNPID" 2>/dev/null; then kill -TERM "$RUNPID"; wait "$RUNPID" 2>/dev/null; fi
+  stop_agents
+  [ $CREATED_NS = 1 ] && "$VMI/net.sh" down
+  rm -f "$WORK"/storage/*.img
+  if [ "${E2E_KEEP:-0}" = 1 ] || [ "$RC" != 0 ] || [ $rc != 0 ]; then
+    echo "host: logs kept in $WORK (logs/n*.log agents, guest.out, guest.err, job/console.log)"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ctl() { "$VMI/net.sh" exec "$BIN" "$@"; }   # the CLI, inside the namespace
+
+start_agent() { # start_agent I
+  local i=$1 j joins=()
+  for j in "${NODES[@]}"; do [ "$j" = "$i" ] || joins+=(--join "10.77.0.$j"); done
+  echo "=== $(ts) start" >>"$LOGS/n$i.log"
+  # net.sh exec = exec ip netns exec = exec hatarget: $! is the agent itself
+  "$VMI/net.sh" exec "$BIN" agent --name "n$i" --bind "10.77.0.$i" --data-dir "$WORK/n$i" \
+    --bootstrap-expect 3 "${joins[@]}" --storage-dir "$WORK/storage" >>"$LOGS/n$i.log" 2>&1 &
+  PID[$i]=$!
+}
+status_json() { ctl cluster status -o json --addr "$1" 2>/dev/null; }
+json_leader() { sed -n 's/^  "leader": *"\([^"]*\)".*/\1/p' | head -1; }
+json_healthy() { grep -c '"healthy": true' || true; }
+json_gen_of() { # json_gen_of NAME: "NODE_GENERATION CLUSTER_GENERATION"
+  awk -F'"' -v want="$1" '/"generation":/ {g=$3; gsub(/[^0-9]/,"",g); if (n=="") top=g; else if (n==want) mine=g}
+    /"name":/ {n=$4} END{print mine+0, top+0}'
+}
+iso2s() { date -d "$1" +%s.%N; }
+dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
+
+# ---------------------------------------------------------------- setup
+T_ALL=$(secs)
+if [ ! -x "$BIN" ]; then
+  log "building $BIN"
+  BIN=$WORK/hatarget
+  (cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN" ./cmd/hatarget)
+fi
+log "hatarget: $BIN ($("$BIN" version 2>/dev/null | head -1 || true))"
+log "guest image: $VMI/build.sh"
+T=$(secs); VMI_BUILD_QUIET=1 "$VMI/build.sh" >"$LOGS/vmi-build.log" 2>&1 ||
+  { tail -20 "$LOGS/vmi-build.log"; echo "e2e: vm-initiator build failed" >&2; exit 1; }
+T_BUILD=$(since "$T")
+
+ip netns list 2>/dev/null | grep -qw "^$NS" || CREATED_NS=1
+"$VMI/net.sh" up
+if "$VMI/net.sh" exec ss -Htln 2>/dev/null | awk '{print $4}' | grep -qE '^10\.77\.0\.[123]:(3260|9260|9261|9262)$'; then
+  "$VMI/net.sh" exec ss -tlnp | grep -E '10\.77\.0\.[123]:' >&2
+  echo "e2e: something already listens on the test addresses in netns $NS; stop it first" >&2; exit 2
+fi
+log "network: $("$VMI/net.sh" status | tr -s ' ' | tr '\n' ' ')"
+
+T=$(secs)
+for i in "${NODES[@]}"; do start_agent "$i"; done
+log "agents started: n1 pid ${PID[1]}, n2 pid ${PID[2]}, n3 pid ${PID[3]} (logs $LOGS)"
+LEADER="" H=0
+for _ in $(seq 120); do
+  for i in "${NODES[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null || { tail -20 "$LOGS/n$i.log" >&2; echo "e2e: agent n$i exited" >&2; exit 1; }; done
+  J=$(status_json 10.77.0.1:9260 || true)
+  LEADER=$(echo "$J" | json_leader); H=$(echo "$J" | json_healthy)
+  [ -n "$LEADER" ] && [ "$H" = 3 ] && break
+  sleep 0.5
+done
+[ -n "$LEADER" ] && [ "$H" = 3 ] || { echo "$J"; tail -5 "$LOGS"/n*.log; echo "e2e: no leader with 3 healthy nodes after 60 s" >&2; exit 1; }
+T_CLUSTER=$(since "$T")
+log "cluster formed in ${T_CLUSTER}s: leader $LEADER, $H healthy nodes"
+# "iscsi_address,port_group" of every node, as SendTargets should list them
+PG_STATUS=$(echo "$J" | awk -F'"' '/"iscsi_address":/ {a=$4} /"port_group":/ {gsub(/[^0-9]/,"",$3); print a "," $3}' | sort | tr '\n' ' ' | sed 's/ $//')
+PG_NODES=$(echo "$J" | awk -F'"' '/"name":/ {n=$4} /"port_group":/ {gsub(/[^0-9]/,"",$3); printf "%s=%s ", n, $3}')
+log "portal group tags by node (cluster status port_group): $PG_NODES"
+ctl cluster status --addr "$API2" | sed 's/^/    /'
+
+ctl target create "$IQN" --addr "$API2" | sed 's/^/    /'
+ctl lun create "$IQN" 0 --name disk0 --size 1G --addr "$API2" | sed 's/^/    /'
+# every node serves the change within a second: wait until all report the same generation
+for _ in $(seq 40); do
+  GENS=$( (status_json "$API2" || true) | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p' | sort -u | wc -l)
+  [ "$GENS" = 1 ] && break; sleep 0.25
+done
+log "target $IQN with LUN 0 (disk0, 1 GiB in $WORK/storage) created via $API2; all nodes at one generation: $([ "$GENS" = 1 ] && echo yes || echo no)"
+
+# ---------------------------------------------------------------- the VM
+mkdir -p "$JOB"
+cp "$VMI/examples/multipath-smoke.sh" "$JOB/multipath-smoke.sh"   # /job/multipath-smoke.sh in the guest
+FO_SECS=$((2 + KILL_AFTER + DOWN_FOR + 20))
+log "booting the guest: run.sh guest-cluster-smoke.sh 10.77.0.1:3260 3 $DATA_MB $FO_SECS"
+T_VM=$(secs)
+# shellcheck disable=SC2086
+"$VMI/run.sh" -t 900 -j "$JOB" -e "E2E_RECOVERY_TMO=$RTMO" ${E2E_RUN_OPTS:-} \
+  "$HERE/guest-cluster-smoke.sh" 10.77.0.1:3260 3 "$DATA_MB" "$FO_SECS" >"$WORK/guest.out" 2>"$WORK/guest.err" &
+RUNPID=$!
+
+MARKS=$JOB/out/marks
+while kill -0 "$RUNPID" 2>/dev/null && [ ! -e "$MARKS/io-running" ] && [ ! -e "$MARKS/phase2-skip" ]; do sleep 0.1; done
+VICTIM="" KILL_INFO="" RESTART_HEALTHY=- RESTART_CAUGHT_UP=- HEALTHY_GEN=- OUTAGE_STATUS=-
+if [ -e "$MARKS/io-running" ]; then
+  log "guest: phase 1 done, phase 2 fio verify running (VM up $(since "$T_VM")s)"
+  sleep "$KILL_AFTER"
+  J=$(status_json "$API2" || true); LEADER=$(echo "$J" | json_leader)
+  if [ -n "${E2E_VICTIM:-}" ]; then VICTIM=${E2E_VICTIM#n}
+  else for i in "${NODES[@]}"; do [ "n$i" = "$LEADER" ] || VICTIM=$i; done; fi
+  [ "n$VICTIM" = "$LEADER" ] && log "WARNING: E2E_VICTIM n$VICTIM is the leader"
+  kill -KILL "${PID[$VICTIM]}"; wait "${PID[$VICTIM]}" 2>/dev/null || true
+  T_KILL=$(secs)
+  echo "10.77.0.$VICTIM" >"$JOB/killed"
+  echo "=== $(ts) killed with SIGKILL by the e2e test" >>"$LOGS/n$VICTIM.log"
+  KILL_INFO="n$VICTIM (10.77.0.$VICTIM, pid ${PID[$VICTIM]}; leader was $LEADER)"
+  unset "PID[$VICTIM]"
+  log "kill -9 $KILL_INFO"
+  # the survivors keep a quorum: a change still commits, status shows the dead node
+  sleep 3
+  SURV=1; [ "$VICTIM" = 1 ] && SURV=2
+  J=$(status_json "10.77.0.$SURV:9260" || true)
+  OUTAGE_STATUS="leader $(echo "$J" | json_leader), $(echo "$J" | json_healthy) healthy"
+  log "cluster during the outage (via n$SURV): $OUTAGE_STATUS"
+  ctl cluster status --addr "10.77.0.$SURV:9260" 2>&1 | sed 's/^/    /' || true
+  while [ "$(since "$T_KILL" | cut -d. -f1)" -lt "$DOWN_FOR" ]; do sleep 0.1; done
+  start_agent "$VICTIM"
+  T_RESTART=$(secs)
+  : >"$JOB/restarted"
+  log "restarted n$VICTIM (pid ${PID[$VICTIM]}) after $(awk -v a="$T_KILL" -v b="$T_RESTART" 'BEGIN{printf "%.1f", b-a}')s down"
+  for _ in $(seq 240); do
+    J=$(status_json "$API2" || true)
+    read -r VG CG <<<"$(echo "$J" | json_gen_of "n$VICTIM")"
+    if [ "$RESTART_HEALTHY" = - ] && [ "$(echo "$J" | json_healthy)" = 3 ]; then
+      RESTART_HEALTHY=$(since "$T_RESTART"); HEALTHY_GEN="generation $VG of $CG"
+    fi
+    [ "$VG" -gt 0 ] && [ "$VG" -ge "$CG" ] && { RESTART_CAUGHT_UP=$(since "$T_RESTART"); break; }
+    sleep 0.25
+  done
+  log "n$VICTIM healthy in cluster status after ${RESTART_HEALTHY}s (then at $HEALTHY_GEN); its generation caught up after ${RESTART_CAUGHT_UP}s"
+else
+  log "guest skipped phase 2 (or the VM ended early)"
+fi
+set +e   # from here on every failure is a check in the RESULT block
+wait "$RUNPID"; VMRC=$?; RUNPID=
+T_VMWALL=$(since "$T_VM")
+
+cat "$WORK/guest.out"
+grep -v 'job dir kept' "$WORK/guest.err" >&2 || true
+VMLINE=$(grep '^vm-initiator: accel=' "$WORK/guest.err" | tail -1 || true)
+BOOT=$(echo "$VMLINE" | grep -o 'boot=[0-9.]*s' | cut -d= -f2)
+log "run.sh exit code $VMRC"
+
+# the restarted agent's own log: when did it listen, when did it serve the target,
+# which logins did it refuse in between
+SERVE_NOTE=""
+if [ -n "$VICTIM" ]; then
+  VLOG=$LOGS/n$VICTIM.log
+  start=$(grep -n '^=== .* start$' "$VLOG" | tail -1 | cut -d: -f1)
+  tail -n +"$start" "$VLOG" >"$WORK/restart.log"
+  t_of() { grep -m1 -E "$1" "$WORK/restart.log" | sed -n 's/^time=\([^ ]*\).*/\1/p'; }
+  TL=$(t_of 'msg="iSCSI portal listening"'); TA=$(t_of 'msg="configuration applied" devices=[0-9]+ targets=[1-9]')
+  NREF=$(grep -c 'msg="login failed"' "$WORK/restart.log" || true)
+  if [ -n "$TL" ] && [ -n "$TA" ]; then
+    SERVE_NOTE="portal listening $(dt "$T_RESTART" "$(iso2s "$TL")")s after the restart, target served after $(dt "$T_RESTART" "$(iso2s "$TA")")s; $NREF login(s) refused in between"
+  else
+    SERVE_NOTE="portal listening at ${TL:-never}, target served at ${TA:-never}; $NREF login(s) refused"
+  fi
+  log "restarted n$VICTIM: $SERVE_NOTE"
+  grep -E 'msg="(login failed|configuration applied|iSCSI portal listening|login complete)"' "$WORK/restart.log" | sed 's/^/    /'
+fi
+
+# ---------------------------------------------------------------- result
+g() { sed -n "s/^E2E $1=//p" "$WORK/guest.out" | tail -1; }
+HOSTCHECKS=()
+hc() { if [ "$1" = 0 ]; then HOSTCHECKS+=("CHECK PASS $2"); else HOSTCHECKS+=("CHECK FAIL $2"); fi; }
+hc 0 "host: 3-node cluster formed (leader $LEADER) in ${T_CLUSTER}s; target + LUN created via $API2"
+[ -n "$VICTIM" ]; hc $? "host: phase 2 ran: kill -9 ${KILL_INFO:-nobody}, restarted after ${DOWN_FOR}s"
+[ "$OUTAGE_STATUS" != - ] && echo "$OUTAGE_STATUS" | grep -q ', 2 healthy'
+hc $? "host: during the outage the survivors report: $OUTAGE_STATUS"
+[ "$RESTART_HEALTHY" != - ] && [ "$RESTART_CAUGHT_UP" != - ]
+hc $? "host: restarted node healthy in cluster status after ${RESTART_HEALTHY}s, caught up with the cluster's generation after ${RESTART_CAUGHT_UP}s"
+for i in "${!PID[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null || hc 1 "host: agent n$i still running at the end"; done
+# SendTargets tags as the guest saw them vs. the port groups cluster status assigns
+PG_GUEST=$(g discovered | tr ' ' '\n' | sort | tr '\n' ' ' | sed 's/ $//')
+[ -n "$PG_GUEST" ] && [ "$PG_GUEST" = "$PG_STATUS" ]
+hc $? "host: SendTargets portal,tag pairs [$PG_GUEST] = cluster status iscsi_address,port_group [$PG_STATUS]"
+GUESTCHECKS=$(grep -E '^CHECK (PASS|FAIL) ' "$WORK/guest.out" | awk '!seen[$0]++' || true)
+[ -n "$GUESTCHECKS" ]; hc $? "host: guest reported its checks"
+[ "$VMRC" = 0 ]; hc $? "host: guest script exit code $VMRC (0 = all guest checks passed; 124 timeout, 125 VM failure)"
+NFAIL=$( (printf '%s\n' "${HOSTCHECKS[@]}"; echo "$GUESTCHECKS") | grep -c '^CHECK FAIL' || true)
+[ "$NFAIL" = 0 ] && RC=0 || RC=1
+VERDICT=$([ $RC = 0 ] && echo PASS || echo FAIL)
+
+echo
+echo "==================================================================== e2e cluster-multipath"
+printf '%s\n' "${HOSTCHECKS[@]}"
+echo "$GUESTCHECKS"
+echo "--------------------------------------------------------------------"
+echo "timings: guest image build/check ${T_BUILD}s; cluster formation ${T_CLUSTER}s; VM boot ${BOOT:--}; VM run ${T_VMWALL}s; total $(since "$T_ALL")s"
+echo "         ($VMLINE)"
+echo "phase 1: SendTargets via 10.77.0.1:3260 -> $(g discovered_portals) portals: $(g discovered) (port groups: $PG_NODES);" \
+     "$(g sessions_logged_in) sessions; map $(g map): $(g map_active_paths) active paths, hwhandler $(g hwhandler)," \
+     "$(g path_groups) path group(s), prios $(g path_prios)"
+echo "         $(g dd); $(g fio); paths that carried writes: $(g paths_with_writes)"
+if [ -n "$VICTIM" ]; then
+echo "phase 2: kill -9 $KILL_INFO, ${KILL_AFTER}s into fio; down ${DOWN_FOR}s; guest replacement_timeout ${RTMO}s"
+echo "         guest timeline (s since fio start): kill seen by the initiator $(g kill_seen_by_initiator), dm failed the path $(g path_failed_dm), reinstated $(g path_reinstated_dm)"
+echo "         victim path (portal/sd) $(g victim): failed $(g path_failed_after_kill) after the kill;" \
+     "I/O pause: longest completion gap $(g fo_longest_gap), max latency $(g fo_max_latency)"
+echo "         writes per path while down: $(g writes_per_path_while_down); after the pause $(g writes_while_down_after_pause) writes"
+echo "         fio: $(g fo_writes) writes, $(g fo_verify_reads) verify reads, $(g fo_iops) IOPS avg, rc $(g fo_fio_rc)"
+echo "         restart: node healthy after ${RESTART_HEALTHY}s (at $HEALTHY_GEN), generation caught up after ${RESTART_CAUGHT_UP}s;"
+echo "                  $SERVE_NOTE"
+echo "                  path active/ready $(g path_back_after_restart) after the restart;" \
+     "$(g writes_on_restored_path) writes on it in a 5 s burst; $(g final_active_paths) active paths at the end"
+fi
+echo "RESULT: $VERDICT ($NFAIL failed check(s))"
+exit $RC
