@@ -394,7 +394,7 @@ func lunView(s *fsm.State, d *fsm.Device) api.LUN {
 	return api.LUN{
 		Name: d.Name, Handler: d.Handler, Path: d.Path, Size: d.Size, BlockSize: d.BlockSize,
 		ReadOnly: d.ReadOnly, NVCache: d.NVCache, WriteThrough: d.WriteThrough, Thin: d.Thin, Removable: d.Removable,
-		Serial: d.Serial, NAA: d.NAA, Mappings: sortedMappings(s.Mappings(d.Name)),
+		Serial: d.Serial, NAA: d.NAA, Owner: d.Owner, Epoch: d.Epoch, Mappings: sortedMappings(s.Mappings(d.Name)),
 	}
 }
 

@@ -30,7 +30,47 @@ func (n *Node) leaderLoop() {
 			continue
 		}
 		n.reconcileMembers()
+		n.assignOwners()
 	}
+}
+
+// assignOwners gives every LUN without a live owner one: the alive,
+// undrained node owning the fewest LUNs. A LUN whose owner is merely
+// unreachable keeps it here; taking ownership away from a live-but-cut-off
+// owner needs its lease to run out first (failover).
+func (n *Node) assignOwners() {
+	state := n.fsm.State()
+	candidates := n.ownerCandidates(state)
+	for _, name := range fsm.SortedKeys(state.Devices) {
+		d := state.Devices[name]
+		if d.Owner != "" && state.Nodes[d.Owner] != nil {
+			continue
+		}
+		owner := state.LeastLoaded(candidates)
+		if owner == "" {
+			return
+		}
+		res, _, err := n.proposeWithin(&fsm.SetOwner{Device: name, Owner: owner, Epoch: d.Epoch}, backgroundTimeout)
+		if err != nil {
+			n.log.Debug("assigning an owner", "lun", name, "err", err)
+			return
+		}
+		n.log.Info("LUN owner assigned", "lun", name, "owner", owner, "epoch", res.(*fsm.Device).Epoch)
+		state = n.fsm.State()
+	}
+}
+
+// ownerCandidates lists the registered nodes gossip sees alive that are
+// not drained.
+func (n *Node) ownerCandidates(state *fsm.State) []string {
+	members := n.members()
+	var out []string
+	for name, rec := range state.Nodes {
+		if m, ok := members[name]; ok && m.State == memberlist.StateAlive && !rec.Drained {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // reconcileMembers adds alive gossip members that are not Raft voters,

@@ -156,13 +156,63 @@ func TestScriptNodes(t *testing.T) {
 					t.Errorf("address %q not updated", got)
 				}
 			})},
-		{name: "remove frees the id", cmd: &RemoveNode{Name: "n2"}, check: portGroups(map[string]uint16{"n1": 1, "n3": 3})},
-		{name: "next new node takes the freed id", cmd: &RegisterNode{Node: node("n4")}, check: portGroups(map[string]uint16{"n1": 1, "n3": 3, "n4": 2})},
-		{name: "then the next unused one", cmd: &RegisterNode{Node: node("n5")}, check: portGroups(map[string]uint16{"n1": 1, "n3": 3, "n4": 2, "n5": 4})},
+		{name: "remove", cmd: &RemoveNode{Name: "n2"}, check: portGroups(map[string]uint16{"n1": 1, "n3": 3})},
+		{name: "a removed node's id is never reused", cmd: &RegisterNode{Node: node("n4")}, check: portGroups(map[string]uint16{"n1": 1, "n3": 3, "n4": 4})},
+		{name: "ids keep growing", cmd: &RegisterNode{Node: node("n5")}, check: portGroups(map[string]uint16{"n1": 1, "n3": 3, "n4": 4, "n5": 5})},
 		{name: "remove unknown", cmd: &RemoveNode{Name: "n2"}, code: CodeNotFound},
 		{name: "bad node name", cmd: &RegisterNode{Node: node("n 6")}, code: CodeInvalid},
 		{name: "missing protocol", cmd: &RegisterNode{Node: Node{Name: "n6"}}, code: CodeInvalid},
 	})
+}
+
+func TestScriptOwnership(t *testing.T) {
+	start := Empty()
+	for _, n := range []string{"n1", "n2"} {
+		start, _, _ = start.ApplyCommand(start.Index+1, &RegisterNode{Node: node(n)}, fakeEnv)
+	}
+	start, _, _ = start.ApplyCommand(start.Index+1, &CreateTarget{IQN: iqnA}, fakeEnv)
+	start, _, _ = start.ApplyCommand(start.Index+1, &CreateLUN{Target: iqnA, LUN: 0, Device: nullDevice("d0")}, fakeEnv)
+	owner := func(name string, epoch uint64) func(*testing.T, *State, any) {
+		return func(t *testing.T, s *State, _ any) {
+			if d := s.Devices["d0"]; d.Owner != name || d.Epoch != epoch {
+				t.Errorf("owner %q epoch %d, want %q epoch %d", d.Owner, d.Epoch, name, epoch)
+			}
+		}
+	}
+	runScript(t, start, []step{
+		{name: "first owner", cmd: &SetOwner{Device: "d0", Owner: "n1", Epoch: 0}, check: owner("n1", 1)},
+		{name: "stale epoch refused", cmd: &SetOwner{Device: "d0", Owner: "n2", Epoch: 0}, code: CodeConflict},
+		{name: "move", cmd: &SetOwner{Device: "d0", Owner: "n2", Epoch: 1}, check: owner("n2", 2)},
+		{name: "unknown node", cmd: &SetOwner{Device: "d0", Owner: "n9", Epoch: 2}, code: CodeNotFound},
+		{name: "unknown device", cmd: &SetOwner{Device: "d9", Owner: "n1", Epoch: 0}, code: CodeNotFound},
+		{name: "drain", cmd: &SetDrain{Node: "n1", Drained: true}, check: func(t *testing.T, s *State, _ any) {
+			if !s.Nodes["n1"].Drained {
+				t.Error("n1 not drained")
+			}
+		}},
+		{name: "drain unknown", cmd: &SetDrain{Node: "n9", Drained: true}, code: CodeNotFound},
+	})
+}
+
+func TestLeastLoaded(t *testing.T) {
+	s := Empty()
+	s.Devices["a"] = &Device{Name: "a", Owner: "n1"}
+	s.Devices["b"] = &Device{Name: "b", Owner: "n1"}
+	s.Devices["c"] = &Device{Name: "c", Owner: "n2"}
+	for _, tc := range []struct {
+		candidates []string
+		want       string
+	}{
+		{[]string{"n1", "n2", "n3"}, "n3"},
+		{[]string{"n1", "n2"}, "n2"},
+		{[]string{"n2", "n1"}, "n2"},
+		{[]string{"n1"}, "n1"},
+		{nil, ""},
+	} {
+		if got := s.LeastLoaded(tc.candidates); got != tc.want {
+			t.Errorf("LeastLoaded(%v) = %q, want %q", tc.candidates, got, tc.want)
+		}
+	}
 }
 
 func TestScriptTargets(t *testing.T) {

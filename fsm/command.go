@@ -13,7 +13,8 @@ import (
 //
 //	1: nodes, targets, LUNs, ACLs, CHAP, resize, reservations, restore
 //	2: import (a whole scst.conf as one entry)
-const Protocol uint16 = 2
+//	3: LUN ownership (set_owner) and node drain (set_drain)
+const Protocol uint16 = 3
 
 // encodingVersion is the first byte of every encoded command; a different
 // framing would get a new value.
@@ -54,6 +55,8 @@ var commands = map[CommandType]CommandSpec{
 	TypeReservation:  {Since: 1, new: func() Command { return &Reservation{} }},
 	TypeRestore:      {Since: 1, new: func() Command { return &Restore{} }},
 	TypeImport:       {Since: 2, new: func() Command { return &Import{} }},
+	TypeSetOwner:     {Since: 3, new: func() Command { return &SetOwner{} }},
+	TypeSetDrain:     {Since: 3, new: func() Command { return &SetDrain{} }},
 }
 
 // Spec returns the description of a command type.

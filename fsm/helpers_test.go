@@ -15,7 +15,7 @@ var allTypes = []CommandType{
 	TypeRegisterNode, TypeRemoveNode,
 	TypeCreateTarget, TypeDeleteTarget, TypeSetTarget, TypeSetCHAP, TypeSetACL,
 	TypeCreateLUN, TypeDeleteLUN, TypeResizeDevice, TypeReservation,
-	TypeRestore, TypeImport,
+	TypeRestore, TypeImport, TypeSetOwner, TypeSetDrain,
 }
 
 const (
@@ -93,6 +93,10 @@ func sampleCommand(t CommandType) Command {
 			}},
 			DiscoveryUsers: []CHAPUser{{User: "disc", Secret: "discovery123"}},
 		}
+	case TypeSetOwner:
+		return &SetOwner{Device: "d0", Owner: "n1", Epoch: 3}
+	case TypeSetDrain:
+		return &SetDrain{Node: "n1", Drained: true}
 	}
 	panic("sampleCommand: no sample for " + string(t))
 }

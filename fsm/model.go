@@ -21,6 +21,8 @@ type State struct {
 	Reservations map[string][]byte `json:"reservations,omitempty"`
 	// DiscoveryUsers require CHAP on discovery sessions when non-empty.
 	DiscoveryUsers []CHAPUser `json:"discovery_users,omitempty"`
+	// NextPortGroup is the next target port group id to allocate.
+	NextPortGroup uint16 `json:"next_port_group,omitempty"`
 }
 
 // Empty returns the state of a new cluster.
@@ -42,6 +44,8 @@ type Node struct {
 	// it decodes.
 	Version  string `json:"version"`
 	Protocol uint16 `json:"protocol"`
+	// Drained nodes own no LUN: new owners are chosen elsewhere.
+	Drained bool `json:"drained,omitempty"`
 }
 
 // Handlers a device can use.
@@ -80,6 +84,14 @@ type Device struct {
 	T10DeviceID string `json:"t10_device_id,omitempty"`
 	VendorID    string `json:"vendor_id,omitempty"`
 	ProductID   string `json:"product_id,omitempty"`
+	// Owner is the node whose port group is active/optimized for the LUN;
+	// Epoch counts ownership changes (every SetOwner raises it), so that
+	// a node acting on an older ownership can be told apart.
+	Owner string `json:"owner,omitempty"`
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Standby: nodes other than the owner report standby rather than
+	// active/non-optimized.
+	Standby bool `json:"standby,omitempty"`
 }
 
 // CHAPUser is one CHAP credential.

@@ -7,7 +7,9 @@ const (
 )
 
 // RegisterNode adds a node or updates its addresses and versions. A new
-// node gets the lowest free target port group id; a known one keeps its id.
+// node gets a target port group id never used before (initiators remember
+// port groups, so an id must not come back naming another node); a known
+// one keeps its id.
 type RegisterNode struct {
 	Node Node `json:"node"`
 }
@@ -29,22 +31,19 @@ func (c *RegisterNode) apply(s *State, _ Env) (any, error) {
 	if old := s.Nodes[n.Name]; old != nil {
 		n.PortGroup = old.PortGroup
 	} else {
-		n.PortGroup = s.freePortGroup()
+		n.PortGroup = s.newPortGroup()
 	}
 	s.Nodes[n.Name] = &n
 	return &n, nil
 }
 
-// freePortGroup returns the lowest port group id no node uses.
-func (s *State) freePortGroup() uint16 {
-	used := map[uint16]bool{}
+// newPortGroup allocates the next port group id.
+func (s *State) newPortGroup() uint16 {
+	id := max(s.NextPortGroup, 1)
 	for _, n := range s.Nodes {
-		used[n.PortGroup] = true
+		id = max(id, n.PortGroup+1)
 	}
-	id := uint16(1)
-	for used[id] {
-		id++
-	}
+	s.NextPortGroup = id + 1
 	return id
 }
 

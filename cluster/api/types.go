@@ -198,19 +198,23 @@ type Resize struct {
 
 // LUN is one LUN (device) as the API shows it.
 type LUN struct {
-	Name         string    `json:"name"`
-	Handler      string    `json:"handler"`
-	Path         string    `json:"path,omitempty"`
-	Size         int64     `json:"size"`
-	BlockSize    uint32    `json:"block_size"`
-	ReadOnly     bool      `json:"read_only,omitempty"`
-	NVCache      bool      `json:"nv_cache,omitempty"`
-	WriteThrough bool      `json:"write_through,omitempty"`
-	Thin         bool      `json:"thin,omitempty"`
-	Removable    bool      `json:"removable,omitempty"`
-	Serial       string    `json:"serial"`
-	NAA          string    `json:"naa"`
-	Mappings     []Mapping `json:"mappings"`
+	Name         string `json:"name"`
+	Handler      string `json:"handler"`
+	Path         string `json:"path,omitempty"`
+	Size         int64  `json:"size"`
+	BlockSize    uint32 `json:"block_size"`
+	ReadOnly     bool   `json:"read_only,omitempty"`
+	NVCache      bool   `json:"nv_cache,omitempty"`
+	WriteThrough bool   `json:"write_through,omitempty"`
+	Thin         bool   `json:"thin,omitempty"`
+	Removable    bool   `json:"removable,omitempty"`
+	Serial       string `json:"serial"`
+	NAA          string `json:"naa"`
+	// Owner is the node whose port group is active/optimized for the LUN;
+	// Epoch counts its ownership changes.
+	Owner    string    `json:"owner,omitempty"`
+	Epoch    uint64    `json:"epoch,omitempty"`
+	Mappings []Mapping `json:"mappings"`
 }
 
 // Mapping is one place a LUN is mapped.

@@ -279,6 +279,7 @@ func printLUN(w io.Writer, l *api.LUN) {
 	fmt.Fprintf(w, "Removable:\t%s\n", yesNo(l.Removable))
 	fmt.Fprintf(w, "Serial:\t%s\n", dash(l.Serial))
 	fmt.Fprintf(w, "NAA:\t%s\n", dash(l.NAA))
+	fmt.Fprintf(w, "Owner:\t%s\n", ownerText(l))
 	if len(l.Mappings) == 0 {
 		fmt.Fprintln(w, "Mappings:\tnone")
 		return
@@ -287,4 +288,12 @@ func printLUN(w io.Writer, l *api.LUN) {
 	for _, m := range l.Mappings {
 		fmt.Fprintf(w, "  %s\n", mappingString(m))
 	}
+}
+
+// ownerText shows the owner with its epoch, or that none is assigned yet.
+func ownerText(l *api.LUN) string {
+	if l.Owner == "" {
+		return "- (not assigned yet)"
+	}
+	return fmt.Sprintf("%s (epoch %d)", l.Owner, l.Epoch)
 }

@@ -105,6 +105,8 @@ const maxLostNexuses = 1024
 type LU struct {
 	state atomic.Pointer[luState]
 	table *dispatchTable
+	// fwd, when set, executes commands on the LU's owner (forward.go).
+	fwd atomic.Pointer[forwarderRef]
 
 	// Mode parameters shared by every I_T nexus. Stored as atomics because
 	// the READ/WRITE path reads them; modeMu serialises MODE SELECT, resets
@@ -376,18 +378,6 @@ func (lu *LU) resetModes() {
 	lu.dsense.Store(false)
 	lu.swp.Store(false)
 	lu.modeMu.Unlock()
-}
-
-// Execute runs one command addressed to this LU. READ and WRITE do not
-// allocate.
-func (lu *LU) Execute(cmd *Command, res *Result) {
-	resetResult(res)
-	st := lu.state.Load()
-	if st.cfg.Stats != nil {
-		lu.executeObserved(st, cmd, res)
-		return
-	}
-	lu.run(st, cmd, res)
 }
 
 // run executes cmd against the configuration snapshot st.

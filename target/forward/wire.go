@@ -1,0 +1,462 @@
+package forward
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/hatarget/hatarget/target/scsi"
+)
+
+// Wire format, all integers big-endian.
+//
+// A connection starts with a hello each way: the client sends Magic and the
+// highest version it speaks, the server answers Magic and the version the
+// connection will use, or version 0 to refuse (and closes).
+//
+//	hello:  magic[4] "HTFW" | version u16 | reserved u16
+//
+// Then both sides send frames, each a fixed header and a payload:
+//
+//	header: type u8 | flags u8 | reserved u16 | tag u32 | length u32
+//
+// The tag is chosen by the client and names one command until its answer
+// (a Response or an Error frame) arrives; Abort names the command it
+// aborts; Ping and Pong carry an arbitrary tag and no payload. Flags and
+// reserved fields are zero in version 1 and decoders refuse anything else,
+// so a later version can give them meaning.
+//
+//	request payload (client -> server):
+//	  epoch u64 | lun u64 | task tag u32 | data-in length u32 | data-out length u32 |
+//	  CDB length u16 | device length u8 | reserved u8 |
+//	  initiator name length u8 | initiator port length u8 | target name length u8 |
+//	  target port length u8 | relative port u16 | port group u16 |
+//	  initiator name | initiator port | target name | target port | device | CDB | data-out
+//
+//	response payload (server -> client):
+//	  status u8 | sense length u8 | reserved u16 | data-in length u32 | transfer u64 |
+//	  sense | data-in
+//
+//	error payload (server -> client, instead of a response):
+//	  code u16 | reserved u16 | server's epoch u64
+//
+// The nexus fields and their lengths are contiguous (from byte 32 of the
+// request payload to the end of the target port) so the server can find
+// the Nexus of a request by that byte string without allocating. The
+// portal group tag needs no field of its own: it is part of the target
+// port, "<iqn>,t,0x<tpgt>".
+
+// Magic opens both hellos.
+const Magic = "HTFW"
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// Sizes and limits. A frame longer than MaxFrameLen, or with a field beyond
+// its limit, is a protocol error that ends the connection: the limits bound
+// what a peer can make us buffer.
+const (
+	HelloLen         = 8
+	HeaderLen        = 12
+	MaxNameLen       = 255
+	MaxCDBLen        = 260
+	MaxSenseLen      = scsi.SenseBufLen
+	MaxDataLen       = scsi.MaxTransferBytes
+	requestFixedLen  = 40
+	responseFixedLen = 16
+	errorPayloadLen  = 12
+	// maxRequestMeta is the longest request payload without its data-out.
+	maxRequestMeta = requestFixedLen + 5*MaxNameLen + MaxCDBLen
+	// MaxFrameLen bounds a frame's payload; a request is the longest frame.
+	MaxFrameLen = maxRequestMeta + MaxDataLen
+	// maxTransfer bounds the response's transfer field: a CDB can ask for at
+	// most 2^32 blocks of 4 KiB.
+	maxTransfer = 1 << 48
+	// nexusOffset is where the nexus fields start in a request payload.
+	nexusOffset = 32
+)
+
+// FrameType is the first byte of a frame header.
+type FrameType uint8
+
+const (
+	FrameRequest FrameType = 1 + iota
+	FrameResponse
+	FrameAbort
+	FrameError
+	// FramePing asks the server for a FramePong with the same tag, so a
+	// client with commands in flight can tell a slow owner from a stopped
+	// one.
+	FramePing
+	FramePong
+)
+
+func (t FrameType) String() string {
+	switch t {
+	case FrameRequest:
+		return "request"
+	case FrameResponse:
+		return "response"
+	case FrameAbort:
+		return "abort"
+	case FrameError:
+		return "error"
+	case FramePing:
+		return "ping"
+	case FramePong:
+		return "pong"
+	}
+	return fmt.Sprintf("frame type %d", uint8(t))
+}
+
+// ErrorCode says why the server answered a request with an Error frame.
+type ErrorCode uint16
+
+const (
+	// ErrNotOwner: this node does not own the device, or owns it in another
+	// epoch than the request names.
+	ErrNotOwner ErrorCode = 1 + iota
+	// ErrUnknownDevice: this node has no device of that name (yet: a new LU
+	// reaches nodes one after the other).
+	ErrUnknownDevice
+	// ErrShuttingDown: the server is closing and runs no new command.
+	ErrShuttingDown
+)
+
+func (c ErrorCode) String() string {
+	switch c {
+	case ErrNotOwner:
+		return "not owner"
+	case ErrUnknownDevice:
+		return "unknown device"
+	case ErrShuttingDown:
+		return "shutting down"
+	}
+	return fmt.Sprintf("error code %d", uint16(c))
+}
+
+// ErrProtocol wraps every decoding error: the peer broke the protocol and
+// the connection cannot continue.
+var ErrProtocol = errors.New("forward: protocol error")
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+var be = binary.BigEndian
+
+// AppendHello appends a hello announcing version.
+func AppendHello(b []byte, version uint16) []byte {
+	b = append(b, Magic...)
+	b = be.AppendUint16(b, version)
+	return be.AppendUint16(b, 0)
+}
+
+// DecodeHello returns the version a hello announces.
+func DecodeHello(b []byte) (uint16, error) {
+	if len(b) != HelloLen {
+		return 0, protoErr("hello of %d bytes", len(b))
+	}
+	if string(b[:4]) != Magic {
+		return 0, protoErr("bad magic %q", b[:4])
+	}
+	if be.Uint16(b[6:]) != 0 {
+		return 0, protoErr("reserved hello bytes set")
+	}
+	return be.Uint16(b[4:]), nil
+}
+
+// Header is a frame header.
+type Header struct {
+	Type FrameType
+	Tag  uint32
+	// Length is the payload length, after the header.
+	Length uint32
+}
+
+// AppendHeader appends h.
+func AppendHeader(b []byte, h Header) []byte {
+	b = append(b, byte(h.Type), 0, 0, 0)
+	b = be.AppendUint32(b, h.Tag)
+	return be.AppendUint32(b, h.Length)
+}
+
+// DecodeHeader decodes a frame header and checks its length against what
+// its type allows, so the reader knows what it may buffer before reading
+// the payload.
+func DecodeHeader(b []byte) (Header, error) {
+	if len(b) != HeaderLen {
+		return Header{}, protoErr("header of %d bytes", len(b))
+	}
+	h := Header{Type: FrameType(b[0]), Tag: be.Uint32(b[4:]), Length: be.Uint32(b[8:])}
+	if b[1] != 0 || be.Uint16(b[2:]) != 0 {
+		return Header{}, protoErr("%s: flags or reserved bytes set", h.Type)
+	}
+	var lo, hi uint32
+	switch h.Type {
+	case FrameRequest:
+		lo, hi = requestFixedLen, MaxFrameLen
+	case FrameResponse:
+		lo, hi = responseFixedLen, responseFixedLen+MaxSenseLen+MaxDataLen
+	case FrameError:
+		lo, hi = errorPayloadLen, errorPayloadLen
+	case FrameAbort, FramePing, FramePong:
+		lo, hi = 0, 0
+	default:
+		return Header{}, protoErr("unknown %s", h.Type)
+	}
+	if h.Length < lo || h.Length > hi {
+		return Header{}, protoErr("%s with a %d-byte payload", h.Type, h.Length)
+	}
+	return h, nil
+}
+
+// Nexus is the I_T nexus of a forwarded command, as it travels. Decoded
+// values alias the frame.
+type Nexus struct {
+	InitiatorName []byte
+	InitiatorPort []byte
+	TargetName    []byte
+	TargetPort    []byte
+	RelativePort  uint16
+	PortGroup     uint16
+}
+
+// Request is a decoded request frame; its slices alias the payload.
+type Request struct {
+	Tag       uint32
+	Epoch     uint64
+	LUN       uint64
+	TaskTag   uint32
+	DataInLen uint32
+	Device    []byte
+	Nexus     Nexus
+	CDB       []byte
+	DataOut   []byte
+	// nexusRaw is the nexus part of the payload: it identifies the Nexus.
+	nexusRaw []byte
+}
+
+// requestFixed is what the first requestFixedLen bytes of a request say
+// about the rest.
+type requestFixed struct {
+	dataOutLen uint32
+	varLen     int // names, device and CDB
+}
+
+// AppendRequest appends the header and payload of a request for cmd, all
+// but the data-out, which the caller sends right after (as its own writev
+// segment, not copied). cmd.View does not travel: EXTENDED COPY at the
+// owner reaches the addressed LU only.
+func AppendRequest(b []byte, tag uint32, device string, epoch uint64, cmd *scsi.Command) ([]byte, error) {
+	var n scsi.Nexus
+	if cmd.Nexus != nil {
+		n = *cmd.Nexus
+	}
+	if err := checkRequest(device, cmd, &n); err != nil {
+		return b, err
+	}
+	names := len(n.InitiatorName) + len(n.InitiatorPort) + len(n.TargetName) + len(n.TargetPort)
+	length := requestFixedLen + names + len(device) + len(cmd.CDB) + len(cmd.DataOut)
+	b = AppendHeader(b, Header{Type: FrameRequest, Tag: tag, Length: uint32(length)})
+	b = be.AppendUint64(b, epoch)
+	b = be.AppendUint64(b, cmd.LUN)
+	b = be.AppendUint32(b, cmd.TaskTag)
+	b = be.AppendUint32(b, uint32(len(cmd.DataIn)))
+	b = be.AppendUint32(b, uint32(len(cmd.DataOut)))
+	b = be.AppendUint16(b, uint16(len(cmd.CDB)))
+	b = append(b, byte(len(device)), 0,
+		byte(len(n.InitiatorName)), byte(len(n.InitiatorPort)), byte(len(n.TargetName)), byte(len(n.TargetPort)))
+	b = be.AppendUint16(b, n.RelativePort)
+	b = be.AppendUint16(b, n.PortGroup)
+	b = append(b, n.InitiatorName...)
+	b = append(b, n.InitiatorPort...)
+	b = append(b, n.TargetName...)
+	b = append(b, n.TargetPort...)
+	b = append(b, device...)
+	return append(b, cmd.CDB...), nil
+}
+
+func checkRequest(device string, cmd *scsi.Command, n *scsi.Nexus) error {
+	switch {
+	case len(device) == 0 || len(device) > MaxNameLen:
+		return fmt.Errorf("forward: device name of %d bytes", len(device))
+	case len(cmd.CDB) > MaxCDBLen:
+		return fmt.Errorf("forward: %d-byte CDB", len(cmd.CDB))
+	case len(cmd.DataIn) > MaxDataLen || len(cmd.DataOut) > MaxDataLen:
+		return fmt.Errorf("forward: %d bytes in, %d out: beyond the maximum transfer", len(cmd.DataIn), len(cmd.DataOut))
+	}
+	for _, s := range [...]string{n.InitiatorName, n.InitiatorPort, n.TargetName, n.TargetPort} {
+		if len(s) > MaxNameLen {
+			return fmt.Errorf("forward: nexus name of %d bytes", len(s))
+		}
+	}
+	return nil
+}
+
+// DecodeRequest decodes the payload of the request frame h.
+func DecodeRequest(h Header, payload []byte) (Request, error) {
+	if h.Type != FrameRequest || int(h.Length) != len(payload) || len(payload) < requestFixedLen {
+		return Request{}, protoErr("request payload of %d bytes", len(payload))
+	}
+	var r Request
+	f, err := r.decodeFixed(h, payload[:requestFixedLen])
+	if err != nil {
+		return Request{}, err
+	}
+	meta := requestFixedLen + f.varLen
+	if err := r.decodeVar(payload[:meta]); err != nil {
+		return Request{}, err
+	}
+	r.DataOut = payload[meta:]
+	return r, nil
+}
+
+// decodeFixed reads the fixed part b of a request and checks that the
+// lengths it announces add up to h.Length.
+func (r *Request) decodeFixed(h Header, b []byte) (requestFixed, error) {
+	r.Tag = h.Tag
+	r.Epoch = be.Uint64(b[0:])
+	r.LUN = be.Uint64(b[8:])
+	r.TaskTag = be.Uint32(b[16:])
+	r.DataInLen = be.Uint32(b[20:])
+	f := requestFixed{dataOutLen: be.Uint32(b[24:])}
+	cdbLen, devLen := int(be.Uint16(b[28:])), int(b[30])
+	switch {
+	case r.DataInLen > MaxDataLen || f.dataOutLen > MaxDataLen:
+		return f, protoErr("request for %d bytes in, %d out", r.DataInLen, f.dataOutLen)
+	case cdbLen > MaxCDBLen:
+		return f, protoErr("%d-byte CDB", cdbLen)
+	case devLen == 0:
+		return f, protoErr("request without a device name")
+	case b[31] != 0:
+		return f, protoErr("reserved request byte set")
+	}
+	f.varLen = int(b[32]) + int(b[33]) + int(b[34]) + int(b[35]) + devLen + cdbLen
+	if uint64(requestFixedLen)+uint64(f.varLen)+uint64(f.dataOutLen) != uint64(h.Length) {
+		return f, protoErr("request fields add up to %d bytes, frame has %d",
+			requestFixedLen+f.varLen+int(f.dataOutLen), h.Length)
+	}
+	return f, nil
+}
+
+// decodeVar reads the names, device and CDB; meta is the payload up to the
+// data-out, whose fixed part decodeFixed has checked.
+func (r *Request) decodeVar(meta []byte) error {
+	off := requestFixedLen
+	next := func(n int) []byte {
+		s := meta[off : off+n : off+n]
+		off += n
+		return s
+	}
+	r.Nexus.RelativePort = be.Uint16(meta[36:])
+	r.Nexus.PortGroup = be.Uint16(meta[38:])
+	r.Nexus.InitiatorName = next(int(meta[32]))
+	r.Nexus.InitiatorPort = next(int(meta[33]))
+	r.Nexus.TargetName = next(int(meta[34]))
+	r.Nexus.TargetPort = next(int(meta[35]))
+	r.nexusRaw = meta[nexusOffset:off]
+	r.Device = next(int(meta[30]))
+	r.CDB = next(int(be.Uint16(meta[28:])))
+	if off != len(meta) {
+		return protoErr("request metadata of %d bytes, fields take %d", len(meta), off)
+	}
+	return nil
+}
+
+// Response is a decoded response frame; its slices alias the payload.
+type Response struct {
+	Tag      uint32
+	Status   scsi.Status
+	Sense    []byte
+	DataIn   []byte
+	Transfer int
+}
+
+// responseFixed is the fixed part of a response.
+type responseFixed struct {
+	status   scsi.Status
+	senseLen int
+	dataLen  int
+	transfer int
+}
+
+// AppendResponse appends the header and payload of the response to tag,
+// all but the data-in (res.DataInLen bytes), which the caller sends right
+// after. res must come from scsi: its sense fits MaxSenseLen.
+func AppendResponse(b []byte, tag uint32, res *scsi.Result) []byte {
+	sense := res.Sense[:min(len(res.Sense), MaxSenseLen)]
+	length := responseFixedLen + len(sense) + res.DataInLen
+	b = AppendHeader(b, Header{Type: FrameResponse, Tag: tag, Length: uint32(length)})
+	b = append(b, byte(res.Status), byte(len(sense)), 0, 0)
+	b = be.AppendUint32(b, uint32(res.DataInLen))
+	b = be.AppendUint64(b, uint64(res.Transfer))
+	return append(b, sense...)
+}
+
+// DecodeResponse decodes the payload of the response frame h.
+func DecodeResponse(h Header, payload []byte) (Response, error) {
+	if h.Type != FrameResponse || int(h.Length) != len(payload) || len(payload) < responseFixedLen {
+		return Response{}, protoErr("response payload of %d bytes", len(payload))
+	}
+	f, err := decodeResponseFixed(h, payload[:responseFixedLen])
+	if err != nil {
+		return Response{}, err
+	}
+	p := payload[responseFixedLen:]
+	return Response{
+		Tag: h.Tag, Status: f.status, Transfer: f.transfer,
+		Sense:  p[:f.senseLen:f.senseLen],
+		DataIn: p[f.senseLen:],
+	}, nil
+}
+
+// decodeResponseFixed reads the fixed part b of a response and checks the
+// lengths it announces against h.Length.
+func decodeResponseFixed(h Header, b []byte) (responseFixed, error) {
+	f := responseFixed{status: scsi.Status(b[0]), senseLen: int(b[1]), dataLen: int(be.Uint32(b[4:]))}
+	transfer := be.Uint64(b[8:])
+	switch {
+	case be.Uint16(b[2:]) != 0:
+		return f, protoErr("reserved response bytes set")
+	case f.senseLen > MaxSenseLen:
+		return f, protoErr("%d bytes of sense", f.senseLen)
+	case f.dataLen > MaxDataLen:
+		return f, protoErr("%d bytes of data-in", f.dataLen)
+	case transfer > maxTransfer:
+		return f, protoErr("transfer of %d bytes", transfer)
+	case responseFixedLen+f.senseLen+f.dataLen != int(h.Length):
+		return f, protoErr("response fields add up to %d bytes, frame has %d",
+			responseFixedLen+f.senseLen+f.dataLen, h.Length)
+	}
+	f.transfer = int(transfer)
+	return f, nil
+}
+
+// ErrorFrame is a decoded error frame.
+type ErrorFrame struct {
+	Tag  uint32
+	Code ErrorCode
+	// Epoch is the epoch the server is in for the device, for diagnosis.
+	Epoch uint64
+}
+
+// AppendError appends an error frame answering tag.
+func AppendError(b []byte, e ErrorFrame) []byte {
+	b = AppendHeader(b, Header{Type: FrameError, Tag: e.Tag, Length: errorPayloadLen})
+	b = be.AppendUint16(b, uint16(e.Code))
+	b = be.AppendUint16(b, 0)
+	return be.AppendUint64(b, e.Epoch)
+}
+
+// DecodeError decodes the payload of the error frame h.
+func DecodeError(h Header, payload []byte) (ErrorFrame, error) {
+	if h.Type != FrameError || len(payload) != errorPayloadLen || int(h.Length) != len(payload) {
+		return ErrorFrame{}, protoErr("error payload of %d bytes", len(payload))
+	}
+	e := ErrorFrame{Tag: h.Tag, Code: ErrorCode(be.Uint16(payload)), Epoch: be.Uint64(payload[4:])}
+	if e.Code == 0 || be.Uint16(payload[2:]) != 0 {
+		return ErrorFrame{}, protoErr("error code 0 or reserved bytes set")
+	}
+	return e, nil
+}
