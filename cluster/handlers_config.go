@@ -153,6 +153,7 @@ func (n *Node) buildCreateLUN(r *http.Request) (fsm.Command, func(any, uint64) a
 		return nil, nil, err
 	}
 	fillIdentity(&d)
+	n.placeOwners(&d)
 	return &fsm.CreateLUN{Target: req.Target, LUN: req.LUN, Device: d}, n.renderLUN, nil
 }
 

@@ -60,6 +60,28 @@ func (n *Node) assignOwners() {
 	}
 }
 
+// placeOwners gives new devices owners, spreading them over the least
+// loaded candidates, when every voter understands ownership (protocol 3);
+// otherwise they stay unowned until the leader loop can assign them.
+func (n *Node) placeOwners(devs ...*fsm.Device) {
+	if fsm.CheckDecodable(fsm.TypeSetOwner, n.voterPeers()) != nil {
+		return
+	}
+	state := n.fsm.State()
+	candidates := n.ownerCandidates(state)
+	planned := state
+	for _, d := range devs {
+		owner := planned.LeastLoaded(candidates)
+		if owner == "" {
+			return
+		}
+		d.Owner, d.Epoch = owner, 1
+		// Count the placement for the next device without touching the
+		// published state.
+		planned = planned.WithDevice(d)
+	}
+}
+
 // ownerCandidates lists the registered nodes gossip sees alive that are
 // not drained.
 func (n *Node) ownerCandidates(state *fsm.State) []string {

@@ -42,6 +42,11 @@ func (n *Node) buildImport(r *http.Request) (fsm.Command, func(any, uint64) any,
 		}
 		fillIdentity(&imp.Devices[i])
 	}
+	devs := make([]*fsm.Device, len(imp.Devices))
+	for i := range imp.Devices {
+		devs[i] = &imp.Devices[i]
+	}
+	n.placeOwners(devs...)
 	render := func(res any, gen uint64) any {
 		out := api.ImportResult{Warnings: notes, Generation: gen}
 		if ir, ok := res.(*fsm.ImportResult); ok {

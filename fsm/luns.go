@@ -45,8 +45,11 @@ func (c *CreateLUN) apply(s *State, _ Env) (any, error) {
 	if l := s.Targets[c.Target].lun(c.LUN); l != nil {
 		return nil, errorf(CodeConflict, "target %s already has LUN %d (%s)", c.Target, c.LUN, l.Device)
 	}
-	t, _ := s.editTarget(c.Target)
 	d := c.Device
+	if err := s.checkOwner(&d); err != nil {
+		return nil, err
+	}
+	t, _ := s.editTarget(c.Target)
 	s.Devices[d.Name] = &d
 	t.LUNs = append(t.LUNs, LUN{Number: c.LUN, Device: d.Name, ReadOnly: d.ReadOnly})
 	sort.Slice(t.LUNs, func(i, j int) bool { return t.LUNs[i].Number < t.LUNs[j].Number })
@@ -217,6 +220,9 @@ func (c *Import) apply(s *State, _ Env) (any, error) {
 		d := c.Devices[i]
 		if s.Devices[d.Name] != nil {
 			return nil, errorf(CodeConflict, "a LUN named %q already exists", d.Name)
+		}
+		if err := s.checkOwner(&d); err != nil {
+			return nil, err
 		}
 		s.Devices[d.Name] = &d
 		res.Devices = append(res.Devices, d.Name)

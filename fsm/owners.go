@@ -43,6 +43,21 @@ func (c *SetOwner) apply(s *State, _ Env) (any, error) {
 	return &d, nil
 }
 
+// checkOwner refuses a new device whose owner is not a node. A device
+// created with an owner starts at epoch 1, as if SetOwner had run.
+func (s *State) checkOwner(d *Device) error {
+	if d.Owner == "" {
+		return nil
+	}
+	if s.Nodes[d.Owner] == nil {
+		return errorf(CodeNotFound, "LUN %s: no node %q to own it", d.Name, d.Owner)
+	}
+	if d.Epoch == 0 {
+		d.Epoch = 1
+	}
+	return nil
+}
+
 // SetDrain marks a node drained (it should own nothing) or not.
 type SetDrain struct {
 	Node    string `json:"node"`
@@ -62,6 +77,14 @@ func (c *SetDrain) apply(s *State, _ Env) (any, error) {
 	n.Drained = c.Drained
 	s.Nodes[c.Node] = &n
 	return &n, nil
+}
+
+// WithDevice returns a copy of s with d added or replaced, for planning
+// placements; the state machine itself never uses it.
+func (s *State) WithDevice(d *Device) *State {
+	n := s.next()
+	n.Devices[d.Name] = d
+	return n
 }
 
 // LeastLoaded returns, among candidates, the node owning the fewest

@@ -140,6 +140,8 @@ type LUForwarder struct {
 	epoch  func() uint64
 }
 
+var _ scsi.Forwarder = (*LUForwarder)(nil)
+
 // ForLU returns the forwarder of the owner's device named device. epoch
 // returns the ownership epoch this node believes in, read for every
 // command: the owner refuses commands sent in another epoch.

@@ -1,0 +1,241 @@
+package forward
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/scsi"
+)
+
+// memDevice is an in-memory backend.Device. While held, every I/O reports
+// itself on the gate's entered channel and waits for the gate to open.
+type memDevice struct {
+	mu     sync.Mutex
+	data   []byte
+	writes int
+
+	gate atomic.Pointer[gate]
+}
+
+type gate struct {
+	open    chan struct{}
+	entered chan struct{}
+}
+
+func newMemDevice(size int) *memDevice { return &memDevice{data: make([]byte, size)} }
+
+// hold makes I/O wait until release is called; entered receives one value
+// per I/O that started waiting.
+func (d *memDevice) hold() (entered <-chan struct{}, release func()) {
+	g := &gate{open: make(chan struct{}), entered: make(chan struct{}, 16)}
+	d.gate.Store(g)
+	return g.entered, func() {
+		d.gate.Store(nil)
+		close(g.open)
+	}
+}
+
+func (d *memDevice) wait() {
+	if g := d.gate.Load(); g != nil {
+		g.entered <- struct{}{}
+		<-g.open
+	}
+}
+
+func (d *memDevice) ReadAt(p []byte, off int64) error {
+	d.wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
+		return backend.ErrOutOfRange
+	}
+	copy(p, d.data[off:])
+	return nil
+}
+
+func (d *memDevice) WriteAt(p []byte, off int64, _ bool) error {
+	d.wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
+		return backend.ErrOutOfRange
+	}
+	copy(d.data[off:], p)
+	d.writes++
+	return nil
+}
+
+func (d *memDevice) writeCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.writes
+}
+
+func (d *memDevice) Flush() error   { return nil }
+func (d *memDevice) Size() int64    { return int64(len(d.data)) }
+func (d *memDevice) ReadOnly() bool { return false }
+func (d *memDevice) NVCache() bool  { return false }
+func (d *memDevice) Close() error   { return nil }
+
+func newLU(tb testing.TB, dev backend.Device) *scsi.LU {
+	tb.Helper()
+	lu, err := scsi.NewLU(scsi.LUConfig{Device: dev, BlockSize: 512, Serial: "fwd-serial", Name: "disk"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return lu
+}
+
+func newMemLU(tb testing.TB, size int) *scsi.LU { return newLU(tb, newMemDevice(size)) }
+
+// rig is an owner (a Server over loopback TCP with one LU) and a client
+// forwarding to it.
+type rig struct {
+	t     testing.TB
+	dev   *memDevice
+	lu    *scsi.LU
+	srv   *Server
+	cli   *Client
+	fwd   *LUForwarder
+	addr  string
+	epoch atomic.Uint64 // the owner's epoch
+	owns  atomic.Bool
+
+	mu    sync.Mutex
+	conns []net.Conn // every connection the client dialled
+}
+
+type rigOption func(*ServerConfig, *ClientConfig)
+
+func newRig(t testing.TB, opts ...rigOption) *rig {
+	r := &rig{t: t, dev: newMemDevice(2048 * 512)}
+	r.lu = newLU(t, r.dev)
+	r.epoch.Store(7)
+	r.owns.Store(true)
+	scfg := ServerConfig{Lookup: r.lookup}
+	ccfg := ClientConfig{Dial: r.dial, PeerTimeout: 5 * time.Second}
+	for _, o := range opts {
+		o(&scfg, &ccfg)
+	}
+	var err error
+	if r.srv, err = NewServer(scfg); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go r.srv.Serve(ln)
+	r.addr = ln.Addr().String()
+	ccfg.Addr = r.addr
+	if r.cli, err = NewClient(ccfg); err != nil {
+		t.Fatal(err)
+	}
+	r.fwd = r.cli.ForLU("disk", func() uint64 { return 7 })
+	t.Cleanup(func() {
+		r.cli.Close()
+		r.srv.Close()
+	})
+	return r
+}
+
+func (r *rig) lookup(device string) (*scsi.LU, uint64, bool) {
+	if device != "disk" {
+		return nil, 0, false
+	}
+	return r.lu, r.epoch.Load(), r.owns.Load()
+}
+
+func (r *rig) dial(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		r.mu.Lock()
+		r.conns = append(r.conns, nc)
+		r.mu.Unlock()
+	}
+	return nc, err
+}
+
+func (r *rig) dialled() []net.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]net.Conn(nil), r.conns...)
+}
+
+// forward runs cdb through the forwarder for nexus n.
+func (r *rig) forward(n *scsi.Nexus, cdb, dataOut []byte, edtl int) (*scsi.Result, []byte) {
+	cmd := &scsi.Command{Nexus: n, CDB: cdb, DataOut: dataOut, DataIn: make([]byte, edtl)}
+	res := &scsi.Result{}
+	r.fwd.Forward(cmd, res)
+	return res, cmd.DataIn[:res.DataInLen]
+}
+
+// local runs cdb on the owner's LU directly, for comparison.
+func (r *rig) local(n *scsi.Nexus, cdb, dataOut []byte, edtl int) (*scsi.Result, []byte) {
+	cmd := &scsi.Command{Nexus: n, CDB: cdb, DataOut: dataOut, DataIn: make([]byte, edtl)}
+	res := &scsi.Result{}
+	r.lu.ExecuteLocal(cmd, res)
+	return res, cmd.DataIn[:res.DataInLen]
+}
+
+// nexus returns a remote nexus: an initiator logged in to another node's
+// port (its own port group and relative port).
+func nexus(isid byte) *scsi.Nexus {
+	return scsi.NewNexus("iqn.1994-05.com.example:host1", [6]byte{0x80, 0, 0, 0, 0, isid},
+		"iqn.2024-01.org.hatarget:t1", 2, 9, 2)
+}
+
+func cdbRW10(op byte, lba uint32, blocks uint16) []byte {
+	c := []byte{op, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(c[2:], lba)
+	binary.BigEndian.PutUint16(c[7:], blocks)
+	return c
+}
+
+func cdbTUR() []byte { return []byte{0, 0, 0, 0, 0, 0} }
+
+const (
+	opRead10  = 0x28
+	opWrite10 = 0x2a
+)
+
+// wantSense checks for CHECK CONDITION with the given key, ASC and ASCQ in
+// fixed or descriptor format.
+func wantSense(t testing.TB, res *scsi.Result, key, asc, ascq byte) {
+	t.Helper()
+	if res.Status != scsi.StatusCheckCondition || len(res.Sense) < 14 {
+		t.Fatalf("status %#x sense %x, want CHECK CONDITION %x/%02x/%02x", res.Status, res.Sense, key, asc, ascq)
+	}
+	s := res.Sense
+	k, a, q := s[2]&0xf, s[12], s[13]
+	if s[0]&0x7f == 0x72 {
+		k, a, q = s[1]&0xf, s[2], s[3]
+	}
+	if k != key || a != asc || q != ascq {
+		t.Fatalf("sense %x/%02x/%02x, want %x/%02x/%02x", k, a, q, key, asc, ascq)
+	}
+}
+
+func wantTransitioning(t testing.TB, res *scsi.Result) {
+	t.Helper()
+	wantSense(t, res, scsi.KeyNotReady, 0x04, 0x0a)
+}
+
+// eventually waits for cond, failing after a few seconds.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

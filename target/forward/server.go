@@ -1,0 +1,564 @@
+package forward
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hatarget/hatarget/target/scsi"
+)
+
+// ServerConfig describes the owner side.
+type ServerConfig struct {
+	// Lookup finds the LU of a device, the ownership epoch this node is in
+	// for it and whether this node owns it. It runs for every command, so
+	// that a command never executes after this node learned it lost the LU.
+	Lookup func(device string) (lu *scsi.LU, epoch uint64, owner bool)
+	// Workers bounds the commands of one connection executing at once.
+	// Default 64.
+	Workers int
+	// MaxInFlight bounds the commands of one connection received and not
+	// yet answered; the server stops reading beyond it, which bounds the
+	// buffers a peer can make it hold. Default 256.
+	MaxInFlight int
+	// HelloTimeout bounds the hello of a new connection. Default 10 s.
+	HelloTimeout time.Duration
+	// DrainTimeout bounds how long Close waits for answers to be written to
+	// a peer that stopped reading. Default 2 s.
+	DrainTimeout time.Duration
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+}
+
+const (
+	defaultWorkers        = 64
+	defaultServerInFlight = 256
+	defaultHelloTimeout   = 10 * time.Second
+	defaultDrainTimeout   = 2 * time.Second
+	// maxCached bounds the nexuses and device names a connection
+	// remembers; a peer cycling through more only costs us re-creating them.
+	maxCached = 1024
+)
+
+func (cfg ServerConfig) withDefaults() (ServerConfig, error) {
+	if cfg.Lookup == nil {
+		return cfg, errors.New("forward: server needs a Lookup")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = defaultWorkers
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = defaultServerInFlight
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = defaultHelloTimeout
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = defaultDrainTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// Server executes the commands other nodes forward to this one.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	closing   bool
+	wg        sync.WaitGroup // connections
+}
+
+// NewServer returns a server; it serves nothing until Serve or ServeConn.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, listeners: make(map[net.Listener]struct{}),
+		conns: make(map[*serverConn]struct{})}, nil
+}
+
+// ErrServerClosed is what Serve returns after Close.
+var ErrServerClosed = errors.New("forward: server closed")
+
+// Serve accepts connections on l (a listener of the node network) until l
+// fails or the server is closed.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("forward: accept: %w", err)
+		}
+		go s.ServeConn(nc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// ServeConn serves one connection until it ends. A node network that
+// multiplexes several channels on one listener hands its forward
+// connections here.
+func (s *Server) ServeConn(nc net.Conn) {
+	sc := newServerConn(s, nc)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[sc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	sc.serve()
+}
+
+// Close stops accepting, refuses commands that have not started
+// (ErrShuttingDown), waits for the running ones and the delivery of their
+// answers, and closes every connection. When it returns no command this
+// server received is executing.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for sc := range s.conns {
+		sc.drain()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// serverConn is one connection from a non-owner node. The reader decodes
+// requests and hands them to workers; workers execute them and write the
+// answers themselves (frameWriter.flush).
+type serverConn struct {
+	srv *Server
+	nc  net.Conn
+	br  *bufio.Reader
+	w   frameWriter
+
+	// tokens holds one entry per command received and not yet answered.
+	tokens chan struct{}
+	// pending counts the same commands, for the end of the connection.
+	pending sync.WaitGroup
+
+	work    chan *stask
+	idle    atomic.Int32 // workers waiting for work
+	started int          // workers started; reader only
+
+	mu    sync.Mutex
+	tasks map[uint32]*stask // received and not answered, by tag, for aborts
+
+	// Reader only: the Nexus and the interned name of the byte strings
+	// requests carry, so that per-command decoding does not allocate.
+	nexuses map[string]*scsi.Nexus
+	devices map[string]string
+
+	draining atomic.Bool // Close: refuse what has not started, then end
+	lost     atomic.Bool // the connection failed: drop what has not started
+	stop     chan struct{}
+}
+
+func newServerConn(s *Server, nc net.Conn) *serverConn {
+	sc := &serverConn{
+		srv:     s,
+		nc:      nc,
+		br:      bufio.NewReaderSize(nc, 64<<10),
+		tokens:  make(chan struct{}, s.cfg.MaxInFlight),
+		work:    make(chan *stask, s.cfg.MaxInFlight),
+		tasks:   make(map[uint32]*stask),
+		nexuses: make(map[string]*scsi.Nexus),
+		devices: make(map[string]string),
+		stop:    make(chan struct{}),
+	}
+	sc.w.init(nc, func(error) { nc.Close() })
+	return sc
+}
+
+// drain makes the reader stop, as Close wants.
+func (sc *serverConn) drain() {
+	sc.draining.Store(true)
+	sc.nc.SetReadDeadline(time.Now())
+}
+
+func (sc *serverConn) serve() {
+	if err := sc.hello(); err != nil {
+		sc.srv.log.Info("forward hello failed", "remote", sc.nc.RemoteAddr().String(), "err", err)
+		sc.nc.Close()
+		return
+	}
+	go sc.w.run(sc.stop)
+	err := sc.readLoop()
+	if !sc.draining.Load() {
+		// The peer is gone or broke the protocol: nobody will read the
+		// answers, so what has not started is dropped.
+		sc.lost.Store(true)
+		sc.nc.Close()
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			sc.srv.log.Warn("forward connection failed", "remote", sc.nc.RemoteAddr().String(), "err", err)
+		}
+	}
+	sc.end()
+}
+
+// end waits until every command received has been answered or dropped and
+// closes the connection.
+func (sc *serverConn) end() {
+	sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.cfg.DrainTimeout))
+	sc.pending.Wait()
+	close(sc.work)
+	sc.w.flush()
+	close(sc.stop)
+	sc.nc.Close()
+	sc.w.shutdown()
+}
+
+func (sc *serverConn) hello() error {
+	sc.nc.SetDeadline(time.Now().Add(sc.srv.cfg.HelloTimeout))
+	var b [HelloLen]byte
+	if _, err := io.ReadFull(sc.br, b[:]); err != nil {
+		return err
+	}
+	v, err := DecodeHello(b[:])
+	if err != nil {
+		return err
+	}
+	if v < Version {
+		// The peer speaks only versions before ours: refuse.
+		sc.nc.Write(AppendHello(nil, 0))
+		return fmt.Errorf("peer speaks protocol version %d, we need %d", v, Version)
+	}
+	if _, err := sc.nc.Write(AppendHello(nil, Version)); err != nil {
+		return err
+	}
+	sc.nc.SetDeadline(time.Time{})
+	if sc.draining.Load() {
+		// Close may have set its read deadline before we cleared ours.
+		return ErrServerClosed
+	}
+	return nil
+}
+
+func (sc *serverConn) readLoop() error {
+	var hb [HeaderLen]byte
+	for {
+		if _, err := io.ReadFull(sc.br, hb[:]); err != nil {
+			return sc.readErr(err)
+		}
+		h, err := DecodeHeader(hb[:])
+		if err != nil {
+			return err
+		}
+		switch h.Type {
+		case FrameRequest:
+			err = sc.readRequest(h)
+		case FrameAbort:
+			sc.abort(h.Tag)
+		case FramePing:
+			if sc.w.send(outFrame{head: AppendHeader(nil, Header{Type: FramePong, Tag: h.Tag})}) {
+				sc.w.kick()
+			}
+		default:
+			err = protoErr("%s from a client", h.Type)
+		}
+		if err != nil {
+			return sc.readErr(err)
+		}
+	}
+}
+
+// readErr is nil when the reader stopped because the server is closing.
+func (sc *serverConn) readErr(err error) error {
+	if sc.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// readRequest reads one request and hands it to a worker.
+func (sc *serverConn) readRequest(h Header) error {
+	// Blocking here is the backpressure: workers always finish, and each
+	// returns a token.
+	sc.tokens <- struct{}{}
+	sc.pending.Add(1)
+	t := newTask(sc)
+	if err := t.read(h); err != nil {
+		t.release()
+		return err
+	}
+	t.nexus = sc.nexusOf(&t.req)
+	t.device = sc.deviceOf(t.req.Device)
+	if !sc.register(t) {
+		t.release()
+		return protoErr("tag %#x reused while in flight", h.Tag)
+	}
+	sc.submit(t)
+	return nil
+}
+
+func (sc *serverConn) register(t *stask) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if _, dup := sc.tasks[t.req.Tag]; dup {
+		return false
+	}
+	sc.tasks[t.req.Tag] = t
+	return true
+}
+
+func (sc *serverConn) unregister(t *stask) {
+	sc.mu.Lock()
+	delete(sc.tasks, t.req.Tag)
+	sc.mu.Unlock()
+}
+
+// abort marks the command tag aborted; one that already got its answer is
+// left alone.
+func (sc *serverConn) abort(tag uint32) {
+	sc.mu.Lock()
+	if t := sc.tasks[tag]; t != nil {
+		t.aborted.Store(true)
+	}
+	sc.mu.Unlock()
+}
+
+// submit hands t to an idle worker or starts one, up to Workers; beyond
+// that t waits in the channel, whose capacity (MaxInFlight) the tokens
+// keep it within, so submit never blocks.
+func (sc *serverConn) submit(t *stask) {
+	if sc.idle.Add(-1) < 0 {
+		sc.idle.Add(1)
+		if sc.started < sc.srv.cfg.Workers {
+			sc.started++
+			go sc.worker()
+		}
+	}
+	sc.work <- t
+}
+
+// worker runs commands; it announces itself idle only between commands, so
+// a new worker takes the command it was started for.
+func (sc *serverConn) worker() {
+	for t := range sc.work {
+		t.run()
+		sc.idle.Add(1)
+	}
+}
+
+// nexusOf returns the Nexus of a request's nexus fields, the same value
+// for every command of the same nexus on this connection. The LU keys its
+// per-nexus state by Nexus.Key, which is the non-owner's key for the
+// initiator's session: unit attentions and reservations of the remote
+// nexus are those of that session.
+func (sc *serverConn) nexusOf(r *Request) *scsi.Nexus {
+	if n, ok := sc.nexuses[string(r.nexusRaw)]; ok {
+		return n
+	}
+	var n *scsi.Nexus
+	if w := &r.Nexus; len(w.InitiatorPort) > 0 || len(w.TargetPort) > 0 {
+		n = &scsi.Nexus{
+			InitiatorName: string(w.InitiatorName),
+			InitiatorPort: string(w.InitiatorPort),
+			TargetName:    string(w.TargetName),
+			TargetPort:    string(w.TargetPort),
+			RelativePort:  w.RelativePort,
+			PortGroup:     w.PortGroup,
+		}
+		n.Key = n.InitiatorPort + "|" + n.TargetPort
+	}
+	if len(sc.nexuses) >= maxCached {
+		clear(sc.nexuses)
+	}
+	sc.nexuses[string(r.nexusRaw)] = n
+	return n
+}
+
+// deviceOf interns a device name.
+func (sc *serverConn) deviceOf(b []byte) string {
+	if name, ok := sc.devices[string(b)]; ok {
+		return name
+	}
+	if len(sc.devices) >= maxCached {
+		clear(sc.devices)
+	}
+	name := string(b)
+	sc.devices[name] = name
+	return name
+}
+
+// stask is one forwarded command at the owner, recycled through taskPool.
+type stask struct {
+	sc      *serverConn
+	req     Request
+	meta    [maxRequestMeta]byte
+	nexus   *scsi.Nexus
+	device  string
+	out, in *buffer
+	aborted atomic.Bool
+
+	cmd     scsi.Command
+	res     scsi.Result
+	headBuf [HeaderLen + responseFixedLen + MaxSenseLen]byte
+	doneFn  func() // t.release, bound once
+}
+
+var taskPool sync.Pool
+
+func newTask(sc *serverConn) *stask {
+	t, _ := taskPool.Get().(*stask)
+	if t == nil {
+		t = new(stask)
+		t.doneFn = t.release
+	}
+	t.sc = sc
+	return t
+}
+
+// read reads the request's payload: the metadata into t.meta, the
+// data-out into a pooled buffer.
+func (t *stask) read(h Header) error {
+	br := t.sc.br
+	fixed := t.meta[:requestFixedLen]
+	if _, err := io.ReadFull(br, fixed); err != nil {
+		return err
+	}
+	f, err := t.req.decodeFixed(h, fixed)
+	if err != nil {
+		return err
+	}
+	meta := t.meta[:requestFixedLen+f.varLen]
+	if _, err := io.ReadFull(br, meta[requestFixedLen:]); err != nil {
+		return err
+	}
+	if err := t.req.decodeVar(meta); err != nil {
+		return err
+	}
+	if n := int(f.dataOutLen); n > 0 {
+		t.out = getBuf(n)
+		t.req.DataOut = t.out.b[:n]
+		if _, err := io.ReadFull(br, t.req.DataOut); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run executes the command unless it was aborted or its connection is
+// going away, and answers it.
+func (t *stask) run() {
+	sc := t.sc
+	switch {
+	case sc.lost.Load():
+		sc.unregister(t)
+		t.release()
+		return
+	case sc.draining.Load():
+		t.answerError(ErrShuttingDown, 0)
+		return
+	case t.aborted.Load():
+		t.answerAborted()
+		return
+	}
+	lu, epoch, owner := sc.srv.cfg.Lookup(t.device)
+	switch {
+	case lu == nil:
+		t.answerError(ErrUnknownDevice, 0)
+	case !owner || epoch != t.req.Epoch:
+		t.answerError(ErrNotOwner, epoch)
+	default:
+		t.execute(lu)
+	}
+}
+
+func (t *stask) execute(lu *scsi.LU) {
+	t.cmd = scsi.Command{Nexus: t.nexus, LUN: t.req.LUN, CDB: t.req.CDB, DataOut: t.req.DataOut, TaskTag: t.req.TaskTag}
+	if n := int(t.req.DataInLen); n > 0 {
+		t.in = getBuf(n)
+		t.cmd.DataIn = t.in.b[:n]
+	}
+	lu.ExecuteLocal(&t.cmd, &t.res)
+	if t.aborted.Load() {
+		t.answerAborted()
+		return
+	}
+	head := AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)
+	t.answer(outFrame{head: head, data: t.cmd.DataIn[:t.res.DataInLen]})
+}
+
+// answerAborted answers TASK ABORTED, with neither data nor sense.
+func (t *stask) answerAborted() {
+	t.res = scsi.Result{Status: scsi.StatusTaskAborted}
+	t.answer(outFrame{head: AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)})
+}
+
+func (t *stask) answerError(code ErrorCode, epoch uint64) {
+	t.answer(outFrame{head: AppendError(t.headBuf[:0], ErrorFrame{Tag: t.req.Tag, Code: code, Epoch: epoch})})
+}
+
+// answer queues f and writes it unless another goroutine is writing. The
+// command leaves the abortable set first: an abort arriving now is late.
+func (t *stask) answer(f outFrame) {
+	sc := t.sc
+	sc.unregister(t)
+	f.done = t.doneFn
+	if !sc.w.send(f) {
+		t.release()
+		return
+	}
+	sc.w.flush()
+}
+
+// release returns the task and its buffers once its answer left (or never
+// will), and lets the reader take one more command.
+func (t *stask) release() {
+	sc := t.sc
+	putBuf(t.out)
+	putBuf(t.in)
+	t.out, t.in, t.sc, t.nexus = nil, nil, nil, nil
+	t.cmd = scsi.Command{}
+	t.req = Request{}
+	t.aborted.Store(false)
+	taskPool.Put(t)
+	<-sc.tokens
+	sc.pending.Done()
+}

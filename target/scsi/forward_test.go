@@ -1,0 +1,75 @@
+package scsi
+
+import "testing"
+
+// recordingForwarder answers every command GOOD with one byte of data and
+// remembers the CDBs it saw.
+type recordingForwarder struct{ cdbs [][]byte }
+
+func (f *recordingForwarder) Forward(cmd *Command, res *Result) {
+	f.cdbs = append(f.cdbs, cmd.CDB)
+	*res = Result{Status: StatusGood, DataInLen: 1, Transfer: 1}
+	cmd.DataIn[0] = 0xee
+}
+
+func TestForwarderTakesEveryCommandOfTheLU(t *testing.T) {
+	h := newHarness(t, nil)
+	f := &recordingForwarder{}
+	h.lu.SetForwarder(f)
+	v := testView{0: h.lu}
+	for _, cdb := range [][]byte{cdbTUR(), cdbInquiry(false, 0, 36), cdbRW10(opRead10, 0, 1, 0)} {
+		cmd := &Command{Nexus: h.n, CDB: cdb, DataIn: make([]byte, 512)}
+		res := &Result{}
+		Execute(v, cmd, res)
+		if res.Status != StatusGood || res.DataInLen != 1 || cmd.DataIn[0] != 0xee {
+			t.Fatalf("cdb %x: not answered by the forwarder: %+v", cdb, res)
+		}
+	}
+	if len(f.cdbs) != 3 {
+		t.Fatalf("forwarder saw %d commands, want 3", len(f.cdbs))
+	}
+
+	// REPORT LUNS belongs to the nexus's view, which is local.
+	cmd := &Command{Nexus: h.n, CDB: []byte{opReportLUNs, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, DataIn: make([]byte, 256)}
+	res := &Result{}
+	Execute(v, cmd, res)
+	if res.Status != StatusGood || res.DataInLen != 16 || len(f.cdbs) != 3 {
+		t.Fatalf("REPORT LUNS: %+v, forwarded %d", res, len(f.cdbs))
+	}
+}
+
+func TestExecuteLocalIgnoresTheForwarder(t *testing.T) {
+	h := newHarness(t, nil)
+	f := &recordingForwarder{}
+	h.lu.SetForwarder(f)
+	res := &Result{}
+	h.lu.ExecuteLocal(&Command{Nexus: h.n, CDB: cdbRW10(opWrite10, 1, 1, 0), DataOut: fill(512, 0x5a)}, res)
+	if res.Status != StatusGood || len(f.cdbs) != 0 {
+		t.Fatalf("ExecuteLocal: %+v, forwarded %d", res, len(f.cdbs))
+	}
+	if w, _, _ := h.dev.counts(); w != 1 {
+		t.Fatalf("%d writes reached the device, want 1", w)
+	}
+
+	h.lu.SetForwarder(nil)
+	_, data := h.exec(h.n, cdbRW10(opRead10, 1, 1, 0), nil, 512)
+	if data[0] != 0x5a || len(f.cdbs) != 0 {
+		t.Fatalf("after SetForwarder(nil): read %#x, forwarded %d", data[0], len(f.cdbs))
+	}
+}
+
+// nopForwarder answers GOOD without touching anything.
+type nopForwarder struct{}
+
+func (nopForwarder) Forward(_ *Command, res *Result) { res.Status = StatusGood }
+
+func TestForwardedExecuteDoesNotAllocate(t *testing.T) {
+	h := newHarness(t, nil)
+	h.lu.SetForwarder(nopForwarder{})
+	v := testView{0: h.lu}
+	cmd := &Command{Nexus: h.n, CDB: cdbRW10(opRead10, 8, 8, 0), DataIn: make([]byte, 4096)}
+	res := &Result{}
+	if allocs := testing.AllocsPerRun(200, func() { Execute(v, cmd, res) }); allocs != 0 {
+		t.Errorf("%v allocations per forwarded command", allocs)
+	}
+}
