@@ -135,6 +135,11 @@ type Group struct {
 	Status    Status
 }
 
+// Equal reports whether two groups describe the same thing.
+func (g Group) Equal(o Group) bool {
+	return g.ID == o.ID && g.State == o.State && g.Preferred == o.Preferred && g.Status == o.Status && slices.Equal(g.Ports, o.Ports)
+}
+
 // Groups describes every node's group for LUN l, sorted by group id so every
 // node reports the same bytes. Only an active/optimized group is preferred:
 // the PREF bit then always names the path to use, and no path while none

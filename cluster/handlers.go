@@ -394,8 +394,15 @@ func lunView(s *fsm.State, d *fsm.Device) api.LUN {
 	return api.LUN{
 		Name: d.Name, Handler: d.Handler, Path: d.Path, Size: d.Size, BlockSize: d.BlockSize,
 		ReadOnly: d.ReadOnly, NVCache: d.NVCache, WriteThrough: d.WriteThrough, Thin: d.Thin, Removable: d.Removable,
-		Serial: d.Serial, NAA: d.NAA, Owner: d.Owner, Epoch: d.Epoch, Mappings: sortedMappings(s.Mappings(d.Name)),
+		Serial: d.Serial, NAA: d.NAA, Owner: d.Owner, Epoch: d.Epoch, NonOwner: nonOwnerPolicy(d), Mappings: sortedMappings(s.Mappings(d.Name)),
 	}
+}
+
+func nonOwnerPolicy(d *fsm.Device) string {
+	if d.Standby {
+		return api.NonOwnerStandby
+	}
+	return api.NonOwnerActive
 }
 
 func lunMaps(luns []fsm.LUN) []api.LUNMap {

@@ -134,6 +134,13 @@ func (n *Node) buildCreateLUN(r *http.Request) (fsm.Command, func(any, uint64) a
 	if d.BlockSize == 0 {
 		d.BlockSize = 512
 	}
+	switch req.NonOwner {
+	case "", api.NonOwnerActive:
+	case api.NonOwnerStandby:
+		d.Standby = true
+	default:
+		return nil, nil, badRequest("non_owner %q: want %s or %s", req.NonOwner, api.NonOwnerActive, api.NonOwnerStandby)
+	}
 	// Cheap checks first, so that a bad name never touches the filesystem.
 	probe := d
 	probe.Serial, probe.NAA, probe.Path = "x", "x", "/x"

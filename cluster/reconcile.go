@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"github.com/hatarget/hatarget/alua"
 	"slices"
 	"sort"
 	"time"
@@ -98,7 +99,37 @@ func dataplaneConfig(s *fsm.State, self string) target.Config {
 	for _, u := range s.DiscoveryUsers {
 		cfg.DiscoveryUsers = append(cfg.DiscoveryUsers, target.CHAPUser{User: u.User, Secret: u.Secret})
 	}
+	cfg.PortGroups = portGroups(s)
 	return cfg
+}
+
+// portGroups gives every owned device its ALUA groups, one per node: the
+// owner's active/optimized, the others active/non-optimized or standby as
+// the device's policy says. Every node computes the same table from the
+// same state, so every path reports the same groups.
+//
+// Until failover arrives every registered node counts as alive and the
+// owner as holding its lease; a device without an owner yet keeps the
+// single active/optimized group of each port rather than going
+// unavailable everywhere.
+func portGroups(s *fsm.State) map[string][]alua.Group {
+	nodes := make([]alua.Node, 0, len(s.Nodes))
+	for _, name := range fsm.SortedKeys(s.Nodes) {
+		nd := s.Nodes[name]
+		nodes = append(nodes, alua.Node{Name: name, Group: nd.PortGroup, Ports: []uint16{nd.PortGroup}, Alive: true, Lease: true})
+	}
+	out := map[string][]alua.Group{}
+	for name, d := range s.Devices {
+		if d.Owner == "" {
+			continue
+		}
+		policy := alua.NonOwnerActive
+		if d.Standby {
+			policy = alua.NonOwnerStandby
+		}
+		out[name] = alua.Groups(alua.LUN{Owner: d.Owner, Policy: policy}, nodes)
+	}
+	return out
 }
 
 // backendHandlers maps the cluster's handler names to SCST's.

@@ -7,6 +7,7 @@ package target
 
 import (
 	"fmt"
+	"github.com/hatarget/hatarget/alua"
 	"net"
 	"sort"
 	"strconv"
@@ -28,6 +29,10 @@ type Config struct {
 	Targets []Target
 	// DiscoveryUsers require CHAP on discovery sessions when non-empty.
 	DiscoveryUsers []CHAPUser
+	// PortGroups are, by device name, the ALUA target port groups of the
+	// device's LU with their states (a cluster: one group per node). A
+	// device without an entry has one active/optimized group.
+	PortGroups map[string][]alua.Group
 }
 
 // Device is one logical unit's storage and identity.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hatarget/hatarget/alua"
 	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi"
 	"github.com/hatarget/hatarget/target/scsi"
@@ -71,9 +72,10 @@ type unitKey struct {
 }
 
 type unit struct {
-	cfg Device
-	dev backend.Device
-	lu  *scsi.LU
+	cfg    Device
+	groups []alua.Group // the LU's port groups (Config.PortGroups)
+	dev    backend.Device
+	lu     *scsi.LU
 }
 
 // New returns a server with an empty configuration.
@@ -147,11 +149,12 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 	}
 	for _, key := range neededUnits(cfg, devices) {
 		d := devices[key.device]
+		groups := cfg.PortGroups[key.device]
 		old := s.units[key]
 		if old != nil && old.cfg.Backend == d.Backend {
-			u := &unit{cfg: d, dev: old.dev, lu: old.lu}
-			if old.cfg != d {
-				luCfg := s.luConfig(d, u.dev, key)
+			u := &unit{cfg: d, groups: groups, dev: old.dev, lu: old.lu}
+			if old.cfg != d || !slices.EqualFunc(old.groups, groups, alua.Group.Equal) {
+				luCfg := s.luConfig(d, u.dev, key, groups)
 				if err := luCfg.Validate(); err != nil {
 					return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 				}
@@ -164,9 +167,9 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		if err != nil {
 			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 		}
-		u := &unit{cfg: d, dev: dev}
+		u := &unit{cfg: d, groups: groups, dev: dev}
 		opened = append(opened, u)
-		luCfg := s.luConfig(d, dev, key)
+		luCfg := s.luConfig(d, dev, key, groups)
 		if old != nil {
 			// Same device name, new storage: keep the LU and its nexus state.
 			if err := luCfg.Validate(); err != nil {
@@ -250,7 +253,7 @@ func neededUnits(cfg Config, devices map[string]Device) []unitKey {
 }
 
 // luConfig derives a logical unit's identity and behaviour from a device.
-func (s *Server) luConfig(d Device, dev backend.Device, key unitKey) scsi.LUConfig {
+func (s *Server) luConfig(d Device, dev backend.Device, key unitKey, groups []alua.Group) scsi.LUConfig {
 	readOnly := key.readOnly
 	serial := d.Serial
 	if serial == "" {
@@ -258,6 +261,7 @@ func (s *Server) luConfig(d Device, dev backend.Device, key unitKey) scsi.LUConf
 		serial = hex.EncodeToString(sum[:8])
 	}
 	cfg := scsi.LUConfig{
+		PortGroups:      groups,
 		Device:          dev,
 		BlockSize:       d.Backend.BlockSize,
 		VendorID:        d.VendorID,

@@ -189,7 +189,16 @@ type CreateLUN struct {
 	Thin      bool   `json:"thin,omitempty"`
 	ReadOnly  bool   `json:"read_only,omitempty"`
 	NVCache   bool   `json:"nv_cache,omitempty"`
+	// NonOwner is the ALUA state of the paths through nodes other than the
+	// owner: NonOwnerActive (default) or NonOwnerStandby.
+	NonOwner string `json:"non_owner,omitempty"`
 }
+
+// Non-owner path policies.
+const (
+	NonOwnerActive  = "active"
+	NonOwnerStandby = "standby"
+)
 
 // Resize is POST /v1/luns/{name}/resize.
 type Resize struct {
@@ -214,6 +223,7 @@ type LUN struct {
 	// Epoch counts its ownership changes.
 	Owner    string    `json:"owner,omitempty"`
 	Epoch    uint64    `json:"epoch,omitempty"`
+	NonOwner string    `json:"non_owner"`
 	Mappings []Mapping `json:"mappings"`
 }
 

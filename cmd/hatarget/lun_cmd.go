@@ -31,6 +31,7 @@ on shared storage, at the same path on every node.`
 // validated so that errors can quote what was typed.
 type lunCreateOptions struct {
 	name, size, path, handler string
+	nonOwner                  string
 	blockSize                 uint32
 	thin, readOnly, nvCache   bool
 }
@@ -76,7 +77,10 @@ MiB, GiB, TiB, PiB; powers of 1024), a multiple of the block size.`,
 	f.BoolVar(&o.thin, "thin", false, "thin provisioned: UNMAP punches holes in the file")
 	f.BoolVar(&o.readOnly, "read-only", false, "map the LUN read-only")
 	f.BoolVar(&o.nvCache, "nv-cache", false, "treat the cache as non-volatile: SYNCHRONIZE CACHE and FUA return at once")
+	f.StringVar(&o.nonOwner, "non-owner", "", "ALUA state of the paths through nodes other than the owner: active (active/non-optimized, the default) or standby (no media access)")
 	_ = cmd.MarkFlagRequired("name")
+	_ = cmd.RegisterFlagCompletionFunc("non-owner", cobra.FixedCompletions(
+		[]string{api.NonOwnerActive, api.NonOwnerStandby}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("handler", cobra.FixedCompletions(
 		[]string{fsm.HandlerFileIO, fsm.HandlerBlockIO, fsm.HandlerNullIO}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("block-size", cobra.FixedCompletions(
@@ -93,7 +97,10 @@ func (o lunCreateOptions) request(iqn, lunArg string) (api.CreateLUN, error) {
 	}
 	req := api.CreateLUN{
 		Target: iqn, LUN: lun, Name: o.name, Path: o.path, Handler: o.handler, BlockSize: o.blockSize,
-		Thin: o.thin, ReadOnly: o.readOnly, NVCache: o.nvCache,
+		Thin: o.thin, ReadOnly: o.readOnly, NVCache: o.nvCache, NonOwner: o.nonOwner,
+	}
+	if o.nonOwner != "" && o.nonOwner != api.NonOwnerActive && o.nonOwner != api.NonOwnerStandby {
+		return api.CreateLUN{}, fmt.Errorf("--non-owner %q: want %s or %s", o.nonOwner, api.NonOwnerActive, api.NonOwnerStandby)
 	}
 	if o.size == "" && o.path == "" {
 		return api.CreateLUN{}, fmt.Errorf("give --size for a new file, or --path for an existing file or device")
@@ -280,6 +287,7 @@ func printLUN(w io.Writer, l *api.LUN) {
 	fmt.Fprintf(w, "Serial:\t%s\n", dash(l.Serial))
 	fmt.Fprintf(w, "NAA:\t%s\n", dash(l.NAA))
 	fmt.Fprintf(w, "Owner:\t%s\n", ownerText(l))
+	fmt.Fprintf(w, "Non-owner:\t%s\n", dash(l.NonOwner))
 	if len(l.Mappings) == 0 {
 		fmt.Fprintln(w, "Mappings:\tnone")
 		return

@@ -332,10 +332,13 @@ func clientHello(nc net.Conn) error {
 	if err != nil {
 		return err
 	}
-	if v != Version {
-		return fmt.Errorf("owner answered protocol version %d to our %d", v, Version)
+	switch v {
+	case Version:
+		return nil
+	case 0:
+		return fmt.Errorf("owner refused protocol version %d", Version)
 	}
-	return nil
+	return fmt.Errorf("owner answered protocol version %d to our %d", v, Version)
 }
 
 // clientConn is one connection to the owner: a reader goroutine that

@@ -225,7 +225,7 @@ func TestSilentOwnerIsDeclaredDead(t *testing.T) {
 
 // A slow command is not silence: the owner answers pings meanwhile.
 func TestSlowCommandOutlivesPeerTimeout(t *testing.T) {
-	r := newRig(t, func(_ *ServerConfig, c *ClientConfig) { c.PeerTimeout = 200 * time.Millisecond })
+	r := newRig(t, func(_ *rig, _ *ServerConfig, c *ClientConfig) { c.PeerTimeout = 200 * time.Millisecond })
 	n := nexus(7)
 	r.forward(n, cdbTUR(), nil, 0)
 	entered, release := r.dev.hold()
@@ -243,7 +243,7 @@ func TestSlowCommandOutlivesPeerTimeout(t *testing.T) {
 }
 
 func TestAbortQueuedAndRunningCommands(t *testing.T) {
-	r := newRig(t, func(s *ServerConfig, _ *ClientConfig) { s.Workers = 1 })
+	r := newRig(t, func(_ *rig, s *ServerConfig, _ *ClientConfig) { s.Workers = 1 })
 	n := nexus(8)
 	r.forward(n, cdbTUR(), nil, 0)
 	entered, release := r.dev.hold()
@@ -307,7 +307,7 @@ func TestAbortQueuedAndRunningCommands(t *testing.T) {
 // Close lets running commands finish and refuses the queued ones with the
 // retryable sense; afterwards nothing executes.
 func TestServerCloseDrains(t *testing.T) {
-	r := newRig(t, func(s *ServerConfig, _ *ClientConfig) { s.Workers = 1 })
+	r := newRig(t, func(_ *rig, s *ServerConfig, _ *ClientConfig) { s.Workers = 1 })
 	n := nexus(10)
 	r.forward(n, cdbTUR(), nil, 0)
 	entered, release := r.dev.hold()
@@ -361,7 +361,7 @@ func TestServerCloseDrains(t *testing.T) {
 }
 
 func TestManyConcurrentCommands(t *testing.T) {
-	r := newRig(t, func(_ *ServerConfig, c *ClientConfig) { c.MaxInFlight = 8 })
+	r := newRig(t, func(_ *rig, _ *ServerConfig, c *ClientConfig) { c.MaxInFlight = 8 })
 	var wg sync.WaitGroup
 	for g := range 32 {
 		wg.Add(1)

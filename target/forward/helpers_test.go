@@ -111,7 +111,8 @@ type rig struct {
 	conns []net.Conn // every connection the client dialled
 }
 
-type rigOption func(*ServerConfig, *ClientConfig)
+// rigOption changes the rig's LU or configuration before it starts.
+type rigOption func(*rig, *ServerConfig, *ClientConfig)
 
 func newRig(t testing.TB, opts ...rigOption) *rig {
 	r := &rig{t: t, dev: newMemDevice(2048 * 512)}
@@ -121,7 +122,7 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 	scfg := ServerConfig{Lookup: r.lookup}
 	ccfg := ClientConfig{Dial: r.dial, PeerTimeout: 5 * time.Second}
 	for _, o := range opts {
-		o(&scfg, &ccfg)
+		o(r, &scfg, &ccfg)
 	}
 	var err error
 	if r.srv, err = NewServer(scfg); err != nil {

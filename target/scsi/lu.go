@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/hatarget/hatarget/alua"
 	"sync"
 	"sync/atomic"
 
@@ -73,6 +74,12 @@ type LUConfig struct {
 	// Stats, when set, is told about every command Execute completes
 	// (stats.go). Nil costs nothing: commands are not even timed.
 	Stats Stats
+	// PortGroups are every target port group of the LU with its ALUA
+	// state (alua.go): a command is gated by the state of the group it
+	// arrived through (Nexus.PortGroup), and REPORT TARGET PORT GROUPS
+	// lists them all. Empty: a single node, whose only group is
+	// active/optimized.
+	PortGroups []alua.Group
 }
 
 // luState is an immutable snapshot of the configuration with the values
@@ -292,6 +299,9 @@ func (lu *LU) Update(cfg LUConfig) error {
 	if inquiryChanged(old, st) {
 		lu.raiseAll(ascInquiryDataChanged, nil)
 	}
+	if !sameGroupStates(old.cfg.PortGroups, st.cfg.PortGroups) {
+		lu.raiseAll(ascAsymmetricAccessChanged, nil)
+	}
 	return nil
 }
 
@@ -413,6 +423,9 @@ func (lu *LU) execute(st *luState, ns *nexusState, cmd *Command, res *Result) er
 		return errClosed
 	}
 	if err := c.checkCDB(cdb); err != nil {
+		return err
+	}
+	if err := st.checkALUA(c.flags, cmd.Nexus); err != nil {
 		return err
 	}
 	if err := lu.checkReservation(c, cmd.Nexus, cdb); err != nil {

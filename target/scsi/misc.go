@@ -1,5 +1,7 @@
 package scsi
 
+import "github.com/hatarget/hatarget/alua"
+
 // testUnitReady has nothing left to check: an ejected medium was reported
 // by the readiness check, and the LU cannot be stopped.
 func testUnitReady(r request) error { return nil }
@@ -201,34 +203,15 @@ func reportTMFunctions(r request) error {
 	return nil
 }
 
-// reportTargetPortGroups answers for the TPGS bits of standard INQUIRY data:
-// the port the command arrived on, in its port group, active/optimized.
-// Reporting every node's group and its ALUA state arrives with ALUA.
+// reportTargetPortGroups lists every port group of the LU with its ALUA
+// state, in the format the CDB asks for (SPC-4 6.36).
 func reportTargetPortGroups(r request) error {
 	format := r.cdb[1] >> 5
 	if format > 1 {
 		return invalidCDB(1, 7)
 	}
 	alloc := int(getU32(r.cdb[6:]))
-	var group, port uint16
-	if n := r.cmd.Nexus; n != nil {
-		group, port = n.PortGroup, n.RelativePort
-	}
-	hdr := 4
-	if format == 1 {
-		hdr = 8
-	}
-	data := make([]byte, hdr+12)
-	if format == 1 {
-		data[4] = 0x10 // FORMAT TYPE 001b: extended header
-	}
-	d := data[hdr:]
-	d[0] = 0x00 // asymmetric access state: active/optimized
-	d[1] = 0x01 // AO_SUP
-	putU16(d[2:], group)
-	d[7] = 1 // one target port
-	putU16(d[10:], port)
-	putU32(data, uint32(len(data)-4))
+	data := alua.ReportTargetPortGroups(r.st.portGroups(r.cmd.Nexus), format == 1, implicitTransitionSecs, r.st.supportedStates())
 	respond(r.cmd, r.res, data, alloc)
 	return nil
 }

@@ -18,32 +18,33 @@ const (
 
 // ASC/ASCQ pairs this package reports, as ASC<<8 | ASCQ.
 const (
-	ascNoAdditionalSense      uint16 = 0x0000
-	ascNotReadyCauseUnknown   uint16 = 0x0400
-	ascSanitizeInProgress     uint16 = 0x041b
-	ascWriteError             uint16 = 0x0c00
-	ascUnrecoveredReadError   uint16 = 0x1100
-	ascParamListLengthError   uint16 = 0x1a00
-	ascMiscompareDuringVerify uint16 = 0x1d00
-	ascInvalidOpcode          uint16 = 0x2000
-	ascLBAOutOfRange          uint16 = 0x2100
-	ascInvalidFieldInCDB      uint16 = 0x2400
-	ascLUNotSupported         uint16 = 0x2500
-	ascInvalidFieldInParam    uint16 = 0x2600
-	ascWriteProtected         uint16 = 0x2700
-	ascSoftwareWriteProtected uint16 = 0x2702
-	ascPowerOnReset           uint16 = 0x2900
-	ascBusDeviceReset         uint16 = 0x2903
-	ascITNexusLoss            uint16 = 0x2907
-	ascModeParametersChanged  uint16 = 0x2a01
-	ascCapacityDataChanged    uint16 = 0x2a09
-	ascSavingParamsNotSupp    uint16 = 0x3900
-	ascMediumNotPresent       uint16 = 0x3a00
-	ascInquiryDataChanged     uint16 = 0x3f03
-	ascReportedLUNsChanged    uint16 = 0x3f0e
-	ascSanitizeFailed         uint16 = 0x3103
-	ascInternalTargetFailure  uint16 = 0x4400
-	ascMediumRemovalPrevented uint16 = 0x5302
+	ascNoAdditionalSense       uint16 = 0x0000
+	ascNotReadyCauseUnknown    uint16 = 0x0400
+	ascSanitizeInProgress      uint16 = 0x041b
+	ascWriteError              uint16 = 0x0c00
+	ascUnrecoveredReadError    uint16 = 0x1100
+	ascParamListLengthError    uint16 = 0x1a00
+	ascMiscompareDuringVerify  uint16 = 0x1d00
+	ascInvalidOpcode           uint16 = 0x2000
+	ascLBAOutOfRange           uint16 = 0x2100
+	ascInvalidFieldInCDB       uint16 = 0x2400
+	ascLUNotSupported          uint16 = 0x2500
+	ascInvalidFieldInParam     uint16 = 0x2600
+	ascWriteProtected          uint16 = 0x2700
+	ascSoftwareWriteProtected  uint16 = 0x2702
+	ascPowerOnReset            uint16 = 0x2900
+	ascBusDeviceReset          uint16 = 0x2903
+	ascITNexusLoss             uint16 = 0x2907
+	ascModeParametersChanged   uint16 = 0x2a01
+	ascCapacityDataChanged     uint16 = 0x2a09
+	ascAsymmetricAccessChanged uint16 = 0x2a06
+	ascSavingParamsNotSupp     uint16 = 0x3900
+	ascMediumNotPresent        uint16 = 0x3a00
+	ascInquiryDataChanged      uint16 = 0x3f03
+	ascReportedLUNsChanged     uint16 = 0x3f0e
+	ascSanitizeFailed          uint16 = 0x3103
+	ascInternalTargetFailure   uint16 = 0x4400
+	ascMediumRemovalPrevented  uint16 = 0x5302
 )
 
 // Sense is a CHECK CONDITION a command ends with. Handlers return it as an
