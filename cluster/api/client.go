@@ -268,6 +268,24 @@ func (c *Client) ResizeLUN(ctx context.Context, name string, size int64) (*LUN, 
 	return &l, c.Do(ctx, http.MethodPost, "/v1/luns/"+esc(name)+"/resize", Resize{Size: size}, &l)
 }
 
+// MoveLUN makes node to the owner of a LUN.
+func (c *Client) MoveLUN(ctx context.Context, name, to string) (*LUN, error) {
+	var l LUN
+	return &l, c.Do(ctx, http.MethodPost, "/v1/luns/"+esc(name)+"/move", Move{To: to}, &l)
+}
+
+// DrainNode marks a node drained and moves the LUNs it owns to others.
+func (c *Client) DrainNode(ctx context.Context, name string) (*DrainResult, error) {
+	var r DrainResult
+	return &r, c.Do(ctx, http.MethodPost, "/v1/nodes/"+esc(name)+"/drain", nil, &r)
+}
+
+// UndrainNode lets a node own LUNs again.
+func (c *Client) UndrainNode(ctx context.Context, name string) (*Result, error) {
+	var r Result
+	return &r, c.Do(ctx, http.MethodPost, "/v1/nodes/"+esc(name)+"/undrain", nil, &r)
+}
+
 // ImportSCST applies an scst.conf as one atomic change.
 func (c *Client) ImportSCST(ctx context.Context, conf []byte) (*ImportResult, error) {
 	var r ImportResult

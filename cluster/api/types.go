@@ -200,6 +200,18 @@ const (
 	NonOwnerStandby = "standby"
 )
 
+// Move is POST /v1/luns/{name}/move: make To the LUN's owner.
+type Move struct {
+	To string `json:"to"`
+}
+
+// DrainResult is the answer of POST /v1/nodes/{name}/drain: the LUNs moved
+// away from the node and where they went.
+type DrainResult struct {
+	Moved      map[string]string `json:"moved"`
+	Generation uint64            `json:"generation"`
+}
+
 // Resize is POST /v1/luns/{name}/resize.
 type Resize struct {
 	Size int64 `json:"size"`

@@ -23,7 +23,7 @@ or nullio) mapped at a LUN number of a target. Backing files and devices are
 on shared storage, at the same path on every node.`
 	addCtlFlags(cmd)
 	cmd.AddCommand(newLUNCreateCommand(), newLUNDeleteCommand(), newLUNResizeCommand(),
-		newLUNListCommand(), newLUNShowCommand())
+		newLUNListCommand(), newLUNShowCommand(), newLUNMoveCommand())
 	return cmd
 }
 

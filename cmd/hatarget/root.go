@@ -21,7 +21,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
 	root.AddCommand(newServeCommand(), newAgentCommand(), newDemoCommand(), newBenchCommand(), newVersionCommand())
 	// Control commands: clients of a node's management API.
-	root.AddCommand(newClusterCommand(), newTargetCommand(), newLUNCommand(), newImportCommand(), newExportCommand())
+	root.AddCommand(newClusterCommand(), newTargetCommand(), newLUNCommand(), newNodeCommand(), newImportCommand(), newExportCommand())
 	return root
 }
 

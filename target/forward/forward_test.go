@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hatarget/hatarget/alua"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -66,6 +67,41 @@ func TestOwnerReportsTheRemotePort(t *testing.T) {
 		if !bytes.Contains(page, want) {
 			t.Errorf("VPD 83h lacks %x:\n%x", want, page)
 		}
+	}
+}
+
+// The owner gates a forwarded command by the ALUA state of the port group
+// it arrived through, which is the non-owner's: the owner's LU is the one
+// place that decides, for every path.
+func TestOwnerGatesByTheRemotePortGroup(t *testing.T) {
+	groups := []alua.Group{
+		{ID: 1, State: alua.ActiveOptimized, Ports: []uint16{1}, Preferred: true},
+		{ID: 2, State: alua.ActiveNonOptimized, Ports: []uint16{9}},
+		{ID: 3, State: alua.Standby, Ports: []uint16{12}},
+	}
+	r := newRig(t, func(r *rig, _ *ServerConfig, _ *ClientConfig) {
+		lu, err := scsi.NewLU(scsi.LUConfig{Device: r.dev, Serial: "fwd-serial", PortGroups: groups})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.lu = lu
+	})
+	nonOptimized := scsi.NewNexus("iqn.1994-05.com.example:host1", [6]byte{1}, "iqn.2024-01.org.hatarget:t1", 2, 9, 2)
+	standby := scsi.NewNexus("iqn.1994-05.com.example:host1", [6]byte{1}, "iqn.2024-01.org.hatarget:t1", 3, 12, 3)
+	for _, n := range []*scsi.Nexus{nonOptimized, standby} {
+		r.forward(n, cdbTUR(), nil, 0) // POWER ON, RESET
+	}
+	if res, _ := r.forward(nonOptimized, cdbRW10(opRead10, 0, 1), nil, 512); res.Status != scsi.StatusGood {
+		t.Fatalf("read through an active/non-optimized group: status %#x sense %x", res.Status, res.Sense)
+	}
+	res, _ := r.forward(standby, cdbRW10(opRead10, 0, 1), nil, 512)
+	wantSense(t, res, scsi.KeyNotReady, 0x04, 0x0b)
+
+	rtpg := []byte{0xa3, 0x2a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0} // extended header
+	fres, fdata := r.forward(standby, rtpg, nil, 256)
+	lres, ldata := r.local(standby, rtpg, nil, 256)
+	if fres.Status != scsi.StatusGood || lres.Status != scsi.StatusGood || !bytes.Equal(fdata, ldata) {
+		t.Fatalf("REPORT TARGET PORT GROUPS: forwarded %#x %x, local %#x %x", fres.Status, fdata, lres.Status, ldata)
 	}
 }
 

@@ -30,8 +30,11 @@ type ServerConfig struct {
 	MaxInFlight int
 	// HelloTimeout bounds the hello of a new connection. Default 10 s.
 	HelloTimeout time.Duration
-	// DrainTimeout bounds how long Close waits for answers to be written to
-	// a peer that stopped reading. Default 2 s.
+	// DrainTimeout bounds how long a closing connection keeps writing
+	// answers, so a peer that stopped reading cannot hold Close. An answer
+	// not written by then is dropped and the peer, seeing the connection
+	// close, fails its command with the retryable sense; commands still
+	// executing are waited for regardless. Default 2 s.
 	DrainTimeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
@@ -247,7 +250,7 @@ func (sc *serverConn) end() {
 	sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.cfg.DrainTimeout))
 	sc.pending.Wait()
 	close(sc.work)
-	sc.w.flush()
+	sc.w.flush() // a pong the reader queued last
 	close(sc.stop)
 	sc.nc.Close()
 	sc.w.shutdown()

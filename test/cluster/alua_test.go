@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +94,59 @@ func TestALUAGroups(t *testing.T) {
 		s.Close()
 		cancel()
 	}
+}
+
+// TestMoveAndDrain: lun move hands the active/optimized group to another
+// node, whose paths report it (after a unit attention); node drain moves
+// every LUN a node owns away.
+func TestMoveAndDrain(t *testing.T) {
+	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
+	c.WaitLeader(t, 15*time.Second)
+	mustCLI(t, c, 1, "target", "create", tgtIQN)
+	for i, name := range []string{"m0", "m1", "m2"} {
+		mustCLI(t, c, 2, "lun", "create", tgtIQN, fmt.Sprint(i), "--name", name, "--size", "16M")
+	}
+	st := status(t, c, 1)
+	groupOf := map[string]uint16{}
+	for _, n := range st.Nodes {
+		groupOf[n.Name] = n.PortGroup
+	}
+	var l api.LUN
+	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "m0", "-o", "json"), &l)
+	to := "n1"
+	if l.Owner == to {
+		to = "n2"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := dialWhenServed(ctx, t, c.Node(3).ISCSIAddr())
+	defer s.Close()
+	start := time.Now()
+	out := mustCLI(t, c, 3, "lun", "move", "m0", "--to", to)
+	t.Logf("%s (%s)", strings.TrimSpace(out), time.Since(start).Round(time.Millisecond))
+	ok := pollEvery(5*time.Second, 50*time.Millisecond, func() bool {
+		_, _ = doClearingUA(ctx, s, 0, []byte{0, 0, 0, 0, 0, 0}, nil)
+		groups := reportTargetPortGroups(ctx, t, s, 0)
+		return groups[groupOf[to]] == 0 && groups[groupOf[l.Owner]] == 1
+	})
+	if !ok {
+		t.Fatalf("node 3 does not report %s (group %d) active/optimized for m0 after the move: %v", to, groupOf[to], reportTargetPortGroups(ctx, t, s, 0))
+	}
+
+	out = mustCLI(t, c, 1, "node", "drain", to)
+	t.Logf("drain: %s", strings.TrimSpace(out))
+	var luns []api.LUN
+	decodeJSON(t, mustCLI(t, c, 2, "lun", "list", "-o", "json"), &luns)
+	for _, l := range luns {
+		if l.Owner == to || l.Owner == "" {
+			t.Errorf("after draining %s, LUN %s is owned by %q", to, l.Name, l.Owner)
+		}
+	}
+	if _, err := c.CLI(t, 1, "lun", "move", "m1", "--to", to); err == nil {
+		t.Errorf("moving a LUN to the drained node %s succeeded", to)
+	}
+	mustCLI(t, c, 1, "node", "undrain", to)
+	mustCLI(t, c, 1, "lun", "move", "m1", "--to", to)
 }
 
 // doClearingUA sends a command, again after unit attentions (a new LUN
