@@ -50,6 +50,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		gauge("hatarget_config_generation", "Configuration generation (Raft index of the last applied command) this node serves.",
 			func() float64 { return float64(n.fsm.State().Index) }),
 		newStateCollector(n),
+		newOwnershipCollector(n),
 	)
 	return m
 }
@@ -102,5 +103,44 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for state, v := range counts {
 		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, v, state)
+	}
+}
+
+// ownershipCollector reports, per LUN, its owner, epoch and the ALUA state
+// of this node's port group, from the applied state at scrape time.
+type ownershipCollector struct {
+	n     *Node
+	owner *prometheus.Desc
+	epoch *prometheus.Desc
+	state *prometheus.Desc
+}
+
+func newOwnershipCollector(n *Node) *ownershipCollector {
+	return &ownershipCollector{
+		n:     n,
+		owner: prometheus.NewDesc("hatarget_lun_owner", "1 for the node that owns the LUN (active/optimized).", []string{"lun", "owner"}, nil),
+		epoch: prometheus.NewDesc("hatarget_lun_epoch", "Ownership epoch of the LUN: it grows with every move or failover.", []string{"lun"}, nil),
+		state: prometheus.NewDesc("hatarget_lun_alua_state", "1 for the ALUA state this node's port group is in for the LUN.", []string{"lun", "state"}, nil),
+	}
+}
+
+func (c *ownershipCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.owner
+	ch <- c.epoch
+	ch <- c.state
+}
+
+func (c *ownershipCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.fsm.State()
+	me := s.Nodes[c.n.cfg.Name]
+	for name, groups := range portGroups(s) {
+		d := s.Devices[name]
+		ch <- prometheus.MustNewConstMetric(c.owner, prometheus.GaugeValue, 1, name, d.Owner)
+		ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(d.Epoch), name)
+		for _, g := range groups {
+			if me != nil && g.ID == me.PortGroup {
+				ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, name, g.State.String())
+			}
+		}
 	}
 }
