@@ -52,6 +52,10 @@ type memberEvents struct {
 
 	mu    sync.Mutex
 	nodes map[string]memberlist.Node
+	// gone records when each node was last seen leaving or dying: the
+	// leader fails its LUNs over only once the lease it may still hold has
+	// run out since then.
+	gone map[string]time.Time
 }
 
 func (e *memberEvents) NotifyJoin(m *memberlist.Node)   { e.set(m) }
@@ -66,22 +70,36 @@ func (e *memberEvents) NotifyLeave(m *memberlist.Node) {
 	e.mu.Lock()
 	if e.nodes == nil {
 		e.nodes = map[string]memberlist.Node{}
+		e.gone = map[string]time.Time{}
 	}
 	e.nodes[m.Name] = gone
+	e.gone[m.Name] = time.Now()
 	e.mu.Unlock()
 	e.node.wakeLeader()
+	e.node.wakeReconcile()
+}
+
+// goneSince returns when a node was seen leaving, if it is gone.
+func (e *memberEvents) goneSince(name string) (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t, ok := e.gone[name]
+	return t, ok
 }
 
 func (e *memberEvents) set(m *memberlist.Node) {
 	e.mu.Lock()
 	if e.nodes == nil {
 		e.nodes = map[string]memberlist.Node{}
+		e.gone = map[string]time.Time{}
 	}
 	// memberlist replaces Meta and Addr rather than writing into them, so
 	// a shallow copy stays intact.
 	e.nodes[m.Name] = *m
+	delete(e.gone, m.Name)
 	e.mu.Unlock()
 	e.node.wakeLeader()
+	e.node.wakeReconcile()
 }
 
 // list returns copies of the members, including those gone (dead or
@@ -94,6 +112,13 @@ func (e *memberEvents) list() []memberlist.Node {
 		out = append(out, m)
 	}
 	return out
+}
+
+func (n *Node) wakeReconcile() {
+	select {
+	case n.reconcileWake <- struct{}{}:
+	default:
+	}
 }
 
 func (n *Node) wakeLeader() {

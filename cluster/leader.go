@@ -16,7 +16,9 @@ const backgroundTimeout = 2 * time.Second
 // leaderLoop runs the leader's duties: adding new nodes to Raft and
 // keeping every node's record in the configuration up to date.
 func (n *Node) leaderLoop() {
-	tick := time.NewTicker(time.Second)
+	// The tick bounds how late a failover starts once a dead owner's lease
+	// has run out.
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
@@ -34,16 +36,17 @@ func (n *Node) leaderLoop() {
 	}
 }
 
-// assignOwners gives every LUN without a live owner one: the alive,
-// undrained node owning the fewest LUNs. A LUN whose owner is merely
-// unreachable keeps it here; taking ownership away from a live-but-cut-off
-// owner needs its lease to run out first (failover).
+// assignOwners gives every LUN without an owner, or whose owner is gone,
+// one: the alive, undrained node owning the fewest LUNs. A gone owner's
+// LUNs move only once gossip has seen it gone for longer than its lease
+// plus a margin: by then it has stopped serving by itself, so nothing it
+// still had in flight is executed after the new owner starts (failover).
 func (n *Node) assignOwners() {
 	state := n.fsm.State()
 	candidates := n.ownerCandidates(state)
 	for _, name := range fsm.SortedKeys(state.Devices) {
 		d := state.Devices[name]
-		if d.Owner != "" && state.Nodes[d.Owner] != nil {
+		if d.Owner != "" && state.Nodes[d.Owner] != nil && !n.ownerGone(d.Owner) {
 			continue
 		}
 		owner := state.LeastLoaded(candidates)
@@ -55,9 +58,21 @@ func (n *Node) assignOwners() {
 			n.log.Debug("assigning an owner", "lun", name, "err", err)
 			return
 		}
-		n.log.Info("LUN owner assigned", "lun", name, "owner", owner, "epoch", res.(*fsm.Device).Epoch)
+		if d.Owner != "" {
+			n.metrics.failedOver()
+			n.log.Warn("LUN failed over", "lun", name, "from", d.Owner, "to", owner, "epoch", res.(*fsm.Device).Epoch)
+		} else {
+			n.log.Info("LUN owner assigned", "lun", name, "owner", owner, "epoch", res.(*fsm.Device).Epoch)
+		}
 		state = n.fsm.State()
 	}
+}
+
+// ownerGone reports whether gossip has seen an owner gone for longer than
+// the lease it may have held when it went.
+func (n *Node) ownerGone(name string) bool {
+	since, gone := n.gossip.goneSince(name)
+	return gone && time.Since(since) > n.leaseTimeout()+failoverMargin
 }
 
 // placeOwners gives new devices owners, spreading them over the least

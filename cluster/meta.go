@@ -18,6 +18,9 @@ type Meta struct {
 	ISCSI    string `json:"iscsi"`
 	API      string `json:"api"`
 	Raft     string `json:"raft"`
+	// Fwd is where the node accepts forwarded SCSI commands for the LUNs
+	// it owns.
+	Fwd string `json:"fwd,omitempty"`
 	// BootstrapExpect is the node's --bootstrap-expect; Bootstrapped says
 	// it already holds Raft state, so no new cluster may be formed with it.
 	BootstrapExpect int  `json:"expect,omitempty"`

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	applyLatency    prometheus.Histogram
 	reconcileErrors prometheus.Counter
+	failovers       prometheus.Counter
 }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
@@ -26,6 +27,10 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			Name: "hatarget_reconcile_errors_total",
 			Help: "Configurations the dataplane refused to apply.",
 		}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hatarget_failovers_total",
+			Help: "LUNs this node, as Raft leader, moved away from an owner that was gone.",
+		}),
 	}
 	raftStat := func(key string) func() float64 {
 		return func() float64 {
@@ -37,7 +42,13 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn)
 	}
 	reg.MustRegister(
-		m.applyLatency, m.reconcileErrors,
+		m.applyLatency, m.reconcileErrors, m.failovers,
+		gauge("hatarget_lease_held", "1 while this node holds its owner lease (in contact with a Raft quorum).", func() float64 {
+			if n.holdsLease() {
+				return 1
+			}
+			return 0
+		}),
 		gauge("hatarget_raft_term", "Current Raft term.", raftStat("term")),
 		gauge("hatarget_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
 		gauge("hatarget_raft_applied_index", "Raft applied index.", func() float64 { return float64(n.raft.AppliedIndex()) }),
@@ -58,6 +69,12 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 func (m *metrics) observeApply(d time.Duration) {
 	if m != nil {
 		m.applyLatency.Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) failedOver() {
+	if m != nil {
+		m.failovers.Inc()
 	}
 }
 
@@ -133,7 +150,7 @@ func (c *ownershipCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *ownershipCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.n.fsm.State()
 	me := s.Nodes[c.n.cfg.Name]
-	for name, groups := range portGroups(s) {
+	for name, groups := range portGroups(s, c.n.cfg.Name, c.n.clusterView()) {
 		d := s.Devices[name]
 		ch <- prometheus.MustNewConstMetric(c.owner, prometheus.GaugeValue, 1, name, d.Owner)
 		ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(d.Epoch), name)

@@ -30,8 +30,14 @@ import (
 type Config struct {
 	Name    string
 	DataDir string
-	// Listen addresses (host:port) of the node's services.
+	// Listen addresses (host:port) of the node's services; ForwardAddr is
+	// where the dataplane accepts commands other nodes forward to the LUNs
+	// this node owns (empty: the node does not take part in forwarding).
 	ISCSIAddr, APIAddr, RaftAddr, GossipAddr string
+	ForwardAddr                              string
+	// Network is how node channels listen and dial (nil: plain TCP); the
+	// dataplane's forwarding uses the same one.
+	Network *Network
 	// Join lists gossip addresses of other nodes to join through.
 	Join []string
 	// BootstrapExpect forms a new cluster once this many fresh nodes see
@@ -87,8 +93,11 @@ type Node struct {
 	attempted atomic.Uint64
 	ready     chan struct{}
 
-	// memberEvents wakes the leader loop on membership changes.
-	memberEvents chan struct{}
+	// memberEvents wakes the leader loop on membership changes;
+	// reconcileWake the reconcile loop (membership and lease changes
+	// change ALUA states and where commands are forwarded).
+	memberEvents  chan struct{}
+	reconcileWake chan struct{}
 	// gossip holds copies of the gossip members (see memberEvents).
 	gossip       *memberEvents
 	stop         chan struct{}
@@ -103,12 +112,13 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:          cfg,
-		log:          cfg.Logger.With("node", cfg.Name),
-		network:      NewNetwork(),
-		memberEvents: make(chan struct{}, 1),
-		stop:         make(chan struct{}),
-		ready:        make(chan struct{}),
+		cfg:           cfg,
+		log:           cfg.Logger.With("node", cfg.Name),
+		network:       cfg.Network,
+		memberEvents:  make(chan struct{}, 1),
+		reconcileWake: make(chan struct{}, 1),
+		stop:          make(chan struct{}),
+		ready:         make(chan struct{}),
 	}
 	n.fsm = newRaftFSM(fsm.Env{Reservations: prMachine{}})
 	n.prs = cfg.Reservations
@@ -163,6 +173,9 @@ func (c *Config) fill() error {
 	}
 	if c.Protocol == 0 {
 		c.Protocol = fsm.Protocol
+	}
+	if c.Network == nil {
+		c.Network = NewNetwork()
 	}
 	if c.StorageDir == "" {
 		c.StorageDir = filepath.Join(c.DataDir, "luns")
@@ -265,13 +278,19 @@ func (n *Node) startGossip(hasState bool) error {
 	port, _ := strconv.Atoi(portStr)
 	n.meta = &metaDelegate{node: n, meta: Meta{
 		Version: n.cfg.Version, Protocol: n.cfg.Protocol,
-		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr,
+		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr, Fwd: n.cfg.ForwardAddr,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: hasState,
 	}}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = n.cfg.Name
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	// Faster failure detection than the LAN defaults (1 s probes): an
+	// owner's death must be seen within a couple of seconds for I/O to
+	// resume within 5 s (detection + lease + commit + ALUA transition).
+	mc.ProbeInterval = 500 * time.Millisecond
+	mc.ProbeTimeout = 400 * time.Millisecond
+	mc.SuspicionMult = 3
 	mc.Delegate = n.meta
 	n.gossip = &memberEvents{node: n}
 	mc.Events = n.gossip

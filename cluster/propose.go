@@ -73,7 +73,7 @@ func (n *Node) precheck(c fsm.Command) error {
 	if err != nil || c.Type() == fsm.TypeReservation {
 		return err
 	}
-	cfg := dataplaneConfig(next, n.cfg.Name)
+	cfg := dataplaneConfig(next, n.cfg.Name, clusterView{lease: true})
 	if err := cfg.Validate(); err != nil {
 		return &fsm.Error{Code: fsm.CodeInvalid, Msg: err.Error()}
 	}

@@ -1,82 +1,91 @@
 package cluster
 
 import (
-	"github.com/hatarget/hatarget/alua"
-	"slices"
+	"reflect"
 	"sort"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/hatarget/hatarget/alua"
 
 	"github.com/hatarget/hatarget/fsm"
 	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/backend"
 )
 
-// reconcileLoop hands the dataplane every new configuration. Changes that
-// arrive while one is being applied coalesce into the next Apply.
+// reconcileLoop hands the dataplane every new configuration: on every
+// applied change, membership change and lease change, and every tick (a
+// lease runs out without any event). Changes that arrive while one is
+// being applied coalesce into the next Apply.
 func (n *Node) reconcileLoop() {
-	var applied *fsm.State
-	var retry <-chan time.Time
+	var applied *target.Config
+	tick := time.NewTicker(reconcileTick)
+	defer tick.Stop()
+	failed := false
 	for {
 		changed := n.fsm.Changed()
-		if s := n.fsm.State(); s != applied {
-			err := n.reconcile(applied, s)
-			n.attempted.Store(s.Index)
-			if err != nil {
+		s := n.fsm.State()
+		cfg := dataplaneConfig(s, n.cfg.Name, n.clusterView())
+		if applied == nil || failed || !reflect.DeepEqual(*applied, cfg) {
+			err := n.reconcile(cfg)
+			if failed = err != nil; failed {
 				// Leave the old configuration serving; a later change or
-				// the retry may succeed (a file that appears, say).
+				// tick may succeed (a file that appears, say).
 				n.log.Error("applying the configuration", "generation", s.Index, "err", err)
 				n.metrics.reconcileFailed()
-				retry = time.After(5 * time.Second)
 			} else {
-				applied, retry = s, nil
-				n.served.Store(s.Index)
+				applied = &cfg
 			}
+		}
+		n.attempted.Store(s.Index)
+		if !failed {
+			n.served.Store(s.Index)
 		}
 		select {
 		case <-n.stop:
 			return
 		case <-changed:
-		case <-retry:
+		case <-n.reconcileWake:
+		case <-tick.C:
 		}
 	}
 }
 
-// reconcile hands the dataplane the configuration of s unless it serves
-// the same one already.
-func (n *Node) reconcile(applied, s *fsm.State) error {
-	if n.cfg.Dataplane == nil || sameConfig(applied, s) {
+// reconcileTick bounds how long a lease that ran out goes unnoticed by the
+// dataplane; a failed Apply is retried at the same pace.
+const reconcileTick = 200 * time.Millisecond
+
+func (n *Node) reconcile(cfg target.Config) error {
+	if n.cfg.Dataplane == nil {
 		return nil
 	}
-	return n.cfg.Dataplane.Apply(dataplaneConfig(s, n.cfg.Name))
+	return n.cfg.Dataplane.Apply(cfg)
 }
 
-// sameConfig reports whether two states give the dataplane the same
-// configuration: most entries (registrations, refused commands) change
-// nothing it serves.
-func sameConfig(a, b *fsm.State) bool {
-	if a == nil || b == nil {
-		return false
-	}
-	return sameMap(a.Devices, b.Devices) && sameMap(a.Targets, b.Targets) && sameMap(a.Nodes, b.Nodes) &&
-		slices.Equal(a.DiscoveryUsers, b.DiscoveryUsers)
+// clusterView is what, beyond the replicated state, decides ALUA states
+// and forwarding: which nodes gossip sees alive, whether this node holds
+// its lease, and where each node accepts forwarded commands.
+type clusterView struct {
+	alive map[string]bool
+	fwd   map[string]string
+	lease bool
 }
 
-// sameMap compares by pointer: Apply replaces every value it changes.
-func sameMap[V any](a, b map[string]*V) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
+func (n *Node) clusterView() clusterView {
+	v := clusterView{alive: map[string]bool{}, fwd: map[string]string{}, lease: n.holdsLease()}
+	for name, m := range n.members() {
+		v.alive[name] = m.State == memberlist.StateAlive
+		if m.MetaErr == nil {
+			v.fwd[name] = m.Meta.Fwd
 		}
 	}
-	return true
+	return v
 }
 
 // dataplaneConfig is what node self serves of state s: every enabled
 // target on every node, advertising every node's portal.
-func dataplaneConfig(s *fsm.State, self string) target.Config {
+func dataplaneConfig(s *fsm.State, self string, view clusterView) target.Config {
 	var cfg target.Config
 	for _, name := range fsm.SortedKeys(s.Devices) {
 		cfg.Devices = append(cfg.Devices, dataplaneDevice(s.Devices[name]))
@@ -99,24 +108,43 @@ func dataplaneConfig(s *fsm.State, self string) target.Config {
 	for _, u := range s.DiscoveryUsers {
 		cfg.DiscoveryUsers = append(cfg.DiscoveryUsers, target.CHAPUser{User: u.User, Secret: u.Secret})
 	}
-	cfg.PortGroups = portGroups(s)
+	cfg.PortGroups = portGroups(s, self, view)
+	cfg.Owners = owners(s, self, view)
 	return cfg
 }
 
+// owners tells the dataplane, for every owned LUN, whether this node
+// executes its commands or where to forward them. A LUN whose owner's
+// forwarding address is unknown (an old node, or one never seen) gets no
+// entry and executes here, as before forwarding existed.
+func owners(s *fsm.State, self string, view clusterView) map[string]target.Owner {
+	out := map[string]target.Owner{}
+	for name, d := range s.Devices {
+		switch {
+		case d.Owner == "":
+		case d.Owner == self:
+			out[name] = target.Owner{Epoch: d.Epoch}
+		case view.fwd[d.Owner] != "":
+			out[name] = target.Owner{Addr: view.fwd[d.Owner], Epoch: d.Epoch}
+		}
+	}
+	return out
+}
+
 // portGroups gives every owned device its ALUA groups, one per node: the
-// owner's active/optimized, the others active/non-optimized or standby as
-// the device's policy says. Every node computes the same table from the
-// same state, so every path reports the same groups.
-//
-// Until failover arrives every registered node counts as alive and the
-// owner as holding its lease; a device without an owner yet keeps the
-// single active/optimized group of each port rather than going
-// unavailable everywhere.
-func portGroups(s *fsm.State) map[string][]alua.Group {
+// owner's active/optimized while it holds its lease, the others
+// active/non-optimized or standby as the device's policy says, and nodes
+// gossip sees gone offline. The owner enforces the table for every command
+// it executes, its own and those forwarded to it; a node that lost its
+// lease reports every group transitioning, so it executes nothing until it
+// has heard from a quorum again.
+func portGroups(s *fsm.State, self string, view clusterView) map[string][]alua.Group {
 	nodes := make([]alua.Node, 0, len(s.Nodes))
 	for _, name := range fsm.SortedKeys(s.Nodes) {
 		nd := s.Nodes[name]
-		nodes = append(nodes, alua.Node{Name: name, Group: nd.PortGroup, Ports: []uint16{nd.PortGroup}, Alive: true, Lease: true})
+		alive, known := view.alive[name]
+		nodes = append(nodes, alua.Node{Name: name, Group: nd.PortGroup, Ports: []uint16{nd.PortGroup},
+			Alive: alive || !known, Lease: name != self || view.lease})
 	}
 	out := map[string][]alua.Group{}
 	for name, d := range s.Devices {
@@ -127,7 +155,13 @@ func portGroups(s *fsm.State) map[string][]alua.Group {
 		if d.Standby {
 			policy = alua.NonOwnerStandby
 		}
-		out[name] = alua.Groups(alua.LUN{Owner: d.Owner, Policy: policy}, nodes)
+		groups := alua.Groups(alua.LUN{Owner: d.Owner, Policy: policy}, nodes)
+		if !view.lease {
+			for i := range groups {
+				groups[i].State, groups[i].Preferred = alua.Transitioning, false
+			}
+		}
+		out[name] = groups
 	}
 	return out
 }

@@ -33,6 +33,22 @@ type Config struct {
 	// device's LU with their states (a cluster: one group per node). A
 	// device without an entry has one active/optimized group.
 	PortGroups map[string][]alua.Group
+	// Owners are, by device name, the nodes that own the devices' LUs. This
+	// node forwards the commands of a device owned elsewhere to its owner
+	// and executes the others. A device without an entry executes here (a
+	// single node); entries of devices not in Devices are ignored.
+	Owners map[string]Owner
+}
+
+// Owner is where a device's commands execute.
+type Owner struct {
+	// Addr is the owner's forwarding address (host:port); empty when this
+	// node owns the LU.
+	Addr string
+	// Epoch is the LU's ownership epoch: the owner refuses forwarded
+	// commands of another epoch, so that no command executes on a node
+	// that lost the LU to a move or failover it has not applied yet.
+	Epoch uint64
 }
 
 // Device is one logical unit's storage and identity.
@@ -139,26 +155,34 @@ func (c *Config) Validate() error {
 			}
 		}
 		for _, p := range t.Portals {
-			if err := validatePortal(p.Addr); err != nil {
-				return fmt.Errorf("target %s: %w", t.Name, err)
+			if err := validateHostPort(p.Addr); err != nil {
+				return fmt.Errorf("target %s: portal %w", t.Name, err)
 			}
+		}
+	}
+	for name, o := range c.Owners {
+		if o.Addr == "" {
+			continue
+		}
+		if err := validateHostPort(o.Addr); err != nil {
+			return fmt.Errorf("device %s: owner %w", name, err)
 		}
 	}
 	return nil
 }
 
-// validatePortal checks that an initiator can dial addr as given: SendTargets
-// hands it over verbatim.
-func validatePortal(addr string) error {
+// validateHostPort checks that addr can be dialled as given: SendTargets
+// hands portals over verbatim, and owner addresses go to the node dialer.
+func validateHostPort(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("portal %q: %w", addr, err)
+		return fmt.Errorf("%q: %w", addr, err)
 	}
 	if host == "" {
-		return fmt.Errorf("portal %q: no host", addr)
+		return fmt.Errorf("%q: no host", addr)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("portal %q: bad port %q", addr, port)
+		return fmt.Errorf("%q: bad port %q", addr, port)
 	}
 	return nil
 }

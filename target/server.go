@@ -18,6 +18,7 @@ import (
 
 	"github.com/hatarget/hatarget/alua"
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/forward"
 	"github.com/hatarget/hatarget/target/iscsi"
 	"github.com/hatarget/hatarget/target/scsi"
 )
@@ -39,6 +40,11 @@ type Options struct {
 	// cluster replicates it so that every node enforces the same
 	// reservations.
 	Reservations ReservationProvider
+	// ForwardDial dials another node's forwarding listener (ServeForward)
+	// for the devices Config.Owners places elsewhere: a cluster passes its
+	// node dialer. Nil: no forwarding, and a Config naming an owner address
+	// is refused.
+	ForwardDial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // ReservationProvider supplies the reservation store of each device.
@@ -59,7 +65,17 @@ type Server struct {
 	metrics  *metrics // nil without a Registerer
 	prs      ReservationProvider
 
+	forwardDial func(ctx context.Context, addr string) (net.Conn, error)
+	fwd         *forward.Server // executes other nodes' commands (ServeForward)
+	// routes is what fwd looks every forwarded command's device up in: an
+	// immutable table that Apply replaces, so that the hot path takes no
+	// lock.
+	routes atomic.Pointer[map[string]route]
+
 	mu sync.Mutex
+	// clients forward to the owner addresses the configuration uses, one
+	// per address whatever the number of devices it owns.
+	clients map[string]*forward.Client
 	// units are the opened devices with their logical units, by device
 	// name and, for read-only mappings of writable devices, a second LU.
 	units map[unitKey]*unit
@@ -76,6 +92,25 @@ type unit struct {
 	groups []alua.Group // the LU's port groups (Config.PortGroups)
 	dev    backend.Device
 	lu     *scsi.LU
+	own    *ownership // lives as long as lu, across Applies
+}
+
+// ownership is where a writable unit's commands execute.
+type ownership struct {
+	// epoch is what the unit's forwarder sends with every command: a move
+	// that keeps the owner address changes only this, not the forwarder.
+	epoch atomic.Uint64
+	// addr is the owner's forwarding address, "" when the LU executes here;
+	// fwd its forwarder while addr is set. Both are guarded by Server.mu.
+	addr string
+	fwd  *forward.LUForwarder
+}
+
+// route is how the forward server sees a device.
+type route struct {
+	lu    *scsi.LU
+	epoch uint64
+	owner bool
 }
 
 // New returns a server with an empty configuration.
@@ -85,14 +120,23 @@ func New(opts Options) *Server {
 	}
 	opts.ISCSI.Logger = opts.Logger
 	srv := iscsi.NewServer(opts.ISCSI)
-	return &Server{
-		log:      opts.Logger,
-		iscsi:    srv,
-		stateDir: opts.StateDir,
-		metrics:  newMetrics(opts.Registerer, srv),
-		prs:      opts.Reservations,
-		units:    map[unitKey]*unit{},
+	s := &Server{
+		log:         opts.Logger,
+		iscsi:       srv,
+		stateDir:    opts.StateDir,
+		metrics:     newMetrics(opts.Registerer, srv),
+		prs:         opts.Reservations,
+		forwardDial: opts.ForwardDial,
+		units:       map[unitKey]*unit{},
+		clients:     map[string]*forward.Client{},
 	}
+	s.routes.Store(&map[string]route{})
+	fwd, err := forward.NewServer(forward.ServerConfig{Lookup: s.lookup, Logger: opts.Logger})
+	if err != nil {
+		panic(err) // only a missing Lookup makes it fail
+	}
+	s.fwd = fwd
+	return s
 }
 
 // Listen opens an iSCSI portal on addr.
@@ -101,6 +145,25 @@ func (s *Server) Listen(addr string) (net.Addr, error) { return s.iscsi.Listen(a
 // ISCSI exposes the transport for status queries (sessions, connections).
 func (s *Server) ISCSI() *iscsi.Server { return s.iscsi }
 
+// ServeForward executes, for the LUs this node owns, the commands other
+// nodes forward to it on l. It returns nil after Shutdown (which closes l),
+// and the accept error when l fails or is closed by the caller.
+func (s *Server) ServeForward(l net.Listener) error {
+	err := s.fwd.Serve(l)
+	if errors.Is(err, forward.ErrServerClosed) {
+		l.Close() // Serve leaves alone a listener it is handed after Close
+		return nil
+	}
+	return err
+}
+
+// lookup is the forward server's view of a device: it owns the devices
+// without an Owners entry, as a single node does.
+func (s *Server) lookup(device string) (*scsi.LU, uint64, bool) {
+	r := (*s.routes.Load())[device]
+	return r.lu, r.epoch, r.owner
+}
+
 // Apply makes cfg the served configuration. It validates everything and
 // opens every new device before changing anything, so a bad configuration
 // leaves the old one serving untouched.
@@ -108,13 +171,25 @@ func (s *Server) Apply(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if s.forwardDial == nil {
+		for name, o := range cfg.Owners {
+			if o.Addr != "" {
+				return fmt.Errorf("device %s: owned by %s, and this server cannot forward (no ForwardDial)", name, o.Addr)
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Devices that left the served configuration stop being exported; so do
 	// those of a refused one, whose series openUnits created.
 	defer func() { s.metrics.retain(s.cfg) }()
+	clients, err := s.forwardClients(cfg)
+	if err != nil {
+		return err
+	}
 	next, opened, commit, err := s.openUnits(cfg)
 	if err != nil {
+		closeClients(clients, s.clients)
 		for _, u := range opened {
 			u.dev.Close()
 		}
@@ -123,13 +198,18 @@ func (s *Server) Apply(cfg Config) error {
 	if err := commit(); err != nil {
 		s.log.Error("updating logical units", "err", err)
 	}
+	// Before the targets: a new LU of a device owned elsewhere must never
+	// execute a command here.
+	s.route(cfg, next, clients)
 	targets, changedLUNs := s.buildTargets(cfg, next)
 	s.iscsi.SetTargets(targets, cfg.DiscoveryUsers)
 	for _, u := range changedLUNs {
 		u.lu.RaiseReportedLUNsChanged()
 	}
 	s.closeRemoved(next)
-	s.units = next
+	// No LU forwards through the clients left behind any more.
+	closeClients(s.clients, clients)
+	s.units, s.clients = next, clients
 	s.cfg = cfg
 	s.log.Info("configuration applied", "devices", len(cfg.Devices), "targets", len(cfg.Targets))
 	return nil
@@ -152,7 +232,7 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		groups := cfg.PortGroups[key.device]
 		old := s.units[key]
 		if old != nil && old.cfg.Backend == d.Backend {
-			u := &unit{cfg: d, groups: groups, dev: old.dev, lu: old.lu}
+			u := &unit{cfg: d, groups: groups, dev: old.dev, lu: old.lu, own: old.own}
 			if old.cfg != d || !slices.EqualFunc(old.groups, groups, alua.Group.Equal) {
 				luCfg := s.luConfig(d, u.dev, key, groups)
 				if err := luCfg.Validate(); err != nil {
@@ -167,7 +247,7 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		if err != nil {
 			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 		}
-		u := &unit{cfg: d, groups: groups, dev: dev}
+		u := &unit{cfg: d, groups: groups, dev: dev, own: new(ownership)}
 		opened = append(opened, u)
 		luCfg := s.luConfig(d, dev, key, groups)
 		if old != nil {
@@ -175,7 +255,7 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 			if err := luCfg.Validate(); err != nil {
 				return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 			}
-			u.lu = old.lu
+			u.lu, u.own = old.lu, old.own
 			updates = append(updates, func() error { return u.lu.Update(luCfg) })
 		} else if u.lu, err = s.newLU(luCfg, key); err != nil {
 			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
@@ -192,6 +272,71 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		return errors.Join(errs...)
 	}
 	return next, opened, commit, nil
+}
+
+// forwardClients returns the forward client of every owner address cfg
+// uses, keeping the current ones; the new ones dial on their first command.
+func (s *Server) forwardClients(cfg Config) (map[string]*forward.Client, error) {
+	next := map[string]*forward.Client{}
+	for _, d := range cfg.Devices {
+		addr := cfg.Owners[d.Name].Addr
+		if addr == "" || next[addr] != nil {
+			continue
+		}
+		c := s.clients[addr]
+		if c == nil {
+			var err error
+			if c, err = forward.NewClient(forward.ClientConfig{Addr: addr, Dial: s.forwardDial, Logger: s.log}); err != nil {
+				closeClients(next, s.clients)
+				return nil, fmt.Errorf("device %s: %w", d.Name, err)
+			}
+		}
+		next[addr] = c
+	}
+	return next, nil
+}
+
+// closeClients closes the clients of m that keep does not hold. Commands
+// still in flight through them end with a sense initiators retry.
+func closeClients(m, keep map[string]*forward.Client) {
+	for addr, c := range m {
+		if keep[addr] != c {
+			c.Close()
+		}
+	}
+}
+
+// route points every writable unit at where its commands execute, and
+// publishes the table the forward server looks devices up in. A read-only
+// mapping of a writable device is its own LU and always executes here,
+// reading the shared storage: its unit attentions and reservations are
+// this node's, not the owner's (a limit of read-only mappings in a
+// cluster).
+func (s *Server) route(cfg Config, units map[unitKey]*unit, clients map[string]*forward.Client) {
+	table := make(map[string]route, len(units))
+	for k, u := range units {
+		if k.readOnly {
+			continue
+		}
+		o := cfg.Owners[k.device]
+		own := u.own
+		// Stored even when the forwarder stays, so that its commands carry
+		// the new epoch; commands an old forwarder is still sending carry
+		// it too, and their old owner refuses them with a sense initiators
+		// retry.
+		own.epoch.Store(o.Epoch)
+		if o.Addr != own.addr {
+			own.addr, own.fwd = o.Addr, nil
+			if o.Addr == "" {
+				u.lu.SetForwarder(nil)
+			} else {
+				own.fwd = clients[o.Addr].ForLU(k.device, own.epoch.Load)
+				u.lu.SetForwarder(own.fwd)
+			}
+		}
+		table[k.device] = route{lu: u.lu, epoch: o.Epoch, owner: o.Addr == ""}
+	}
+	s.routes.Store(&table)
 }
 
 // newLU creates a logical unit, with its reservations in the provider's
@@ -419,11 +564,23 @@ func (s *Server) closeRemoved(next map[unitKey]*unit) {
 }
 
 // Shutdown stops serving: running commands finish and are answered, then
-// every device is flushed and closed.
+// every device is flushed and closed. Other nodes' commands stop alongside
+// this node's sessions (those not started are refused with a sense their
+// initiators retry); the forward clients close once the sessions drained,
+// so that the forwarded commands of draining sessions get their answers.
 func (s *Server) Shutdown(ctx context.Context) error {
+	fwdDone := make(chan struct{})
+	go func() {
+		s.fwd.Close()
+		close(fwdDone)
+	}()
 	err := s.iscsi.Shutdown(ctx)
+	<-fwdDone
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	closeClients(s.clients, nil)
+	s.clients = map[string]*forward.Client{}
+	s.routes.Store(&map[string]route{})
 	for k, u := range s.units {
 		if ferr := u.dev.Flush(); ferr != nil {
 			err = errors.Join(err, fmt.Errorf("flushing %s: %w", k.device, ferr))

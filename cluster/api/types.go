@@ -12,6 +12,9 @@ const (
 	DefaultAPIPort    = 9260
 	DefaultRaftPort   = 9261
 	DefaultGossipPort = 9262
+	// DefaultForwardPort is where nodes accept SCSI commands other nodes
+	// forward to the LUNs they own.
+	DefaultForwardPort = 9263
 )
 
 // Headers.

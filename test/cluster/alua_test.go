@@ -124,13 +124,17 @@ func TestMoveAndDrain(t *testing.T) {
 	start := time.Now()
 	out := mustCLI(t, c, 3, "lun", "move", "m0", "--to", to)
 	t.Logf("%s (%s)", strings.TrimSpace(out), time.Since(start).Round(time.Millisecond))
+	// While the move commits, commands forwarded with the old epoch are
+	// answered "transitioning" (04/0A), which initiators retry.
+	var groups map[uint16]byte
 	ok := pollEvery(5*time.Second, 50*time.Millisecond, func() bool {
 		_, _ = doClearingUA(ctx, s, 0, []byte{0, 0, 0, 0, 0, 0}, nil)
-		groups := reportTargetPortGroups(ctx, t, s, 0)
-		return groups[groupOf[to]] == 0 && groups[groupOf[l.Owner]] == 1
+		var err error
+		groups, err = tryReportTargetPortGroups(ctx, s, 0)
+		return err == nil && groups[groupOf[to]] == 0 && groups[groupOf[l.Owner]] == 1
 	})
 	if !ok {
-		t.Fatalf("node 3 does not report %s (group %d) active/optimized for m0 after the move: %v", to, groupOf[to], reportTargetPortGroups(ctx, t, s, 0))
+		t.Fatalf("node 3 does not report %s (group %d) active/optimized for m0 after the move: %v", to, groupOf[to], groups)
 	}
 
 	out = mustCLI(t, c, 1, "node", "drain", to)
@@ -187,11 +191,19 @@ func dialWhenServed(ctx context.Context, t *testing.T, addr string) *initiator.S
 // PORT GROUPS lists.
 func reportTargetPortGroups(ctx context.Context, t *testing.T, s *initiator.Session, lun uint64) map[uint16]byte {
 	t.Helper()
+	groups, err := tryReportTargetPortGroups(ctx, s, lun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return groups
+}
+
+func tryReportTargetPortGroups(ctx context.Context, s *initiator.Session, lun uint64) (map[uint16]byte, error) {
 	buf := make([]byte, 512)
 	cdb := []byte{0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0}
 	r, err := s.Do(ctx, lun, cdb, nil, buf)
 	if err != nil || r.Status != 0 {
-		t.Fatalf("REPORT TARGET PORT GROUPS: %v status %#x sense % x", err, r.Status, r.Sense)
+		return nil, fmt.Errorf("REPORT TARGET PORT GROUPS: %v status %#x sense % x", err, r.Status, r.Sense)
 	}
 	n := int(binary.BigEndian.Uint32(buf)) + 4
 	out := map[uint16]byte{}
@@ -200,7 +212,7 @@ func reportTargetPortGroups(ctx context.Context, t *testing.T, s *initiator.Sess
 		out[binary.BigEndian.Uint16(d[2:])] = d[0] & 0x0f
 		off += 8 + 4*int(d[7])
 	}
-	return out
+	return out, nil
 }
 
 // deviceID returns the LU's NAA designator and the port's target port

@@ -28,9 +28,9 @@ type ClusterOptions struct {
 	ReadyTimeout time.Duration
 }
 
-// Ports are a cluster's four ports. Every node listens on the same ports
+// Ports are a cluster's five ports. Every node listens on the same ports
 // on its own loopback address, as real nodes do on their own hosts.
-type Ports struct{ ISCSI, API, Raft, Gossip int }
+type Ports struct{ ISCSI, API, Raft, Gossip, Forward int }
 
 // Cluster is a set of `hatarget agent` processes on 127.0.0.1..127.0.0.n.
 type Cluster struct {
@@ -119,6 +119,7 @@ func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent
 	a.base = append([]string{"--name", a.Name, "--data-dir", a.DataDir, "--bind", a.IP,
 		"--iscsi-port", strconv.Itoa(c.Ports.ISCSI), "--api-port", strconv.Itoa(c.Ports.API),
 		"--raft-port", strconv.Itoa(c.Ports.Raft), "--gossip-port", strconv.Itoa(c.Ports.Gossip),
+		"--forward-port", strconv.Itoa(c.Ports.Forward),
 		"--storage-dir", c.StorageDir}, extraBase...)
 	c.mu.Lock()
 	c.nodes = append(c.nodes, a)
@@ -136,7 +137,7 @@ func hostRange(n int) []string {
 	return hosts
 }
 
-// freePorts picks four distinct ports free on every host.
+// freePorts picks five distinct ports free on every host.
 func freePorts(t testing.TB, hosts []string) Ports {
 	seen := map[int]bool{}
 	pick := func() int {
@@ -148,7 +149,7 @@ func freePorts(t testing.TB, hosts []string) Ports {
 			}
 		}
 	}
-	return Ports{ISCSI: pick(), API: pick(), Raft: pick(), Gossip: pick()}
+	return Ports{ISCSI: pick(), API: pick(), Raft: pick(), Gossip: pick(), Forward: pick()}
 }
 
 // Node returns node i (1-based: Node(1) is n1).
