@@ -38,6 +38,7 @@ conformance: build
 
 bench: build
 	@./test/bench/bench.sh
+	@./test/bench/forward.sh
 
 # The Linux kernel initiator (open-iscsi + dm-multipath in a QEMU guest) against
 # a three-node cluster: discovery, 3 paths, data verify, kill -9 of a node under
