@@ -147,13 +147,13 @@ func nodeRecord(m member) fsm.Node {
 		Version: m.Meta.Version, Protocol: m.Meta.Protocol}
 }
 
-// sameNode compares a stored record with a fresh one, ignoring the port
-// group the state machine assigns.
+// sameNode compares a stored record with a fresh one, ignoring what the
+// cluster decides about the node (port group, drained).
 func sameNode(stored *fsm.Node, fresh fsm.Node) bool {
 	if stored == nil {
 		return false
 	}
 	s := *stored
-	s.PortGroup = 0
+	s.PortGroup, s.Drained = 0, false
 	return s == fresh
 }

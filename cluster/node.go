@@ -24,6 +24,7 @@ import (
 
 	"github.com/hatarget/hatarget/fsm"
 	"github.com/hatarget/hatarget/target"
+	"github.com/hatarget/hatarget/target/scsi"
 )
 
 // Config configures one cluster node.
@@ -59,6 +60,9 @@ type Config struct {
 	// reservations in Reservations (nil: a private provider).
 	Dataplane    Dataplane
 	Reservations *Reservations
+	// Lease is the dataplane's owner lease, which the node extends while
+	// it is in contact with a quorum (nil: the dataplane has none).
+	Lease *scsi.Lease
 	// RaftTimeout scales Raft's heartbeat and election timeouts (default
 	// 1 s).
 	RaftTimeout time.Duration

@@ -25,6 +25,9 @@ func (n *Node) reconcileLoop() {
 	failed := false
 	for {
 		changed := n.fsm.Changed()
+		// Evidence of a quorum first, then the state: the state then holds
+		// every ownership change committed before the evidence.
+		lease := n.leaseEvidence()
 		s := n.fsm.State()
 		cfg := dataplaneConfig(s, n.cfg.Name, n.clusterView())
 		if applied == nil || failed || !reflect.DeepEqual(*applied, cfg) {
@@ -41,6 +44,7 @@ func (n *Node) reconcileLoop() {
 		n.attempted.Store(s.Index)
 		if !failed {
 			n.served.Store(s.Index)
+			lease.grant()
 		}
 		select {
 		case <-n.stop:

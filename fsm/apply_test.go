@@ -190,6 +190,11 @@ func TestScriptOwnership(t *testing.T) {
 				t.Error("n1 not drained")
 			}
 		}},
+		{name: "re-registering keeps the drain", cmd: &RegisterNode{Node: node("n1")}, check: func(t *testing.T, s *State, _ any) {
+			if !s.Nodes["n1"].Drained {
+				t.Error("re-registering n1 undrained it")
+			}
+		}},
 		{name: "drain unknown", cmd: &SetDrain{Node: "n9", Drained: true}, code: CodeNotFound},
 	})
 }

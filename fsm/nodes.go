@@ -29,7 +29,9 @@ func (c *RegisterNode) check() error {
 func (c *RegisterNode) apply(s *State, _ Env) (any, error) {
 	n := c.Node
 	if old := s.Nodes[n.Name]; old != nil {
-		n.PortGroup = old.PortGroup
+		// What the cluster decided about the node stays; only what the
+		// node says of itself changes.
+		n.PortGroup, n.Drained = old.PortGroup, old.Drained
 	} else {
 		n.PortGroup = s.newPortGroup()
 	}

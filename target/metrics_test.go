@@ -286,7 +286,7 @@ func TestNilRegisterer(t *testing.T) {
 	if srv.metrics != nil {
 		t.Fatal("metrics without a Registerer")
 	}
-	if st := srv.luConfig(nullDevice("disk1"), nil, unitKey{device: "disk1"}, nil).Stats; st != nil {
+	if st := srv.luConfig(nullDevice("disk1"), nil, unitKey{device: "disk1"}, nil, false).Stats; st != nil {
 		t.Errorf("LU Stats %#v without a Registerer", st)
 	}
 }

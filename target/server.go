@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -45,6 +46,9 @@ type Options struct {
 	// node dialer. Nil: no forwarding, and a Config naming an owner address
 	// is refused.
 	ForwardDial func(ctx context.Context, addr string) (net.Conn, error)
+	// Lease, when set, is the cluster's owner lease: the LUs of devices
+	// with an Owners entry execute commands only while it is valid.
+	Lease *scsi.Lease
 }
 
 // ReservationProvider supplies the reservation store of each device.
@@ -62,7 +66,8 @@ type Server struct {
 	log      *slog.Logger
 	iscsi    *iscsi.Server
 	stateDir string
-	metrics  *metrics // nil without a Registerer
+	metrics  *metrics    // nil without a Registerer
+	lease    *scsi.Lease // the cluster's owner lease, nil on a single node
 	prs      ReservationProvider
 
 	forwardDial func(ctx context.Context, addr string) (net.Conn, error)
@@ -90,6 +95,7 @@ type unitKey struct {
 type unit struct {
 	cfg    Device
 	groups []alua.Group // the LU's port groups (Config.PortGroups)
+	leased bool         // the LU obeys the owner lease (an Owners entry)
 	dev    backend.Device
 	lu     *scsi.LU
 	own    *ownership // lives as long as lu, across Applies
@@ -126,6 +132,7 @@ func New(opts Options) *Server {
 		stateDir:    opts.StateDir,
 		metrics:     newMetrics(opts.Registerer, srv),
 		prs:         opts.Reservations,
+		lease:       opts.Lease,
 		forwardDial: opts.ForwardDial,
 		units:       map[unitKey]*unit{},
 		clients:     map[string]*forward.Client{},
@@ -230,11 +237,12 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 	for _, key := range neededUnits(cfg, devices) {
 		d := devices[key.device]
 		groups := cfg.PortGroups[key.device]
+		_, leased := cfg.Owners[key.device]
 		old := s.units[key]
 		if old != nil && old.cfg.Backend == d.Backend {
-			u := &unit{cfg: d, groups: groups, dev: old.dev, lu: old.lu, own: old.own}
-			if old.cfg != d || !slices.EqualFunc(old.groups, groups, alua.Group.Equal) {
-				luCfg := s.luConfig(d, u.dev, key, groups)
+			u := &unit{cfg: d, groups: groups, leased: leased, dev: old.dev, lu: old.lu, own: old.own}
+			if old.cfg != d || old.leased != leased || !slices.EqualFunc(old.groups, groups, alua.Group.Equal) {
+				luCfg := s.luConfig(d, u.dev, key, groups, leased)
 				if err := luCfg.Validate(); err != nil {
 					return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 				}
@@ -247,9 +255,9 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		if err != nil {
 			return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 		}
-		u := &unit{cfg: d, groups: groups, dev: dev, own: new(ownership)}
+		u := &unit{cfg: d, groups: groups, leased: leased, dev: dev, own: new(ownership)}
 		opened = append(opened, u)
-		luCfg := s.luConfig(d, dev, key, groups)
+		luCfg := s.luConfig(d, dev, key, groups, leased)
 		if old != nil {
 			// Same device name, new storage: keep the LU and its nexus state.
 			if err := luCfg.Validate(); err != nil {
@@ -286,7 +294,7 @@ func (s *Server) forwardClients(cfg Config) (map[string]*forward.Client, error) 
 		c := s.clients[addr]
 		if c == nil {
 			var err error
-			if c, err = forward.NewClient(forward.ClientConfig{Addr: addr, Dial: s.forwardDial, Logger: s.log}); err != nil {
+			if c, err = forward.NewClient(forward.ClientConfig{Addr: addr, Dial: s.forwardDial, Logger: s.log, PeerTimeout: ownerSilence}); err != nil {
 				closeClients(next, s.clients)
 				return nil, fmt.Errorf("device %s: %w", d.Name, err)
 			}
@@ -398,7 +406,7 @@ func neededUnits(cfg Config, devices map[string]Device) []unitKey {
 }
 
 // luConfig derives a logical unit's identity and behaviour from a device.
-func (s *Server) luConfig(d Device, dev backend.Device, key unitKey, groups []alua.Group) scsi.LUConfig {
+func (s *Server) luConfig(d Device, dev backend.Device, key unitKey, groups []alua.Group, leased bool) scsi.LUConfig {
 	readOnly := key.readOnly
 	serial := d.Serial
 	if serial == "" {
@@ -407,6 +415,7 @@ func (s *Server) luConfig(d Device, dev backend.Device, key unitKey, groups []al
 	}
 	cfg := scsi.LUConfig{
 		PortGroups:      groups,
+		Lease:           s.leaseIf(leased),
 		Device:          dev,
 		BlockSize:       d.Backend.BlockSize,
 		VendorID:        d.VendorID,
@@ -433,6 +442,21 @@ func (s *Server) luConfig(d Device, dev backend.Device, key unitKey, groups []al
 		cfg.NAA = naa
 	}
 	return cfg
+}
+
+// ownerSilence is how long an owner may stay silent (no answer, not even
+// to a ping) before the commands forwarded to it fail with a state the
+// initiator retries: as long as the owner lease, after which the owner
+// would stop serving anyway.
+const ownerSilence = 2 * time.Second
+
+// leaseIf is the lease a unit's LU obeys: the cluster's, for devices the
+// cluster places (an Owners entry), none otherwise.
+func (s *Server) leaseIf(leased bool) *scsi.Lease {
+	if leased {
+		return s.lease
+	}
+	return nil
 }
 
 // persister keeps a unit's APTPL reservation state in the state dir. A

@@ -19,6 +19,7 @@ import (
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/iscsi"
+	"github.com/hatarget/hatarget/target/scsi"
 )
 
 type agentOptions struct {
@@ -117,9 +118,10 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	prs := cluster.NewReservations()
+	lease := scsi.NewLease()
 	network := cluster.NewNetwork()
 	srv := target.New(target.Options{
-		Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs,
+		Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs, Lease: lease,
 		ForwardDial: func(ctx context.Context, addr string) (net.Conn, error) { return network.DialContext(ctx, "tcp", addr) },
 	})
 	fwd, err := network.Listen(o.addr(o.forwardPort))
@@ -134,7 +136,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	node, err := cluster.Start(cluster.Config{
 		Name: o.name, DataDir: o.dataDir,
 		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
-		ForwardAddr: o.addr(o.forwardPort), Network: network,
+		ForwardAddr: o.addr(o.forwardPort), Network: network, Lease: lease,
 		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect,
 		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir,
 		Logger: log, Registry: reg, Dataplane: srv, Reservations: prs,

@@ -140,7 +140,10 @@ type LUForwarder struct {
 	epoch  func() uint64
 }
 
-var _ scsi.Forwarder = (*LUForwarder)(nil)
+var (
+	_ scsi.Forwarder               = (*LUForwarder)(nil)
+	_ scsi.TaskManagementForwarder = (*LUForwarder)(nil)
+)
 
 // ForLU returns the forwarder of the owner's device named device. epoch
 // returns the ownership epoch this node believes in, read for every
@@ -155,6 +158,84 @@ func (f *LUForwarder) Forward(cmd *scsi.Command, res *scsi.Result) {
 	f.c.exchange(s, f, cmd, res)
 	s.clear()
 	f.c.free <- s
+}
+
+// ForwardReset implements scsi.TaskManagementForwarder: it has the owner
+// perform a logical unit reset of the device on behalf of the nexus from
+// and returns once the owner did, or with an error when it did not or
+// cannot say (the owner refused, the connection failed): a *RefusedError,
+// ErrNoAnswer or another error. Like a command, a reset that may have
+// reached the owner is never sent twice.
+func (f *LUForwarder) ForwardReset(from *scsi.Nexus) error {
+	return f.manage(TMLogicalUnitReset, from)
+}
+
+// ForwardNexusLoss implements scsi.TaskManagementForwarder: it tells the
+// owner that the nexus n went away, as ForwardReset does a reset.
+func (f *LUForwarder) ForwardNexusLoss(n *scsi.Nexus) error {
+	return f.manage(TMNexusLoss, n)
+}
+
+// ErrNoAnswer is what a task management function forwarded to an owner
+// returns when no answer came: the owner could not be reached, or the
+// connection failed before it answered (it may then have performed it).
+var ErrNoAnswer = errors.New("forward: no answer from the owner")
+
+// RefusedError is what a task management function forwarded to an owner
+// returns when the owner answered with an error frame.
+type RefusedError struct {
+	Code ErrorCode
+	// Epoch is the epoch the owner is in for the device.
+	Epoch uint64
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("forward: owner refused: %s (its epoch %d)", e.Code, e.Epoch)
+}
+
+// manage sends the task management function fn for nexus n, waits for its
+// answer and logs a failure, which some callers (a session that ends) have
+// nobody to report to.
+func (f *LUForwarder) manage(fn TMFunction, n *scsi.Nexus) error {
+	err := f.exchangeTM(fn, n)
+	if err != nil {
+		f.c.log.Warn("task management not performed by the owner", "device", f.device,
+			"function", fn.String(), "err", err)
+	}
+	return err
+}
+
+// exchangeTM sends fn and waits for its answer. It takes a slot like a
+// command, and never matches Abort.
+func (f *LUForwarder) exchangeTM(fn TMFunction, n *scsi.Nexus) error {
+	c := f.c
+	s := <-c.free
+	defer func() {
+		s.clear()
+		c.free <- s
+	}()
+	tag := s.nextTag()
+	head, err := AppendTaskMgmt(s.head[:0], tag, fn, f.device, f.epoch(), n)
+	if err != nil {
+		return err
+	}
+	cmd, res := &scsi.Command{}, &scsi.Result{}
+	s.head, s.cmd, s.res = head, cmd, res
+	if !c.roundTrip(s, tag, nil) {
+		return fmt.Errorf("%w: %s of %s", ErrNoAnswer, fn, f.device)
+	}
+	switch {
+	case s.refusal.Code != 0:
+		e := s.refusal
+		return &e
+	case res.Status == scsi.StatusGood:
+		return nil
+	case res.Status == scsi.StatusCheckCondition:
+		// Only this side makes up a sense for a task management
+		// function: the connection failed while it was in flight.
+		return fmt.Errorf("%w: %s of %s", ErrNoAnswer, fn, f.device)
+	}
+	return fmt.Errorf("forward: owner answered %s of %s with status %#x", fn, f.device, byte(res.Status))
 }
 
 // Abort asks the owner to abort the commands of nexus n with task tag
@@ -198,6 +279,9 @@ type slot struct {
 	res      *scsi.Result
 	head     []byte        // the encoded request, reused
 	done     chan struct{} // the completer signals here
+	// refusal is the error frame that answered the slot, if one did;
+	// written by the completer before it signals done.
+	refusal RefusedError
 
 	mu      sync.Mutex // guards what Abort matches on
 	fwd     *LUForwarder
@@ -234,6 +318,7 @@ func (s *slot) clear() {
 	s.fwd = nil
 	s.mu.Unlock()
 	s.cmd, s.res = nil, nil
+	s.refusal = RefusedError{}
 	s.cn.Store(nil)
 }
 
@@ -250,25 +335,33 @@ func (c *Client) exchange(s *slot, f *LUForwarder, cmd *scsi.Command, res *scsi.
 	}
 	s.head, s.cmd, s.res = head, cmd, res
 	s.setIdentity(f, cmd)
+	if !c.roundTrip(s, tag, cmd.DataOut) {
+		failWith(res, senseTransitioning[:])
+	}
+}
+
+// roundTrip sends the frame in s.head, followed by data, and waits until
+// s.res holds its answer; false when the frame could not be sent and
+// nobody filled s.res.
+func (c *Client) roundTrip(s *slot, tag uint32, data []byte) bool {
 	for range 2 {
 		cn, err := c.conn()
 		if err != nil {
-			failWith(res, senseTransitioning[:])
-			return
+			return false
 		}
 		s.cn.Store(cn)
 		s.awaiting.Store(tag)
-		if cn.w.send(outFrame{head: head, data: cmd.DataOut}) {
+		if cn.w.send(outFrame{head: s.head, data: data}) {
 			cn.w.flush()
 			<-s.done
-			return
+			return true
 		}
 		if !s.awaiting.CompareAndSwap(tag, 0) {
 			<-s.done // the dead connection's teardown claimed it first
-			return
+			return true
 		}
 	}
-	failWith(res, senseTransitioning[:])
+	return false
 }
 
 // conn returns the live connection, dialling one if there is none.
@@ -553,6 +646,7 @@ func (cn *clientConn) readError(h Header, b []byte) error {
 	if cn.c.log.Enabled(context.Background(), slog.LevelDebug) {
 		cn.c.log.Debug("owner refused command", "reason", e.Code.String(), "owner epoch", e.Epoch)
 	}
+	s.refusal = RefusedError{Code: e.Code, Epoch: e.Epoch}
 	failWith(s.res, senseTransitioning[:])
 	s.done <- struct{}{}
 	return nil

@@ -32,6 +32,14 @@
 // still finishes the commands it had started, as it does for the commands
 // of an iSCSI session that drops; commands it had not started are dropped.
 //
+// Task management. Resets and nexus losses change per-nexus state, which
+// lives at the owner: LUForwarder implements scsi.TaskManagementForwarder,
+// so scsi.LU.ResetLU and NexusLoss on a non-owner send a task management
+// frame and wait for the owner to perform them (ResetLULocal,
+// NexusLossLocal) for the remote nexus, after the same owner and epoch
+// check as a command. An owner that refuses or cannot be reached makes
+// them return an error: the transport reports the function as failed.
+//
 // Aborts. An abort frame names a request tag. If that command has not
 // started it never runs; if it is running it runs to completion (the LU
 // has no way to stop a command halfway). Either way it is answered with

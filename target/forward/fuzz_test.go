@@ -23,6 +23,8 @@ func fuzzSeeds(f *testing.F) {
 	f.Add(AppendError(nil, ErrorFrame{Tag: 1, Code: ErrNotOwner, Epoch: 9}))
 	f.Add(AppendHeader(nil, Header{Type: FrameAbort, Tag: 4}))
 	f.Add(AppendHello(nil, Version))
+	f.Add(taskMgmtFrame(f, 0x30001, TMLogicalUnitReset, "disk", 1, testNexus()))
+	f.Add(taskMgmtFrame(f, 5, TMNexusLoss, "d", 0, nil))
 }
 
 // FuzzDecode checks that every decoder refuses garbage without panicking,
@@ -77,6 +79,16 @@ func reencode(t *testing.T, h Header, payload []byte) []byte {
 			return nil
 		}
 		return AppendError(nil, e)
+	case FrameTaskMgmt:
+		m, err := DecodeTaskMgmt(h, payload)
+		if err != nil {
+			return nil
+		}
+		n := m.Nexus
+		return taskMgmtFrame(t, m.Tag, m.Function, string(m.Device), m.Epoch, &scsi.Nexus{
+			InitiatorName: string(n.InitiatorName), InitiatorPort: string(n.InitiatorPort),
+			TargetName: string(n.TargetName), TargetPort: string(n.TargetPort),
+			RelativePort: n.RelativePort, PortGroup: n.PortGroup})
 	}
 	return AppendHeader(nil, h)
 }

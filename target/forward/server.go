@@ -293,7 +293,7 @@ func (sc *serverConn) readLoop() error {
 			return err
 		}
 		switch h.Type {
-		case FrameRequest:
+		case FrameRequest, FrameTaskMgmt:
 			err = sc.readRequest(h)
 		case FrameAbort:
 			sc.abort(h.Tag)
@@ -318,7 +318,8 @@ func (sc *serverConn) readErr(err error) error {
 	return err
 }
 
-// readRequest reads one request and hands it to a worker.
+// readRequest reads one request or task management frame and hands it to
+// a worker.
 func (sc *serverConn) readRequest(h Header) error {
 	// Blocking here is the backpressure: workers always finish, and each
 	// returns a token.
@@ -438,12 +439,17 @@ type stask struct {
 	device  string
 	out, in *buffer
 	aborted atomic.Bool
+	// fn is the function of a task management frame, 0 for a request.
+	fn TMFunction
 
 	cmd     scsi.Command
 	res     scsi.Result
 	headBuf [HeaderLen + responseFixedLen + MaxSenseLen]byte
 	doneFn  func() // t.release, bound once
 }
+
+// A task management payload fits the metadata buffer of a request.
+var _ [maxRequestMeta - maxTaskMgmtLen]struct{}
 
 var taskPool sync.Pool
 
@@ -460,6 +466,9 @@ func newTask(sc *serverConn) *stask {
 // read reads the request's payload: the metadata into t.meta, the
 // data-out into a pooled buffer.
 func (t *stask) read(h Header) error {
+	if h.Type == FrameTaskMgmt {
+		return t.readTaskMgmt(h)
+	}
 	br := t.sc.br
 	fixed := t.meta[:requestFixedLen]
 	if _, err := io.ReadFull(br, fixed); err != nil {
@@ -486,6 +495,23 @@ func (t *stask) read(h Header) error {
 	return nil
 }
 
+// readTaskMgmt reads a task management frame into t.meta and t.req, where
+// the request fields it shares with a request (tag, epoch, device, nexus)
+// go: the rest of the server treats it as a request.
+func (t *stask) readTaskMgmt(h Header) error {
+	payload := t.meta[:h.Length] // DecodeHeader bounds it by maxTaskMgmtLen
+	if _, err := io.ReadFull(t.sc.br, payload); err != nil {
+		return err
+	}
+	m, err := DecodeTaskMgmt(h, payload)
+	if err != nil {
+		return err
+	}
+	t.fn = m.Function
+	t.req = Request{Tag: m.Tag, Epoch: m.Epoch, Device: m.Device, Nexus: m.Nexus, nexusRaw: m.nexusRaw}
+	return nil
+}
+
 // run executes the command unless it was aborted or its connection is
 // going away, and answers it.
 func (t *stask) run() {
@@ -508,9 +534,24 @@ func (t *stask) run() {
 		t.answerError(ErrUnknownDevice, 0)
 	case !owner || epoch != t.req.Epoch:
 		t.answerError(ErrNotOwner, epoch)
+	case t.fn != 0:
+		t.manage(lu)
 	default:
 		t.execute(lu)
 	}
+}
+
+// manage performs a task management function on the owner's LU, for the
+// remote nexus, and answers GOOD.
+func (t *stask) manage(lu *scsi.LU) {
+	switch t.fn {
+	case TMLogicalUnitReset:
+		lu.ResetLULocal(t.nexus)
+	case TMNexusLoss:
+		lu.NexusLossLocal(t.nexus)
+	}
+	t.res = scsi.Result{Status: scsi.StatusGood}
+	t.answer(outFrame{head: AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)})
 }
 
 func (t *stask) execute(lu *scsi.LU) {
@@ -558,6 +599,7 @@ func (t *stask) release() {
 	putBuf(t.out)
 	putBuf(t.in)
 	t.out, t.in, t.sc, t.nexus = nil, nil, nil, nil
+	t.fn = 0
 	t.cmd = scsi.Command{}
 	t.req = Request{}
 	t.aborted.Store(false)

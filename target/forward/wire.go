@@ -20,9 +20,10 @@ import (
 //
 //	header: type u8 | flags u8 | reserved u16 | tag u32 | length u32
 //
-// The tag is chosen by the client and names one command until its answer
-// (a Response or an Error frame) arrives; Abort names the command it
-// aborts; Ping and Pong carry an arbitrary tag and no payload. Flags and
+// The tag is chosen by the client and names one command (a request or a
+// task management function) until its answer (a Response or an Error
+// frame) arrives; Abort names the command it aborts; Ping and Pong carry an
+// arbitrary tag and no payload. Flags and
 // reserved fields are zero in version 1 and decoders refuse anything else,
 // so a later version can give them meaning.
 //
@@ -33,6 +34,12 @@ import (
 //	  target port length u8 | relative port u16 | port group u16 |
 //	  initiator name | initiator port | target name | target port | device | CDB | data-out
 //
+//	task management payload (client -> server):
+//	  epoch u64 | function u8 | device length u8 | reserved u16 |
+//	  initiator name length u8 | initiator port length u8 | target name length u8 |
+//	  target port length u8 | relative port u16 | port group u16 |
+//	  initiator name | initiator port | target name | target port | device
+//
 //	response payload (server -> client):
 //	  status u8 | sense length u8 | reserved u16 | data-in length u32 | transfer u64 |
 //	  sense | data-in
@@ -41,10 +48,21 @@ import (
 //	  code u16 | reserved u16 | server's epoch u64
 //
 // The nexus fields and their lengths are contiguous (from byte 32 of the
-// request payload to the end of the target port) so the server can find
-// the Nexus of a request by that byte string without allocating. The
-// portal group tag needs no field of its own: it is part of the target
-// port, "<iqn>,t,0x<tpgt>".
+// request payload, byte 12 of the task management payload, to the end of
+// the target port) and laid out alike in both, so the server can find the
+// Nexus of a frame by that byte string without allocating. The portal
+// group tag needs no field of its own: it is part of the target port,
+// "<iqn>,t,0x<tpgt>".
+//
+// A task management frame asks the owner to perform a function for the
+// nexus it names on the device's LU, after the same owner and epoch check
+// as a request: a logical unit reset requested through that nexus, or the
+// loss of that nexus. The server answers it with a response frame (GOOD,
+// or TASK ABORTED if an Abort reached it before it ran; never sense or
+// data) or an error frame.
+//
+// Version 1 has had task management frames from its first release: no
+// peer speaks version 1 without them, so the hello needs no new version.
 
 // Magic opens both hellos.
 const Magic = "HTFW"
@@ -65,6 +83,9 @@ const (
 	requestFixedLen  = 40
 	responseFixedLen = 16
 	errorPayloadLen  = 12
+	taskMgmtFixedLen = 20
+	// maxTaskMgmtLen is the longest task management payload.
+	maxTaskMgmtLen = taskMgmtFixedLen + 5*MaxNameLen
 	// maxRequestMeta is the longest request payload without its data-out.
 	maxRequestMeta = requestFixedLen + 5*MaxNameLen + MaxCDBLen
 	// MaxFrameLen bounds a frame's payload; a request is the longest frame.
@@ -72,8 +93,10 @@ const (
 	// maxTransfer bounds the response's transfer field: a CDB can ask for at
 	// most 2^32 blocks of 4 KiB.
 	maxTransfer = 1 << 48
-	// nexusOffset is where the nexus fields start in a request payload.
-	nexusOffset = 32
+	// nexusOffset is where the nexus fields start in a request payload,
+	// tmNexusOffset in a task management payload.
+	nexusOffset   = 32
+	tmNexusOffset = 12
 )
 
 // FrameType is the first byte of a frame header.
@@ -89,6 +112,9 @@ const (
 	// one.
 	FramePing
 	FramePong
+	// FrameTaskMgmt asks the owner to perform a task management function
+	// (TMFunction) on a device; it is answered like a request.
+	FrameTaskMgmt
 )
 
 func (t FrameType) String() string {
@@ -105,8 +131,32 @@ func (t FrameType) String() string {
 		return "ping"
 	case FramePong:
 		return "pong"
+	case FrameTaskMgmt:
+		return "task management"
 	}
 	return fmt.Sprintf("frame type %d", uint8(t))
+}
+
+// TMFunction is the function a task management frame asks for.
+type TMFunction uint8
+
+const (
+	// TMLogicalUnitReset: a LOGICAL UNIT RESET (or a target reset, applied
+	// to the LU) requested through the frame's nexus: scsi.LU.ResetLULocal.
+	TMLogicalUnitReset TMFunction = 1 + iota
+	// TMNexusLoss: the frame's nexus went away (session closed or dropped,
+	// I_T NEXUS RESET): scsi.LU.NexusLossLocal.
+	TMNexusLoss
+)
+
+func (f TMFunction) String() string {
+	switch f {
+	case TMLogicalUnitReset:
+		return "logical unit reset"
+	case TMNexusLoss:
+		return "I_T nexus loss"
+	}
+	return fmt.Sprintf("task management function %d", uint8(f))
 }
 
 // ErrorCode says why the server answered a request with an Error frame.
@@ -200,6 +250,8 @@ func DecodeHeader(b []byte) (Header, error) {
 		lo, hi = responseFixedLen, responseFixedLen+MaxSenseLen+MaxDataLen
 	case FrameError:
 		lo, hi = errorPayloadLen, errorPayloadLen
+	case FrameTaskMgmt:
+		lo, hi = taskMgmtFixedLen, maxTaskMgmtLen
 	case FrameAbort, FramePing, FramePong:
 		lo, hi = 0, 0
 	default:
@@ -279,12 +331,19 @@ func AppendRequest(b []byte, tag uint32, device string, epoch uint64, cmd *scsi.
 
 func checkRequest(device string, cmd *scsi.Command, n *scsi.Nexus) error {
 	switch {
-	case len(device) == 0 || len(device) > MaxNameLen:
-		return fmt.Errorf("forward: device name of %d bytes", len(device))
 	case len(cmd.CDB) > MaxCDBLen:
 		return fmt.Errorf("forward: %d-byte CDB", len(cmd.CDB))
 	case len(cmd.DataIn) > MaxDataLen || len(cmd.DataOut) > MaxDataLen:
 		return fmt.Errorf("forward: %d bytes in, %d out: beyond the maximum transfer", len(cmd.DataIn), len(cmd.DataOut))
+	}
+	return checkNames(device, n)
+}
+
+// checkNames checks the device name and the names of the nexus n against
+// what their one-byte length fields can say.
+func checkNames(device string, n *scsi.Nexus) error {
+	if len(device) == 0 || len(device) > MaxNameLen {
+		return fmt.Errorf("forward: device name of %d bytes", len(device))
 	}
 	for _, s := range [...]string{n.InitiatorName, n.InitiatorPort, n.TargetName, n.TargetPort} {
 		if len(s) > MaxNameLen {
@@ -362,6 +421,83 @@ func (r *Request) decodeVar(meta []byte) error {
 		return protoErr("request metadata of %d bytes, fields take %d", len(meta), off)
 	}
 	return nil
+}
+
+// TaskMgmt is a decoded task management frame; its slices alias the
+// payload.
+type TaskMgmt struct {
+	Tag      uint32
+	Function TMFunction
+	Epoch    uint64
+	Device   []byte
+	Nexus    Nexus
+	// nexusRaw is the nexus part of the payload: it identifies the Nexus.
+	nexusRaw []byte
+}
+
+// AppendTaskMgmt appends a whole task management frame asking the owner of
+// device to perform fn for the nexus n (nil: no nexus).
+func AppendTaskMgmt(b []byte, tag uint32, fn TMFunction, device string, epoch uint64, n *scsi.Nexus) ([]byte, error) {
+	var nx scsi.Nexus
+	if n != nil {
+		nx = *n
+	}
+	if fn != TMLogicalUnitReset && fn != TMNexusLoss {
+		return b, fmt.Errorf("forward: unknown %s", fn)
+	}
+	if err := checkNames(device, &nx); err != nil {
+		return b, err
+	}
+	names := len(nx.InitiatorName) + len(nx.InitiatorPort) + len(nx.TargetName) + len(nx.TargetPort)
+	length := taskMgmtFixedLen + names + len(device)
+	b = AppendHeader(b, Header{Type: FrameTaskMgmt, Tag: tag, Length: uint32(length)})
+	b = be.AppendUint64(b, epoch)
+	b = append(b, byte(fn), byte(len(device)), 0, 0,
+		byte(len(nx.InitiatorName)), byte(len(nx.InitiatorPort)), byte(len(nx.TargetName)), byte(len(nx.TargetPort)))
+	b = be.AppendUint16(b, nx.RelativePort)
+	b = be.AppendUint16(b, nx.PortGroup)
+	b = append(b, nx.InitiatorName...)
+	b = append(b, nx.InitiatorPort...)
+	b = append(b, nx.TargetName...)
+	b = append(b, nx.TargetPort...)
+	return append(b, device...), nil
+}
+
+// DecodeTaskMgmt decodes the payload of the task management frame h.
+func DecodeTaskMgmt(h Header, payload []byte) (TaskMgmt, error) {
+	if h.Type != FrameTaskMgmt || int(h.Length) != len(payload) ||
+		len(payload) < taskMgmtFixedLen || len(payload) > maxTaskMgmtLen {
+		return TaskMgmt{}, protoErr("task management payload of %d bytes", len(payload))
+	}
+	m := TaskMgmt{Tag: h.Tag, Epoch: be.Uint64(payload), Function: TMFunction(payload[8])}
+	devLen := int(payload[9])
+	switch {
+	case m.Function != TMLogicalUnitReset && m.Function != TMNexusLoss:
+		return TaskMgmt{}, protoErr("unknown %s", m.Function)
+	case devLen == 0:
+		return TaskMgmt{}, protoErr("task management without a device name")
+	case be.Uint16(payload[10:]) != 0:
+		return TaskMgmt{}, protoErr("reserved task management bytes set")
+	}
+	l := payload[tmNexusOffset:]
+	if want := taskMgmtFixedLen + int(l[0]) + int(l[1]) + int(l[2]) + int(l[3]) + devLen; want != len(payload) {
+		return TaskMgmt{}, protoErr("task management fields add up to %d bytes, frame has %d", want, len(payload))
+	}
+	off := taskMgmtFixedLen
+	next := func(n int) []byte {
+		s := payload[off : off+n : off+n]
+		off += n
+		return s
+	}
+	m.Nexus.RelativePort = be.Uint16(l[4:])
+	m.Nexus.PortGroup = be.Uint16(l[6:])
+	m.Nexus.InitiatorName = next(int(l[0]))
+	m.Nexus.InitiatorPort = next(int(l[1]))
+	m.Nexus.TargetName = next(int(l[2]))
+	m.Nexus.TargetPort = next(int(l[3]))
+	m.nexusRaw = payload[tmNexusOffset:off]
+	m.Device = next(devLen)
+	return m, nil
 }
 
 // Response is a decoded response frame; its slices alias the payload.

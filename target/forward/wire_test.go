@@ -24,6 +24,15 @@ func requestFrame(t testing.TB, tag uint32, device string, epoch uint64, cmd *sc
 	return append(b, cmd.DataOut...)
 }
 
+func taskMgmtFrame(t testing.TB, tag uint32, fn TMFunction, device string, epoch uint64, n *scsi.Nexus) []byte {
+	t.Helper()
+	b, err := AppendTaskMgmt(nil, tag, fn, device, epoch, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // splitFrame decodes the header of frame and returns it with the payload.
 func splitFrame(t testing.TB, frame []byte) (Header, []byte) {
 	t.Helper()
@@ -110,6 +119,78 @@ func TestAppendRequestRefusesOversizeFields(t *testing.T) {
 	}
 }
 
+func TestTaskMgmtRoundTrip(t *testing.T) {
+	long := strings.Repeat("y", MaxNameLen)
+	for _, tc := range []struct {
+		name   string
+		fn     TMFunction
+		device string
+		nexus  *scsi.Nexus
+	}{
+		{"reset", TMLogicalUnitReset, "disk1", testNexus()},
+		{"nexus loss", TMNexusLoss, "disk1", testNexus()},
+		{"no nexus", TMLogicalUnitReset, "d", nil},
+		{"longest fields", TMNexusLoss, long, &scsi.Nexus{InitiatorName: long, InitiatorPort: long,
+			TargetName: long, TargetPort: long, RelativePort: 0xffff, PortGroup: 0xfffe}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, payload := splitFrame(t, taskMgmtFrame(t, 0xb0002, tc.fn, tc.device, 1<<50, tc.nexus))
+			m, err := DecodeTaskMgmt(h, payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Tag != 0xb0002 || m.Function != tc.fn || m.Epoch != 1<<50 || string(m.Device) != tc.device {
+				t.Fatalf("decoded %+v", m)
+			}
+			var want scsi.Nexus
+			if tc.nexus != nil {
+				want = *tc.nexus
+			}
+			got := m.Nexus
+			if string(got.InitiatorName) != want.InitiatorName || string(got.InitiatorPort) != want.InitiatorPort ||
+				string(got.TargetName) != want.TargetName || string(got.TargetPort) != want.TargetPort ||
+				got.RelativePort != want.RelativePort || got.PortGroup != want.PortGroup {
+				t.Fatalf("nexus %+v, want %+v", got, want)
+			}
+		})
+	}
+	// The nexus bytes are those of a request of the same nexus, so the
+	// server's nexus cache serves both.
+	n := testNexus()
+	h, payload := splitFrame(t, taskMgmtFrame(t, 1, TMLogicalUnitReset, "disk", 1, n))
+	m, err := DecodeTaskMgmt(h, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, payload = splitFrame(t, requestFrame(t, 1, "disk", 1, &scsi.Command{Nexus: n}))
+	r, err := DecodeRequest(h, payload)
+	if err != nil || !bytes.Equal(m.nexusRaw, r.nexusRaw) {
+		t.Fatalf("nexus bytes: task management %x, request %x (%v)", m.nexusRaw, r.nexusRaw, err)
+	}
+}
+
+func TestAppendTaskMgmtRefusesBadFields(t *testing.T) {
+	long := strings.Repeat("x", MaxNameLen+1)
+	for _, tc := range []struct {
+		name   string
+		fn     TMFunction
+		device string
+		nexus  *scsi.Nexus
+	}{
+		{"no device", TMLogicalUnitReset, "", nil},
+		{"long device", TMLogicalUnitReset, long, nil},
+		{"long name", TMNexusLoss, "d", &scsi.Nexus{InitiatorPort: long}},
+		{"function 0", 0, "d", nil},
+		{"unknown function", TMNexusLoss + 1, "d", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := AppendTaskMgmt(nil, 1, tc.fn, tc.device, 1, tc.nexus); err == nil {
+				t.Fatal("encoded")
+			}
+		})
+	}
+}
+
 func TestResponseRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -160,6 +241,7 @@ func TestErrorAndControlRoundTrip(t *testing.T) {
 func TestDecodeRefusesMalformedFrames(t *testing.T) {
 	req := requestFrame(t, 1, "disk", 1, &scsi.Command{Nexus: testNexus(), CDB: []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}, DataOut: make([]byte, 512)})
 	resp := AppendResponse(nil, 1, &scsi.Result{Sense: []byte{0x70}})
+	tmf := taskMgmtFrame(t, 1, TMLogicalUnitReset, "disk", 1, testNexus())
 	patch := func(b []byte, off int, v ...byte) []byte {
 		b = bytes.Clone(b)
 		copy(b[off:], v)
@@ -186,6 +268,13 @@ func TestDecodeRefusesMalformedFrames(t *testing.T) {
 		{"reserved response bytes", patch(resp, HeaderLen+2, 1)},
 		{"transfer beyond the limit", patch(resp, HeaderLen+8, 0xff)},
 		{"error code 0", AppendError(nil, ErrorFrame{Tag: 1})},
+		{"task management too short", AppendHeader(nil, Header{Type: FrameTaskMgmt, Length: taskMgmtFixedLen - 1})},
+		{"task management beyond the limit", AppendHeader(nil, Header{Type: FrameTaskMgmt, Length: maxTaskMgmtLen + 1})},
+		{"task management function 0", patch(tmf, HeaderLen+8, 0)},
+		{"unknown task management function", patch(tmf, HeaderLen+8, 3)},
+		{"task management without a device", patch(tmf, HeaderLen+9, 0)},
+		{"reserved task management bytes", patch(tmf, HeaderLen+11, 1)},
+		{"task management lengths disagree", patch(tmf, HeaderLen+12, 0xff)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := decodeFrame(tc.frame); !errors.Is(err, ErrProtocol) {
@@ -217,6 +306,8 @@ func decodeFrame(frame []byte) error {
 		_, err = DecodeResponse(h, payload)
 	case FrameError:
 		_, err = DecodeError(h, payload)
+	case FrameTaskMgmt:
+		_, err = DecodeTaskMgmt(h, payload)
 	default:
 		if len(payload) != 0 {
 			err = protoErr("payload after a %s", h.Type)

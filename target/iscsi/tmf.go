@@ -48,28 +48,48 @@ func (c *conn) taskMgmt(req *pdu.TaskMgmtReq, lun uint64, lu *scsi.LU) byte {
 		}
 		// With TST=000 (one task set per I_T nexus) both functions only
 		// touch this session's tasks on the LU.
-		s.abortTasks(func(t *task) bool { return t.lu == lu }, true)
+		match := func(t *task) bool { return t.lu == lu }
+		s.abortForwarded(match)
+		s.abortTasks(match, true)
 		return pdu.TMFRespComplete
 	case pdu.TMFLUNReset:
 		if !needsLU() {
 			return pdu.TMFRespNoLUN
 		}
-		c.srv.abortEverywhere(s, func(t *task) bool { return t.lu == lu })
-		lu.ResetLU(s.nexus)
+		match := func(t *task) bool { return t.lu == lu }
+		s.abortForwarded(match)
+		c.srv.abortEverywhere(s, match)
+		// On a node that forwards the LU, the reset happens on the owner's
+		// LU, where every nexus's unit attentions live.
+		if err := lu.ResetLU(s.nexus); err != nil {
+			return pdu.TMFRespRejected
+		}
 		return pdu.TMFRespComplete
 	case pdu.TMFTargetWarmReset, pdu.TMFTargetColdReset:
-		c.srv.abortEverywhere(s, func(*task) bool { return true })
+		all := func(*task) bool { return true }
+		s.abortForwarded(all)
+		c.srv.abortEverywhere(s, all)
+		failed := false
 		if v := s.currentView(); v != nil {
-			forEachLU(v, func(lu *scsi.LU) { lu.ResetLU(s.nexus) })
+			forEachLU(v, func(lu *scsi.LU) { failed = lu.ResetLU(s.nexus) != nil || failed })
 		}
 		if req.Function == pdu.TMFTargetColdReset {
 			c.srv.closeTargetSessions(s)
 		}
+		if failed {
+			return pdu.TMFRespRejected
+		}
 		return pdu.TMFRespComplete
 	case pdu.TMFITNexusReset:
-		s.abortTasks(func(*task) bool { return true }, true)
+		all := func(*task) bool { return true }
+		s.abortForwarded(all)
+		s.abortTasks(all, true)
+		failed := false
 		if v := s.currentView(); v != nil {
-			forEachLU(v, func(lu *scsi.LU) { lu.NexusLoss(s.nexus) })
+			forEachLU(v, func(lu *scsi.LU) { failed = lu.NexusLoss(s.nexus) != nil || failed })
+		}
+		if failed {
+			return pdu.TMFRespRejected
 		}
 		return pdu.TMFRespComplete
 	case pdu.TMFClearACA, pdu.TMFTaskReassign, pdu.TMFQueryTask, pdu.TMFQueryTaskSet, pdu.TMFQueryAsyncEvent:
@@ -96,8 +116,37 @@ func (c *conn) abortTask(req *pdu.TaskMgmtReq, lu *scsi.LU) byte {
 	if lu != nil && t.lu != lu {
 		return pdu.TMFRespNoTask
 	}
-	s.abortTasks(func(x *task) bool { return x == t }, true)
+	match := func(x *task) bool { return x == t }
+	s.abortForwarded(match)
+	s.abortTasks(match, true)
 	return pdu.TMFRespComplete
+}
+
+// abortForwarded marks the executing tasks of s that match aborted and,
+// for those whose LU forwards its commands to its owner, asks the owner to
+// abort them (scsi.LU.AbortForwarded): one still queued there then never
+// runs, and one running is answered as soon as it ends. abortTasks, which
+// the caller runs next, still waits for them. Only the session's own
+// reader may call it: it reads the fields its tasks got from that reader.
+// A task that starts forwarding between the mark and the abort is not
+// caught; it runs at the owner and is waited for like a local one.
+func (s *session) abortForwarded(match func(*task) bool) {
+	type forwarded struct {
+		lu  *scsi.LU
+		itt uint32
+	}
+	var hit []forwarded
+	s.mu.Lock()
+	for _, t := range s.tasks {
+		if t.running && t.lu != nil && match(t) {
+			t.aborted.Store(true)
+			hit = append(hit, forwarded{t.lu, t.itt})
+		}
+	}
+	s.mu.Unlock()
+	for _, f := range hit {
+		f.lu.AbortForwarded(s.nexus, f.itt)
+	}
 }
 
 // abortEverywhere aborts matching tasks in every session of the same target,

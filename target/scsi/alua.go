@@ -1,6 +1,11 @@
 package scsi
 
-import "github.com/hatarget/hatarget/alua"
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/hatarget/hatarget/alua"
+)
 
 // implicitTransitionSecs is what REPORT TARGET PORT GROUPS announces as the
 // longest an implicit transition (a move or a failover) takes, so that
@@ -25,8 +30,14 @@ func (st *luState) groupState(n *Nexus) alua.State {
 }
 
 // checkALUA refuses what SPC-4 5.15.2.4 does not allow in the state of the
-// command's port group, with the sense the state prescribes.
+// command's port group, with the sense the state prescribes. A lease that
+// ran out makes every group transitioning at once, on the command path:
+// an owner that was frozen (SIGSTOP) or cut off must not execute a single
+// command before it has learned whether it still owns the LU.
 func (st *luState) checkALUA(f cmdFlags, n *Nexus) error {
+	if l := st.cfg.Lease; l != nil && f&flagUnavailableOK == 0 && !l.Valid() {
+		return newSense(KeyNotReady, ascALUATransition)
+	}
 	s := st.groupState(n)
 	allowed, sense := s.MediaAccess()
 	switch {
@@ -75,3 +86,33 @@ func (st *luState) supportedStates() alua.SupportedStates {
 	}
 	return alua.AOSup
 }
+
+// ascALUATransition is ASYMMETRIC ACCESS STATE TRANSITION.
+const ascALUATransition uint16 = 0x040a
+
+// Lease is a node's owner lease as the command path sees it: a deadline,
+// extended by the cluster while the node is in contact with a quorum.
+// Times are measured on the monotonic clock, so wall clock steps neither
+// extend nor cut it.
+type Lease struct {
+	until atomic.Int64 // nanoseconds since leaseClock
+}
+
+var leaseClock = time.Now()
+
+// NewLease returns a lease that has already run out.
+func NewLease() *Lease { return &Lease{} }
+
+// Extend moves the deadline to until, never back.
+func (l *Lease) Extend(until time.Time) {
+	n := int64(until.Sub(leaseClock))
+	for {
+		cur := l.until.Load()
+		if n <= cur || l.until.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// Valid reports whether the deadline is still ahead.
+func (l *Lease) Valid() bool { return int64(time.Since(leaseClock)) < l.until.Load() }

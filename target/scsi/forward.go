@@ -15,8 +15,33 @@ type Forwarder interface {
 	Forward(cmd *Command, res *Result)
 }
 
-// forwarderRef boxes a Forwarder so that it fits an atomic.Pointer.
-type forwarderRef struct{ f Forwarder }
+// TaskManagementForwarder is implemented by a Forwarder that also carries
+// task management to the owner. Task management then acts where the state
+// it changes lives: ResetLU and NexusLoss of an LU whose Forwarder has
+// these methods run on the owner's LU (ResetLULocal, NexusLossLocal there),
+// for the nexus they name, instead of on this node's LU, whose per-nexus
+// state no command uses. With a Forwarder without them, they run here.
+type TaskManagementForwarder interface {
+	// ForwardReset performs a logical unit reset on the owner's LU,
+	// requested through the nexus from, and returns once it is done; an
+	// error means it was not done, or may not have been.
+	ForwardReset(from *Nexus) error
+	// ForwardNexusLoss reports the loss of the nexus n to the owner's LU,
+	// as ForwardReset does a reset.
+	ForwardNexusLoss(n *Nexus) error
+	// Abort asks the owner to abort the commands of nexus n with task tag
+	// taskTag being forwarded, and returns how many it asked about. Each
+	// still completes through Forward (TASK ABORTED unless it was answered
+	// first). It must not block.
+	Abort(n *Nexus, taskTag uint32) int
+}
+
+// forwarderRef boxes a Forwarder so that it fits an atomic.Pointer; tm is
+// the same Forwarder when it carries task management, else nil.
+type forwarderRef struct {
+	f  Forwarder
+	tm TaskManagementForwarder
+}
 
 // SetForwarder makes Execute hand every command to f; nil executes them
 // here again. Commands already running finish where they started. The
@@ -26,7 +51,30 @@ func (lu *LU) SetForwarder(f Forwarder) {
 		lu.fwd.Store(nil)
 		return
 	}
-	lu.fwd.Store(&forwarderRef{f: f})
+	tm, _ := f.(TaskManagementForwarder)
+	lu.fwd.Store(&forwarderRef{f: f, tm: tm})
+}
+
+// taskManager returns the forwarder task management goes to, nil when it
+// runs on this LU.
+func (lu *LU) taskManager() TaskManagementForwarder {
+	if ref := lu.fwd.Load(); ref != nil {
+		return ref.tm
+	}
+	return nil
+}
+
+// AbortForwarded asks the owner to abort the commands of nexus n with task
+// tag taskTag that this LU is forwarding, so that a queued one never runs
+// there, and returns how many it asked about: 0 when the LU executes its
+// commands here or its Forwarder cannot abort. Aborted commands still
+// complete through Execute; the transport waits for them as for local
+// ones. It never blocks.
+func (lu *LU) AbortForwarded(n *Nexus, taskTag uint32) int {
+	if tm := lu.taskManager(); tm != nil {
+		return tm.Abort(n, taskTag)
+	}
+	return 0
 }
 
 // Execute runs one command addressed to this LU, on this node or, when a

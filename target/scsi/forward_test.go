@@ -1,6 +1,9 @@
 package scsi
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 // recordingForwarder answers every command GOOD with one byte of data and
 // remembers the CDBs it saw.
@@ -71,5 +74,71 @@ func TestForwardedExecuteDoesNotAllocate(t *testing.T) {
 	res := &Result{}
 	if allocs := testing.AllocsPerRun(200, func() { Execute(v, cmd, res) }); allocs != 0 {
 		t.Errorf("%v allocations per forwarded command", allocs)
+	}
+}
+
+// tmForwarder is a Forwarder that also carries task management, and
+// records it.
+type tmForwarder struct {
+	nopForwarder
+	resets, losses []*Nexus
+	aborts         []uint32
+	err            error
+}
+
+func (f *tmForwarder) ForwardReset(from *Nexus) error {
+	f.resets = append(f.resets, from)
+	return f.err
+}
+
+func (f *tmForwarder) ForwardNexusLoss(n *Nexus) error {
+	f.losses = append(f.losses, n)
+	return f.err
+}
+
+func (f *tmForwarder) Abort(_ *Nexus, taskTag uint32) int {
+	f.aborts = append(f.aborts, taskTag)
+	return 1
+}
+
+// With a forwarder that carries task management, resets and nexus losses
+// go to the owner and leave this LU alone; the Local variants and a plain
+// forwarder act here.
+func TestTaskManagementFollowsTheForwarder(t *testing.T) {
+	h := newHarness(t, nil)
+	f := &tmForwarder{}
+	h.lu.SetForwarder(f)
+	if err := h.lu.ResetLU(h.n); err != nil || len(f.resets) != 1 || f.resets[0] != h.n {
+		t.Fatalf("ResetLU: %v, forwarded %v", err, f.resets)
+	}
+	if err := h.lu.NexusLoss(h.n); err != nil || len(f.losses) != 1 || f.losses[0] != h.n {
+		t.Fatalf("NexusLoss: %v, forwarded %v", err, f.losses)
+	}
+	if got := h.lu.AbortForwarded(h.n, 42); got != 1 || len(f.aborts) != 1 || f.aborts[0] != 42 {
+		t.Fatalf("AbortForwarded: %d, forwarded %v", got, f.aborts)
+	}
+	f.err = errors.New("owner unreachable")
+	if err := h.lu.ResetLU(h.n); err != f.err {
+		t.Fatalf("ResetLU returned %v, want the forwarder's error", err)
+	}
+	h.lu.SetForwarder(nil)
+	good.check(t, first(h.exec(h.n, cdbTUR(), nil, 0))) // nothing happened here
+
+	h.lu.SetForwarder(f)
+	h.lu.ResetLULocal(h.n)
+	h.lu.SetForwarder(nil)
+	wantSense(KeyUnitAttention, ascBusDeviceReset).check(t, first(h.exec(h.n, cdbTUR(), nil, 0)))
+
+	h.lu.SetForwarder(nopForwarder{}) // no task management: it runs here
+	if err := h.lu.NexusLoss(h.n); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.lu.AbortForwarded(h.n, 1); got != 0 {
+		t.Fatalf("AbortForwarded with a plain forwarder: %d", got)
+	}
+	h.lu.SetForwarder(nil)
+	wantSense(KeyUnitAttention, ascITNexusLoss).check(t, first(h.exec(h.n, cdbTUR(), nil, 0)))
+	if got := h.lu.AbortForwarded(h.n, 1); got != 0 {
+		t.Fatalf("AbortForwarded without a forwarder: %d", got)
 	}
 }

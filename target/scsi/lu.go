@@ -80,6 +80,10 @@ type LUConfig struct {
 	// lists them all. Empty: a single node, whose only group is
 	// active/optimized.
 	PortGroups []alua.Group
+	// Lease, when set, is the node's owner lease: commands that need the
+	// port group to be accessible execute only before it runs out, and
+	// get NOT READY, ASYMMETRIC ACCESS STATE TRANSITION after.
+	Lease *Lease
 }
 
 // luState is an immutable snapshot of the configuration with the values
@@ -320,7 +324,23 @@ func inquiryChanged(a, b *luState) bool {
 // saved values, which are the defaults here, and a reset releases every
 // PREVENT MEDIUM REMOVAL and the SPC-2 reservation (persistent
 // reservations stay). from is the nexus that asked.
-func (lu *LU) ResetLU(from *Nexus) {
+//
+// When the LU forwards its commands to its owner (SetForwarder with a
+// TaskManagementForwarder), the reset happens on the owner's LU, where
+// every nexus's state lives, and ResetLU returns the forwarder's error;
+// otherwise it happens here (ResetLULocal) and the error is nil.
+func (lu *LU) ResetLU(from *Nexus) error {
+	if tm := lu.taskManager(); tm != nil {
+		return tm.ForwardReset(from)
+	}
+	lu.ResetLULocal(from)
+	return nil
+}
+
+// ResetLULocal performs the reset of ResetLU on this LU whatever the
+// Forwarder says: the owner's forward server uses it for the resets other
+// nodes send.
+func (lu *LU) ResetLULocal(from *Nexus) {
 	if lu.pr.State().SPC2Holder != "" {
 		_, _ = lu.pr.Apply(PROp{Kind: OpReset, Nexus: NexusIDOf(from)})
 	}
@@ -338,7 +358,20 @@ func (lu *LU) ResetLU(from *Nexus) {
 // closed or dropped): its PREVENT and its SPC-2 reservation are released
 // and it sees I_T NEXUS LOSS OCCURRED on its next command if it comes back.
 // Persistent reservations and registrations stay.
-func (lu *LU) NexusLoss(n *Nexus) {
+//
+// Like ResetLU, it happens on the owner's LU when the LU forwards its
+// commands, and returns the forwarder's error.
+func (lu *LU) NexusLoss(n *Nexus) error {
+	if tm := lu.taskManager(); tm != nil {
+		return tm.ForwardNexusLoss(n)
+	}
+	lu.NexusLossLocal(n)
+	return nil
+}
+
+// NexusLossLocal reports the loss of n to this LU whatever the Forwarder
+// says, for the forward server.
+func (lu *LU) NexusLossLocal(n *Nexus) {
 	if id := NexusIDOf(n); lu.pr.State().SPC2Holder == id.Key() {
 		_, _ = lu.pr.Apply(PROp{Kind: OpNexusLoss, Nexus: id})
 	}
