@@ -1,11 +1,9 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -30,7 +28,7 @@ func (prMachine) Apply(state, op []byte) ([]byte, []byte, error) {
 		}
 	}
 	var o scsi.PROp
-	if err := strictJSON(op, &o); err != nil {
+	if err := fsm.DecodeStrict(op, &o); err != nil {
 		return nil, nil, fmt.Errorf("reservation operation: %w", err)
 	}
 	next, out := cur.Apply(o)
@@ -45,19 +43,6 @@ func (prMachine) Apply(state, op []byte) ([]byte, []byte, error) {
 	return nb, ob, nil
 }
 
-// strictJSON decodes exactly one JSON value with no unknown fields, as the
-// fsm decodes commands: every node must read an operation the same way.
-func strictJSON(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return fmt.Errorf("trailing data after the JSON value")
-	}
-	return nil
-}
 
 // Reservations keeps one replicated ReservationStore per device this node
 // serves (it is the dataplane's target.ReservationProvider). Operations go

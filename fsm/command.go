@@ -91,7 +91,7 @@ func Decode(b []byte) (Command, error) {
 		return nil, errorf(CodeUnsupported, "command encoding %v is not supported by this binary (it speaks %d)", firstByte(b), encodingVersion)
 	}
 	var env envelope
-	if err := strictUnmarshal(b[1:], &env); err != nil {
+	if err := DecodeStrict(b[1:], &env); err != nil {
 		return nil, errorf(CodeUnsupported, "decoding command: %v", err)
 	}
 	spec, ok := commands[env.Type]
@@ -99,7 +99,7 @@ func Decode(b []byte) (Command, error) {
 		return nil, errorf(CodeUnsupported, "unknown command type %q: this binary speaks protocol %d", env.Type, Protocol)
 	}
 	c := spec.new()
-	if err := strictUnmarshal(env.Body, c); err != nil {
+	if err := DecodeStrict(env.Body, c); err != nil {
 		return nil, errorf(CodeUnsupported, "decoding %s: %v", env.Type, err)
 	}
 	return c, nil
@@ -112,9 +112,9 @@ func firstByte(b []byte) any {
 	return b[0]
 }
 
-// strictUnmarshal decodes one JSON value, refusing unknown fields and
+// DecodeStrict decodes one JSON value, refusing unknown fields and
 // trailing data.
-func strictUnmarshal(b []byte, v any) error {
+func DecodeStrict(b []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {

@@ -29,7 +29,7 @@ func UnmarshalSnapshot(b []byte) (*State, error) {
 		return nil, errorf(CodeUnsupported, "snapshot format %d is not supported by this binary (it reads format %d)", head.Format, snapshotFormat)
 	}
 	var f snapshotFile
-	if err := strictUnmarshal(b, &f); err != nil {
+	if err := DecodeStrict(b, &f); err != nil {
 		return nil, errorf(CodeUnsupported, "snapshot: %v", err)
 	}
 	if f.State == nil {

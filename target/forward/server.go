@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -437,7 +438,7 @@ type stask struct {
 	meta    [maxRequestMeta]byte
 	nexus   *scsi.Nexus
 	device  string
-	out, in *buffer
+	out, in *backend.Buffer
 	aborted atomic.Bool
 	// fn is the function of a task management frame, 0 for a request.
 	fn TMFunction
@@ -486,8 +487,8 @@ func (t *stask) read(h Header) error {
 		return err
 	}
 	if n := int(f.dataOutLen); n > 0 {
-		t.out = getBuf(n)
-		t.req.DataOut = t.out.b[:n]
+		t.out = backend.GetBuffer(n)
+		t.req.DataOut = t.out.B[:n]
 		if _, err := io.ReadFull(br, t.req.DataOut); err != nil {
 			return err
 		}
@@ -557,8 +558,8 @@ func (t *stask) manage(lu *scsi.LU) {
 func (t *stask) execute(lu *scsi.LU) {
 	t.cmd = scsi.Command{Nexus: t.nexus, LUN: t.req.LUN, CDB: t.req.CDB, DataOut: t.req.DataOut, TaskTag: t.req.TaskTag}
 	if n := int(t.req.DataInLen); n > 0 {
-		t.in = getBuf(n)
-		t.cmd.DataIn = t.in.b[:n]
+		t.in = backend.GetBuffer(n)
+		t.cmd.DataIn = t.in.B[:n]
 	}
 	lu.ExecuteLocal(&t.cmd, &t.res)
 	if t.aborted.Load() {
@@ -596,8 +597,8 @@ func (t *stask) answer(f outFrame) {
 // will), and lets the reader take one more command.
 func (t *stask) release() {
 	sc := t.sc
-	putBuf(t.out)
-	putBuf(t.in)
+	backend.PutBuffer(t.out)
+	backend.PutBuffer(t.in)
 	t.out, t.in, t.sc, t.nexus = nil, nil, nil, nil
 	t.fn = 0
 	t.cmd = scsi.Command{}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi/pdu"
 )
 
@@ -186,17 +187,17 @@ func (c *conn) dispatch(h *pdu.Header, ahs []byte) error {
 }
 
 // readSegment reads the data segment of h into a pooled buffer.
-func (c *conn) readSegment(h *pdu.Header) (*buffer, []byte, error) {
+func (c *conn) readSegment(h *pdu.Header) (*backend.Buffer, []byte, error) {
 	n := h.DataSegmentLength()
 	if n == 0 {
 		return nil, nil, nil
 	}
-	b := getBuf(n)
-	if err := pdu.ReadData(c.br, b.b[:n], c.params.DataDigest); err != nil {
-		putBuf(b)
+	b := backend.GetBuffer(n)
+	if err := pdu.ReadData(c.br, b.B[:n], c.params.DataDigest); err != nil {
+		backend.PutBuffer(b)
 		return nil, nil, err
 	}
-	return b, b.b[:n], nil
+	return b, b.B[:n], nil
 }
 
 // skipSegment discards the data segment of h.
@@ -460,14 +461,14 @@ func (c *conn) handleNOPOut(h *pdu.Header) error {
 		return err
 	}
 	if n.ITT == pdu.ReservedTag {
-		putBuf(buf) // the answer to our ping; nothing to send
+		backend.PutBuffer(buf) // the answer to our ping; nothing to send
 		return nil
 	}
 	if !c.sess.consumeCmdSN(n.Immediate, n.CmdSN) {
-		putBuf(buf)
+		backend.PutBuffer(buf)
 		return nil
 	}
-	p := &outPDU{stat: statAssign, data: data, done: func() { putBuf(buf) }}
+	p := &outPDU{stat: statAssign, data: data, done: func() { backend.PutBuffer(buf) }}
 	(&pdu.NOPIn{DataLen: len(data), LUN: n.LUN, ITT: n.ITT, TTT: pdu.ReservedTag}).Marshal(&p.hdr)
 	c.send(p)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi/pdu"
 	"github.com/hatarget/hatarget/target/scsi"
 )
@@ -30,7 +31,7 @@ type task struct {
 	view      *sessionView
 	lu        *scsi.LU
 
-	buf  *buffer
+	buf  *backend.Buffer
 	edtl uint32
 
 	// Data-Out gathering; all offsets are in bytes from the buffer start.
@@ -139,8 +140,8 @@ func (t *task) gatherImmediate(h *pdu.Header) error {
 	if n > 0 && (!p.ImmediateData || n > p.FirstBurstLength || n > t.edtl) {
 		return c.refuseCommand(t, h, pdu.RejectProtocolError)
 	}
-	t.buf = getBuf(int(t.edtl))
-	if err := pdu.ReadData(c.br, t.buf.b[:n], p.DataDigest); err != nil {
+	t.buf = backend.GetBuffer(int(t.edtl))
+	if err := pdu.ReadData(c.br, t.buf.B[:n], p.DataDigest); err != nil {
 		t.abandon()
 		if err == pdu.ErrDataDigest {
 			c.reject(h, pdu.RejectDataDigest)
@@ -217,7 +218,7 @@ func (c *conn) handleDataOut(h *pdu.Header) error {
 		return nil
 	}
 	n := uint32(d.DataLen)
-	if err := pdu.ReadData(c.br, t.buf.b[d.BufferOffset:d.BufferOffset+n], c.params.DataDigest); err != nil {
+	if err := pdu.ReadData(c.br, t.buf.B[d.BufferOffset:d.BufferOffset+n], c.params.DataDigest); err != nil {
 		if err == pdu.ErrDataDigest {
 			// ERL 0 cannot ask for the data again: the task can never
 			// complete, so the connection goes.
@@ -291,13 +292,13 @@ func (t *task) run() {
 	}
 	t.scmd = scsi.Command{Nexus: t.s.nexus, LUN: t.lun, CDB: t.cdb, TaskTag: t.itt}
 	if t.cmd.Write && t.buf != nil {
-		t.scmd.DataOut = t.buf.b[:t.edtl]
+		t.scmd.DataOut = t.buf.B[:t.edtl]
 	}
 	if t.cmd.Read {
 		if t.buf == nil {
-			t.buf = getBuf(int(t.edtl))
+			t.buf = backend.GetBuffer(int(t.edtl))
 		}
-		t.scmd.DataIn = t.buf.b[:t.edtl]
+		t.scmd.DataIn = t.buf.B[:t.edtl]
 	}
 	t.res = scsi.Result{}
 	t.inlineFlush = true
@@ -347,7 +348,7 @@ func (t *task) queueResponse(status scsi.Status, sense []byte, dataLen, transfer
 			o.stat = statAssign
 		}
 		di.Marshal(&o.hdr)
-		o.data = t.buf.b[off : off+size]
+		o.data = t.buf.B[off : off+size]
 		off += size
 	}
 	if !collapse {
@@ -422,7 +423,7 @@ func (t *task) abandon() {
 
 // release returns the task's buffer and the task itself.
 func (t *task) release() {
-	putBuf(t.buf)
+	backend.PutBuffer(t.buf)
 	t.buf = nil
 	clear(t.out)
 	t.out = t.out[:0]

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi/pdu"
 )
 
@@ -29,7 +30,7 @@ func (c *conn) handleText(h *pdu.Header) error {
 	if err != nil {
 		return err
 	}
-	defer putBuf(buf)
+	defer backend.PutBuffer(buf)
 	s := c.sess
 	if !s.consumeCmdSN(req.Immediate, req.CmdSN) {
 		return nil

@@ -133,21 +133,7 @@ func (c *checker) longestPause() time.Duration {
 // must resume, and every acknowledged write must read back through both
 // survivors.
 func TestOwnerKillFailover(t *testing.T) {
-	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
-	c.WaitLeader(t, 15*time.Second)
-	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", "fo0", "--size", "16M")
-	var l api.LUN
-	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "fo0", "-o", "json"), &l)
-	owner := c.ByName(l.Owner)
-	var survivors []string
-	survivor := 0 // a node to ask, 1-based
-	for i, a := range c.Nodes() {
-		if a != owner {
-			survivors = append(survivors, a.ISCSIAddr())
-			survivor = i + 1
-		}
-	}
+	c, l, owner, survivors, survivor := clusterWithOwnedLUN(t, "fo0")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	ck := &checker{t: t, addrs: survivors}
@@ -185,21 +171,7 @@ func TestOwnerKillFailover(t *testing.T) {
 // owner still had queued must not reach the disk: the checker would see a
 // block go back to an older sequence.
 func TestOwnerFrozenFailover(t *testing.T) {
-	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
-	c.WaitLeader(t, 15*time.Second)
-	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", "fz0", "--size", "16M")
-	var l api.LUN
-	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "fz0", "-o", "json"), &l)
-	owner := c.ByName(l.Owner)
-	var survivors []string
-	survivor := 0
-	for i, a := range c.Nodes() {
-		if a != owner {
-			survivors = append(survivors, a.ISCSIAddr())
-			survivor = i + 1
-		}
-	}
+	c, l, owner, survivors, survivor := clusterWithOwnedLUN(t, "fz0")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	ck := &checker{t: t, addrs: survivors}
@@ -231,4 +203,27 @@ func TestOwnerFrozenFailover(t *testing.T) {
 	for _, a := range c.Nodes() {
 		ck.verify(ctx, a.ISCSIAddr())
 	}
+}
+
+// clusterWithOwnedLUN starts three agents with one 16 MiB LUN and returns
+// the LUN, its owner, the iSCSI portals of the two other nodes and the
+// index of one of them, to ask the API through.
+func clusterWithOwnedLUN(t *testing.T, name string) (*nodetest.Cluster, api.LUN, *nodetest.Agent, []string, int) {
+	t.Helper()
+	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
+	c.WaitLeader(t, 15*time.Second)
+	mustCLI(t, c, 1, "target", "create", tgtIQN)
+	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", name, "--size", "16M")
+	var l api.LUN
+	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", name, "-o", "json"), &l)
+	owner := c.ByName(l.Owner)
+	var survivors []string
+	survivor := 0
+	for i, a := range c.Nodes() {
+		if a != owner {
+			survivors = append(survivors, a.ISCSIAddr())
+			survivor = i + 1
+		}
+	}
+	return c, l, owner, survivors, survivor
 }
