@@ -43,7 +43,6 @@ func (prMachine) Apply(state, op []byte) ([]byte, []byte, error) {
 	return nb, ob, nil
 }
 
-
 // Reservations keeps one replicated ReservationStore per device this node
 // serves (it is the dataplane's target.ReservationProvider). Operations go
 // through Raft; every node's stores follow the applied state, and the LU
