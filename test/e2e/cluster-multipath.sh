@@ -14,15 +14,23 @@
 #    phase 1: the tool's examples/multipath-smoke.sh (discovery through 10.77.0.1
 #             must list three portals, login to all, one map with three paths,
 #             dd + fio verify through the map)
-#    phase 2: while fio write+verify runs, kill -9 one non-leader agent, keep it
-#             down E2E_DOWN_FOR seconds, restart it; the guest measures the I/O
-#             pause, the writes on the surviving paths and the path's return
+#             plus ALUA: the LUN's owner (lun show -o json, passed to the guest as
+#             E2E_OWNER_PORTAL) is alone in the active prio-50 path group, the
+#             others in a prio-10 (active/non-optimized) group, and only the
+#             owner's path carried the writes
+#    phase 2: while fio write+verify runs, kill -9 the LUN's OWNER, wait until the
+#             API shows a new owner (time to new owner, higher epoch; the guest
+#             gets its portal in JOBDIR/newowner), keep the old owner down
+#             E2E_DOWN_FOR seconds, restart it; the guest measures the I/O pause,
+#             that writes flow on the new owner's path only once it is regrouped
+#             as active/optimized, and that the old owner's path comes back
+#             active/ready as non-optimized (no writes unless ownership moved back)
 # 6. prints a RESULT block; exits non-zero on any failed check
 #
 # env: VMI (vm-initiator dir, default ../shared/tools/vm-initiator from the repo),
 #      HATARGET_BIN (default bin/hatarget, built with go build if missing),
 #      E2E_KILL_AFTER (s after the guest's I/O starts, default 5), E2E_DOWN_FOR
-#      (default 15), E2E_VICTIM (n2|n3|..., default: the highest non-leader),
+#      (default 15; the victim is always the LUN's owner),
 #      E2E_RECOVERY_TMO (guest iSCSI replacement timeout in phase 2, default 5),
 #      E2E_DATA_MB (phase 1 dd/fio size, default 32), E2E_KEEP=1 (keep the work dir),
 #      E2E_RUN_OPTS (extra run.sh options, e.g. -v)
@@ -103,6 +111,16 @@ json_gen_of() { # json_gen_of NAME: "NODE_GENERATION CLUSTER_GENERATION"
     /"name":/ {n=$4} END{print mine+0, top+0}'
 }
 iso2s() { date -d "$1" +%s.%N; }
+LUN=disk0
+# lun_owner ADDR: "OWNER EPOCH" of $LUN as node ADDR's API reports it ("- 0" if unknown)
+lun_owner() {
+  local j; j=$(ctl lun show "$LUN" -o json --addr "$1" 2>/dev/null || true)
+  echo "$(echo "$j" | sed -n 's/^ *"owner": *"\([^"]*\)".*/\1/p' | head -1) $(echo "$j" | sed -n 's/^ *"epoch": *\([0-9]*\).*/\1/p' | head -1)" |
+    awk '{print ($1==""?"-":$1), ($2==""?0:$2)}'
+}
+alive_api() { # alive_api [EXCEPT_INDEX]: the API of a running node other than EXCEPT_INDEX
+  local i; for i in "${NODES[@]}"; do [ "$i" != "${1:-}" ] && [ -n "${PID[$i]:-}" ] && { echo "10.77.0.$i:9260"; return; }; done
+}
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
 
 # ---------------------------------------------------------------- setup
@@ -154,6 +172,12 @@ for _ in $(seq 40); do
   [ "$GENS" = 1 ] && break; sleep 0.25
 done
 log "target $IQN with LUN 0 (disk0, 1 GiB in $WORK/storage) created via $API2; all nodes at one generation: $([ "$GENS" = 1 ] && echo yes || echo no)"
+OWNER=- EPOCH=0
+for _ in $(seq 40); do read -r OWNER EPOCH <<<"$(lun_owner "$API2")"; [ "$OWNER" != - ] && break; sleep 0.25; done
+[ "$OWNER" != - ] || { ctl lun show "$LUN" -o json --addr "$API2"; echo "e2e: LUN $LUN has no owner after 10 s" >&2; exit 1; }
+OWNER_I=${OWNER#n}
+OWNER_VIEWS=$(for i in "${NODES[@]}"; do printf 'n%s:%s ' "$i" "$(lun_owner "10.77.0.$i:9260" | tr ' ' '@')"; done)
+log "LUN $LUN owner $OWNER (epoch $EPOCH, portal 10.77.0.$OWNER_I:3260); as each node's API reports it (owner@epoch): $OWNER_VIEWS"
 
 # ---------------------------------------------------------------- the VM
 mkdir -p "$JOB"
@@ -162,30 +186,47 @@ FO_SECS=$((2 + KILL_AFTER + DOWN_FOR + 20))
 log "booting the guest: run.sh guest-cluster-smoke.sh 10.77.0.1:3260 3 $DATA_MB $FO_SECS"
 T_VM=$(secs)
 # shellcheck disable=SC2086
-"$VMI/run.sh" -t 900 -j "$JOB" -e "E2E_RECOVERY_TMO=$RTMO" ${E2E_RUN_OPTS:-} \
+"$VMI/run.sh" -t 900 -j "$JOB" -e "E2E_RECOVERY_TMO=$RTMO" -e "E2E_OWNER_PORTAL=10.77.0.$OWNER_I" ${E2E_RUN_OPTS:-} \
   "$HERE/guest-cluster-smoke.sh" 10.77.0.1:3260 3 "$DATA_MB" "$FO_SECS" >"$WORK/guest.out" 2>"$WORK/guest.err" &
 RUNPID=$!
 
 MARKS=$JOB/out/marks
 while kill -0 "$RUNPID" 2>/dev/null && [ ! -e "$MARKS/io-running" ] && [ ! -e "$MARKS/phase2-skip" ]; do sleep 0.1; done
 VICTIM="" KILL_INFO="" RESTART_HEALTHY=- RESTART_CAUGHT_UP=- HEALTHY_GEN=- OUTAGE_STATUS=-
+NEW_OWNER=- NEW_EPOCH=0 T_NEWOWNER=- OWNER_AFTER_RESTART=- OWNER_END=- OLD_OWNER=- OLD_EPOCH=0
 if [ -e "$MARKS/io-running" ]; then
   log "guest: phase 1 done, phase 2 fio verify running (VM up $(since "$T_VM")s)"
   sleep "$KILL_AFTER"
   J=$(status_json "$API2" || true); LEADER=$(echo "$J" | json_leader)
-  if [ -n "${E2E_VICTIM:-}" ]; then VICTIM=${E2E_VICTIM#n}
-  else for i in "${NODES[@]}"; do [ "n$i" = "$LEADER" ] || VICTIM=$i; done; fi
-  [ "n$VICTIM" = "$LEADER" ] && log "WARNING: E2E_VICTIM n$VICTIM is the leader"
+  # the victim is the LUN's owner as the API reports it right now
+  read -r OLD_OWNER OLD_EPOCH <<<"$(lun_owner "$API2")"
+  [ "$OLD_OWNER" != - ] || { OLD_OWNER=$OWNER; OLD_EPOCH=$EPOCH; log "WARNING: no owner from $API2 now; using $OWNER"; }
+  [ "$OLD_OWNER" = "$OWNER" ] || log "WARNING: the owner moved from $OWNER to $OLD_OWNER before the kill (the guest was told $OWNER)"
+  VICTIM=${OLD_OWNER#n}
+  SURV=$(alive_api "$VICTIM"); SURV=${SURV%%:*}; SURV=${SURV##*.}
   kill -KILL "${PID[$VICTIM]}"; wait "${PID[$VICTIM]}" 2>/dev/null || true
   T_KILL=$(secs)
   echo "10.77.0.$VICTIM" >"$JOB/killed"
   echo "=== $(ts) killed with SIGKILL by the e2e test" >>"$LOGS/n$VICTIM.log"
-  KILL_INFO="n$VICTIM (10.77.0.$VICTIM, pid ${PID[$VICTIM]}; leader was $LEADER)"
+  KILL_INFO="n$VICTIM = owner of $LUN (epoch $OLD_EPOCH; 10.77.0.$VICTIM, pid ${PID[$VICTIM]}; leader was $LEADER)"
   unset "PID[$VICTIM]"
   log "kill -9 $KILL_INFO"
+  # failover: the leader moves ownership once gossip has seen the owner gone for
+  # longer than its lease (2 s) + 0.5 s; poll a survivor's API every 0.1 s
+  while [ "$(since "$T_KILL" | cut -d. -f1)" -lt 30 ]; do
+    read -r o e <<<"$(lun_owner "10.77.0.$SURV:9260")"
+    if [ "$o" != - ] && [ "$o" != "$OLD_OWNER" ]; then NEW_OWNER=$o NEW_EPOCH=$e T_NEWOWNER=$(since "$T_KILL"); break; fi
+    sleep 0.1
+  done
+  if [ "$NEW_OWNER" != - ]; then
+    echo "10.77.0.${NEW_OWNER#n}" >"$JOB/newowner"
+    log "new owner of $LUN: $NEW_OWNER (epoch $NEW_EPOCH, was $OLD_OWNER epoch $OLD_EPOCH) ${T_NEWOWNER}s after the kill (API of n$SURV)"
+  else
+    log "no new owner of $LUN within 30 s of the kill (API of n$SURV: $(lun_owner "10.77.0.$SURV:9260"))"
+  fi
+  grep -hE 'LUN failed over|LUN owner assigned' "$LOGS"/n*.log | sed 's/^/    /' || true
   # the survivors keep a quorum: a change still commits, status shows the dead node
-  sleep 3
-  SURV=1; [ "$VICTIM" = 1 ] && SURV=2
+  while [ "$(since "$T_KILL" | cut -d. -f1)" -lt 3 ]; do sleep 0.1; done
   J=$(status_json "10.77.0.$SURV:9260" || true)
   OUTAGE_STATUS="leader $(echo "$J" | json_leader), $(echo "$J" | json_healthy) healthy"
   log "cluster during the outage (via n$SURV): $OUTAGE_STATUS"
@@ -205,12 +246,17 @@ if [ -e "$MARKS/io-running" ]; then
     sleep 0.25
   done
   log "n$VICTIM healthy in cluster status after ${RESTART_HEALTHY}s (then at $HEALTHY_GEN); its generation caught up after ${RESTART_CAUGHT_UP}s"
+  read -r o e <<<"$(lun_owner "10.77.0.$SURV:9260")"; OWNER_AFTER_RESTART="$o@$e"
+  # the guest's burst on the restored path may carry writes only if ownership moved back
+  [ "$o" != - ] && echo "10.77.0.${o#n}" >"$JOB/owner_now"
+  log "owner of $LUN after the restart: $OWNER_AFTER_RESTART; as each node's API reports it: $(for i in "${NODES[@]}"; do printf 'n%s:%s ' "$i" "$(lun_owner "10.77.0.$i:9260" | tr ' ' '@')"; done)"
 else
   log "guest skipped phase 2 (or the VM ended early)"
 fi
 set +e   # from here on every failure is a check in the RESULT block
 wait "$RUNPID"; VMRC=$?; RUNPID=
 T_VMWALL=$(since "$T_VM")
+[ -n "$VICTIM" ] && OWNER_END="$(for i in "${NODES[@]}"; do printf 'n%s:%s ' "$i" "$(lun_owner "10.77.0.$i:9260" | tr ' ' '@')"; done)"
 
 cat "$WORK/guest.out"
 grep -v 'job dir kept' "$WORK/guest.err" >&2 || true
@@ -243,6 +289,14 @@ HOSTCHECKS=()
 hc() { if [ "$1" = 0 ]; then HOSTCHECKS+=("CHECK PASS $2"); else HOSTCHECKS+=("CHECK FAIL $2"); fi; }
 hc 0 "host: 3-node cluster formed (leader $LEADER) in ${T_CLUSTER}s; target + LUN created via $API2"
 [ -n "$VICTIM" ]; hc $? "host: phase 2 ran: kill -9 ${KILL_INFO:-nobody}, restarted after ${DOWN_FOR}s"
+[ "$OWNER" != - ]; hc $? "host: LUN $LUN has an owner: $OWNER (epoch $EPOCH); views owner@epoch by node: $OWNER_VIEWS"
+if [ -n "$VICTIM" ]; then
+  [ "n$VICTIM" = "$OWNER" ]; hc $? "host: the victim n$VICTIM is the owner the guest was told ($OWNER)"
+  [ "$NEW_OWNER" != - ] && [ "$NEW_OWNER" != "$OLD_OWNER" ] && [ "$NEW_EPOCH" -gt "$OLD_EPOCH" ]
+  hc $? "host: ownership failed over $OLD_OWNER@$OLD_EPOCH -> $NEW_OWNER@$NEW_EPOCH (new owner, higher epoch) ${T_NEWOWNER}s after the kill"
+  [ "$T_NEWOWNER" != - ] && awk -v t="$T_NEWOWNER" 'BEGIN{exit !(t>=2.5 && t<15)}'
+  hc $? "host: time to new owner ${T_NEWOWNER}s is plausible (>= lease 2 s + 0.5 s after gossip saw the owner gone, < 15 s)"
+fi
 [ "$OUTAGE_STATUS" != - ] && echo "$OUTAGE_STATUS" | grep -q ', 2 healthy'
 hc $? "host: during the outage the survivors report: $OUTAGE_STATUS"
 [ "$RESTART_HEALTHY" != - ] && [ "$RESTART_CAUGHT_UP" != - ]
@@ -270,17 +324,21 @@ echo "phase 1: SendTargets via 10.77.0.1:3260 -> $(g discovered_portals) portals
      "$(g sessions_logged_in) sessions; map $(g map): $(g map_active_paths) active paths, hwhandler $(g hwhandler)," \
      "$(g path_groups) path group(s), prios $(g path_prios)"
 echo "         $(g dd); $(g fio); paths that carried writes: $(g paths_with_writes)"
+echo "         ALUA: owner $OWNER (epoch $EPOCH) = path $(g owner_sd); path groups (sd:group prio:group status): $(g groups_phase1); writes per path in phase 1: $(g phase1_writes_per_path)"
 if [ -n "$VICTIM" ]; then
 echo "phase 2: kill -9 $KILL_INFO, ${KILL_AFTER}s into fio; down ${DOWN_FOR}s; guest replacement_timeout ${RTMO}s"
-echo "         guest timeline (s since fio start): kill seen by the initiator $(g kill_seen_by_initiator), dm failed the path $(g path_failed_dm), reinstated $(g path_reinstated_dm)"
-echo "         victim path (portal/sd) $(g victim): failed $(g path_failed_after_kill) after the kill;" \
-     "I/O pause: longest completion gap $(g fo_longest_gap), max latency $(g fo_max_latency)"
-echo "         writes per path while down: $(g writes_per_path_while_down); after the pause $(g writes_while_down_after_pause) writes"
+echo "         OWNER KILL: time to new owner (API) ${T_NEWOWNER}s -> $NEW_OWNER (epoch $NEW_EPOCH);" \
+     "I/O pause: longest completion gap $(g fo_longest_gap), max latency $(g fo_max_latency); first write after the kill completed $(g first_write_after_kill) after it"
+echo "         guest timeline (s since fio start): kill seen by the initiator $(g kill_seen_by_initiator), dm failed the path $(g path_failed_dm), new owner file seen $(g newowner_seen)," \
+     "new owner's path $(g new_owner_sd) active/optimized (prio 50, active group) $(g regrouped), reinstated old path $(g path_reinstated_dm)"
+echo "         old owner path (portal/sd) $(g victim): failed $(g path_failed_after_kill) after the kill; groups after failover: $(g groups_after_failover)"
+echo "         writes per path kill->restart: $(g writes_per_path_while_down); regrouped->restart: $(g writes_per_path_after_regroup); after the pause $(g writes_while_down_after_pause) writes"
 echo "         fio: $(g fo_writes) writes, $(g fo_verify_reads) verify reads, $(g fo_iops) IOPS avg, rc $(g fo_fio_rc)"
 echo "         restart: node healthy after ${RESTART_HEALTHY}s (at $HEALTHY_GEN), generation caught up after ${RESTART_CAUGHT_UP}s;"
 echo "                  $SERVE_NOTE"
-echo "                  path active/ready $(g path_back_after_restart) after the restart;" \
-     "$(g writes_on_restored_path) writes on it in a 5 s burst; $(g final_active_paths) active paths at the end"
+echo "                  path active/ready $(g path_back_after_restart) after the restart; groups then: $(g groups_after_restart);" \
+     "owner after the restart $OWNER_AFTER_RESTART, at the end (by node) $OWNER_END"
+echo "                  5 s burst writes per path: $(g burst_writes_per_path); $(g final_active_paths) active paths at the end"
 fi
 echo "RESULT: $VERDICT ($NFAIL failed check(s))"
 exit $RC

@@ -12,14 +12,22 @@
 # group tags and of ALUA (INQUIRY TPGS, REPORT TARGET PORT GROUPS, multipathd's
 # prio and hardware handler) without changing anything.
 #
-# Phase 2 (node failure): fio random writes with crc32c verify (verify_backlog, so
+# ALUA (phase 1): the LUN's owner (E2E_OWNER_PORTAL, from the host's API) must be
+# alone in the active path group with prio 50 (active/optimized), the other paths
+# in a lower group with prio 10 (active/non-optimized), and every phase 1 write
+# must have gone to the owner's path.
+#
+# Phase 2 (owner failure): fio random writes with crc32c verify (verify_backlog, so
 # data is read back during the outage too) on the map for FO_SECS seconds. The
-# guest marks io-running (JOBDIR/out/marks/io-running); the host kill -9s one
-# agent and creates JOBDIR/killed (holding the victim's portal address), restarts
-# it later and creates JOBDIR/restarted. The guest measures when the victim's path
-# fails, the longest I/O pause, the writes that completed on each path while the
-# node was down, when the path comes back active/ready, and whether it carries I/O
-# again.
+# guest marks io-running (JOBDIR/out/marks/io-running); the host kill -9s the
+# LUN's owner and creates JOBDIR/killed (the victim's portal address), then
+# JOBDIR/newowner (the new owner's portal, once the API shows it), restarts the
+# victim later and creates JOBDIR/restarted, then JOBDIR/owner_now (the owner after
+# the restart). The guest measures when the old owner's path fails, the longest I/O
+# pause, when the new owner's path becomes active/optimized (prio 50, active
+# group), that from then on writes go to it only, that the old owner's path comes
+# back active/ready as non-optimized (prio 10, not the active group) and that it
+# carries no writes unless ownership moved back to it.
 #
 # Output for the host: lines "E2E key=value" (measurements) and
 # "CHECK PASS|FAIL text" (one per check). Exit 0 only if every check passed.
@@ -32,6 +40,7 @@ MB=${3:-32}
 FO_SECS=${4:-45}
 RTMO=${E2E_RECOVERY_TMO:-5}
 RETURN_WAIT=${E2E_RETURN_WAIT:-90}
+OWNER_PORTAL=${E2E_OWNER_PORTAL:-}
 . /usr/local/lib/vmi/vmi-lib.sh
 
 NFAIL=0
@@ -111,7 +120,7 @@ kv dd "$(grep -o '^dd pattern verify: .*' /tmp/smoke.out | head -1)"
 kv fio "$(grep -o '^fio verify: .*' /tmp/smoke.out | head -1)"
 kv paths_with_writes "$(grep -o 'paths that carried writes: .*' /tmp/smoke.out | sed 's/.*: //')"
 
-hdr "phase 1: ALUA as the initiator sees it (informational; hatarget has no asymmetric states yet)"
+hdr "phase 1: ALUA as the initiator sees it"
 SDS=$(vmi_iscsi_sds | sort | tr '\n' ' ')
 for d in $SDS; do
   echo "-- $d ($(portal_of_sd $d)): dh_state=$(cat /sys/block/$d/device/dh_state 2>/dev/null)" \
@@ -126,6 +135,54 @@ kv path_groups "$(multipath -ll 2>/dev/null | grep -c 'policy=')"
 echo "-- multipathd show paths:"; multipathd show paths format "%d %i %m %p %t %T %o %s" 2>/dev/null | sed 's/^/   /'
 echo "-- multipath -d -v3 (prio / hardware handler lines):"
 multipath -d -v3 2>&1 | grep -iE 'alua|prio|tpg|hwhandler|hardware' | sort -u | head -25 | sed 's/^/   /'
+echo "-- multipath -ll:"; multipath -ll 2>&1 | sed 's/^/   /'
+
+# topo: one line per path from multipathd's topology (same layout as multipath -ll):
+# "sd group_prio group_status path_prio dm_state checker_state"
+topo() {
+  multipathd show maps topology 2>/dev/null | awk '
+    /policy=/ { gp=gs="?"; for (i=1;i<=NF;i++) { if ($i ~ /^prio=/) gp=substr($i,6); if ($i ~ /^status=/) gs=substr($i,8) } }
+    { for (i=1;i<=NF;i++) if ($i ~ /^sd[a-z]+$/ && $(i+1) ~ /^[0-9]+:[0-9]+$/) print $i, gp, gs, "-", $(i+2), $(i+3) }' |
+  while read -r d gp gs _ st ck; do echo "$d $gp $gs $(multipathd show paths raw format "%d %p" 2>/dev/null | awk -v d=$d '$1==d{print $2}') $st $ck"; done
+}
+topo_brief() { topo | awk '{printf "%s:%s:%s ", $1, $2, $3}'; }
+sd_of_portal() { local d; for d in $SDS; do [ "$(portal_of_sd $d)" = "$1" ] && { echo $d; return; }; done; }
+# is_optimized SD: SD is active with path prio 50 in the active prio-50 group, and no
+# other usable path shares that group (a failed path keeps its last prio, so the dead
+# old owner's path stays in the prio-50 group until it is reinstated and re-prioritized)
+is_optimized() {
+  topo | awk -v d=$1 '$1==d{k=$2" "$3; ok=($2==50 && $3=="active" && $4==50 && $5=="active")} $1!=d && $5=="active"{u[$2" "$3]++}
+    END{exit !(ok && !u[k])}'
+}
+# is_nonoptimized SD: SD is in a prio-10 group that is not the active one, active/ready
+is_nonoptimized() { topo | awk -v d=$1 '$1==d{f=($2==10 && $3!="active" && $5=="active" && $6=="ready")} END{exit !f}'; }
+
+OSD=$( [ -n "$OWNER_PORTAL" ] && sd_of_portal "$OWNER_PORTAL")
+topo >/tmp/topo1
+echo "-- topology (sd group_prio group_status path_prio dm_state checker):"; sed 's/^/   /' /tmp/topo1
+kv owner_sd "${OWNER_PORTAL:-?}/${OSD:-none}"
+kv groups_phase1 "$(topo_brief)"
+[ -n "$OSD" ] && is_optimized "$OSD" &&
+  [ "$(awk -v d="$OSD" '$1==d{print $4}' /tmp/topo1)" = 50 ]
+check $? "phase 1: the owner's path ${OWNER_PORTAL:-?}/${OSD:-none} is alone in the active path group, prio 50 (active/optimized) [$(topo_brief)]"
+ok=0; nn=0
+for d in $SDS; do
+  [ "$d" = "$OSD" ] && continue
+  nn=$((nn+1))
+  is_nonoptimized "$d" && [ "$(awk -v d="$d" '$1==d{print $4}' /tmp/topo1)" = 10 ] || ok=1
+done
+[ -n "$OSD" ] && [ $ok = 0 ] && [ $nn = $((NPATHS-1)) ]
+check $? "phase 1: the $nn other paths are active/ready in a lower-priority group with alua prio 10 (active/non-optimized)"
+# writes during the smoke test's data I/O: its "before:"/"after:" lines (sdX:r=N,w=N).
+# (each path shows one write before any data I/O: not counted here)
+P1W=$(paste -d' ' <(grep -m1 '^before:' /tmp/smoke.out | tr ' ' '\n' | grep '^sd') <(grep -m1 '^after:' /tmp/smoke.out | tr ' ' '\n' | grep '^sd') |
+  awk '{split($1,a,/[:=,]/); split($2,b,/[:=,]/); printf "%s:%d ", a[1], b[5]-a[5]}')
+[ -n "$P1W" ] || P1W=$(for d in $SDS; do printf '%s:%s ' $d "$(awk '{print $5}' /sys/block/$d/stat)"; done)
+kv phase1_writes_per_path "$P1W"
+ok=0
+for x in $P1W; do d=${x%%:*}; n=${x#*:}; if [ "$d" = "$OSD" ]; then [ "$n" -gt 0 ] || ok=1; else [ "$n" = 0 ] || ok=1; fi; done
+[ -n "$OSD" ] && [ $ok = 0 ]
+check $? "phase 1: writes went to the owner's path $OSD only ($P1W)"
 
 if [ -z "$MAP" ] || [ "$act" -lt 2 ]; then
   echo "no usable map: skipping phase 2"; vmi_mark phase2-skip; finish
@@ -172,6 +229,16 @@ SAMPLER=$!
     sleep 0.1
   done ) >/tmp/watcher.log 2>&1 &
 WATCHER=$!
+# new-owner watcher: when the host names the new owner, wait until its path is
+# active/optimized (alone in the active prio-50 group) as multipathd sees it
+( while [ ! -e /job/newowner ]; do [ -e /job/restarted ] && exit 0; sleep 0.1; done
+  now >/tmp/ev.newowner_seen
+  NSD=$(sd_of_portal "$(cat /job/newowner)"); echo "$NSD" >/tmp/ev.new_sd
+  while [ -n "$NSD" ] && [ ! -e /job/restarted ]; do
+    if is_optimized "$NSD"; then now >/tmp/ev.regrouped; counters >/tmp/ev.cnt_regrouped; topo_brief >/tmp/ev.groups_regrouped; break; fi
+    sleep 0.2
+  done ) >/tmp/watcher2.log 2>&1 &
+WATCHER2=$!
 
 fio --name=failover --filename="$DEV" --offset=128m --size=64m --rw=randwrite --bs=4k \
     --ioengine=libaio --iodepth=4 --direct=1 --time_based --runtime="$FO_SECS" \
@@ -190,26 +257,40 @@ while kill -0 $WATCHER 2>/dev/null; do
   [ "$EPOCHSECONDS" -ge "$limit" ] && break
   sleep 0.2
 done
-kill $WATCHER 2>/dev/null
+kill $WATCHER $WATCHER2 2>/dev/null
 
 VSD=$(cat /tmp/ev.victim_sd 2>/dev/null)
+NSD=$(cat /tmp/ev.new_sd 2>/dev/null)
 ev() { cat /tmp/ev.$1 2>/dev/null || echo "-"; }
-# after the path is back, a short burst: does the restored path carry writes again?
-back_writes=-
+# after the path is back: give multipathd a few checker rounds to settle its
+# group (it must be non-optimized: prio 10, not the active group) ...
+RSTATE=-; GROUPS_BACK=-
 if [ -e /tmp/ev.path_back ] && [ -n "$VSD" ]; then
-  b=$(wcount "$VSD")
+  for _ in $(seq 50); do is_nonoptimized "$VSD" && { RSTATE=nonoptimized; break; }; sleep 0.2; done
+  [ "$RSTATE" = - ] && RSTATE="$(topo | awk -v d=$VSD '$1==d{print "group prio "$2" "$3", path prio "$4" "$5"/"$6}')"
+  GROUPS_BACK=$(topo_brief)
+fi
+# ... then a short burst: which paths carry the writes now? the restored path only if
+# ownership moved back to it (the host writes the owner after the restart to /job/owner_now)
+for _ in $(seq 50); do [ -e /job/owner_now ] && break; sleep 0.2; done
+OWNER_NOW=$(cat /job/owner_now 2>/dev/null)
+back_writes=- BURSTW=-
+if [ -e /tmp/ev.path_back ] && [ -n "$VSD" ]; then
+  b=$(counters)
   fio --name=after --filename="$DEV" --offset=256m --size=16m --rw=randwrite --bs=4k --ioengine=libaio \
       --iodepth=8 --direct=1 --time_based --runtime=5 --verify=crc32c --do_verify=1 --verify_fatal=1 \
       --output-format=terse --terse-version=3 >/tmp/after.out 2>/tmp/after.err
   ARC=$?
-  back_writes=$(( $(wcount "$VSD") - b ))
+  BURSTW=$(paste -d' ' <(echo "$b" | tr ' ' '\n') <(counters | tr ' ' '\n') | awk -F'[: ]' 'NF>=4 {printf "%s+%d ", $1, $4-$2}')
+  back_writes=$(echo "$BURSTW" | tr ' ' '\n' | awk -F+ -v d="$VSD" '$1==d{print $2}')
 fi
 kill $SAMPLER 2>/dev/null
 
 echo "--- path states / write counters (t = seconds since fio start; the host's events below)"
 awk 'NR%2==1' /tmp/paths.log
 echo "--- events: killed(seen)=$(ev killed) victim=$(cat /job/killed 2>/dev/null) ($VSD) path_failed=$(ev path_failed)" \
-     "restarted(seen)=$(ev restarted) path_back=$(ev path_back)"
+     "newowner(seen)=$(ev newowner_seen) $(cat /job/newowner 2>/dev/null) ($NSD) regrouped=$(ev regrouped) [$(ev groups_regrouped)]" \
+     "restarted(seen)=$(ev restarted) path_back=$(ev path_back) owner_now=$OWNER_NOW"
 echo "--- kernel messages during phase 2 (t = seconds since fio start)"
 dmesg | awk -v u="$UP0" '{t=substr($0,2,index($0,"]")-2)+0} t>=u {printf "t=%6.2f %s\n", t-u, substr($0,index($0,"]")+2)}' |
   grep -vE 'Synchronizing SCSI cache|alua: Detached' | head -40
@@ -230,6 +311,12 @@ DOWNW=-
 if [ "$tk" != - ] && [ "$tr_" != - ]; then
   DOWNW=$(awk -v a="$tk" -v b="$tr_" -v g="$GAP_END" '$3==1 && $1>a && $1>=g && $1<b' /tmp/lat | wc -l)
 fi
+WRREG=-
+[ -e /tmp/ev.cnt_regrouped ] && [ -e /tmp/ev.cnt_restarted ] &&
+  WRREG=$(paste -d' ' <(tr ' ' '\n' </tmp/ev.cnt_regrouped) <(tr ' ' '\n' </tmp/ev.cnt_restarted) |
+    awk -F'[: ]' 'NF>=4 {printf "%s+%d ", $1, $4-$2}')
+FIRSTW=-
+[ "$tk" != - ] && FIRSTW=$(awk -v a="$tk" -v g="$GAP_END" '$3==1 && $1>a && $1>=g {printf "%.2fs", $1-a; exit}' /tmp/lat)
 WRDOWN=$(paste -d' ' <(tr ' ' '\n' </tmp/ev.cnt_killed 2>/dev/null) <(tr ' ' '\n' </tmp/ev.cnt_restarted 2>/dev/null) |
   awk -F'[: ]' 'NF>=4 {printf "%s+%d ", $1, $4-$2}')
 echo "--- fio"
@@ -263,25 +350,53 @@ kv t_killed "$tk"; kv t_restarted "$tr_"
 kv path_failed_after_kill "${FAILED_AFTER}s"
 kv writes_while_down_after_pause "$DOWNW"
 kv writes_per_path_while_down "$WRDOWN"
+kv first_write_after_kill "$FIRSTW"
+kv newowner_seen "t=$(ev newowner_seen)"
+kv new_owner_sd "$(cat /job/newowner 2>/dev/null)/$NSD"
+kv regrouped "t=$(ev regrouped)"
+kv groups_after_failover "$(ev groups_regrouped)"
+kv writes_per_path_after_regroup "$WRREG"
 kv path_back_after_restart "${BACK_AFTER}s"
+kv groups_after_restart "$GROUPS_BACK"
+kv restored_path_state "$RSTATE"
+kv owner_after_restart "$OWNER_NOW"
+kv burst_writes_per_path "$BURSTW"
 kv writes_on_restored_path "$back_writes"
 
 [ "$FRC" = 0 ] && ! grep -qiE 'verify.*(fail|mismatch|bad)|crc32c' /tmp/fo.err && [ "$NR_" -gt 0 ]
 check $? "phase 2: fio randwrite+crc32c verify across the kill (rc $FRC, $NW writes, $NR_ verify reads)"
-[ -n "$VSD" ]; check $? "phase 2: victim portal $(cat /job/killed 2>/dev/null) maps to one of the paths ($VSD)"
+[ -n "$VSD" ] && [ "$(cat /job/killed 2>/dev/null)" = "$OWNER_PORTAL" ]
+check $? "phase 2: the victim $(cat /job/killed 2>/dev/null) is the owner's portal (${OWNER_PORTAL:-?}) and maps to one of the paths ($VSD)"
 [ -n "$K_FAIL" ] || [ -e /tmp/ev.path_failed ]
 check $? "phase 2: the victim's path went failed ($FAILED_AFTER s after the kill mark; dm-multipath t=${K_FAIL:--}, multipathd saw it t=$(ev path_failed))"
+[ "$DOWNW" != - ] && [ "$DOWNW" -gt 0 ]
+check $? "phase 2: I/O resumed while the old owner was down ($DOWNW writes completed after the pause; per path kill->restart: $WRDOWN)"
+[ -n "$NSD" ] && [ "$NSD" != "$VSD" ] && [ -e /tmp/ev.regrouped ]
+check $? "phase 2: the new owner's path $(cat /job/newowner 2>/dev/null)/${NSD:-none} became active/optimized (alone in the active prio-50 group) at t=$(ev regrouped) [$(ev groups_regrouped)]"
 ok=1
-if [ -n "$VSD" ] && [ -n "$WRDOWN" ]; then
+if [ -n "$NSD" ] && [ "$WRREG" != - ]; then
   ok=0
-  for x in $WRDOWN; do d=${x%%+*}; n=${x#*+}; [ "$d" = "$VSD" ] && continue; [ "$n" -gt 0 ] || ok=1; done
+  for x in $WRREG; do d=${x%%+*}; n=${x#*+}; if [ "$d" = "$NSD" ]; then [ "$n" -gt 0 ] || ok=1; else [ "$n" = 0 ] || ok=1; fi; done
 fi
-[ $ok = 0 ] && [ "$DOWNW" != - ] && [ "$DOWNW" -gt 0 ]
-check $? "phase 2: I/O continued on the remaining paths while the node was down ($WRDOWN; $DOWNW writes after the pause)"
+[ $ok = 0 ]
+check $? "phase 2: from the regroup until the restart writes went to the new owner's path $NSD only ($WRREG)"
 [ -e /tmp/ev.path_back ]
-check $? "phase 2: the victim's path came back after the restart ($BACK_AFTER s; dm reinstated t=${K_BACK:--}, multipathd active/ready t=$(ev path_back))"
-[ "$back_writes" != - ] && [ "$back_writes" -gt 0 ] && [ "${ARC:-1}" = 0 ]
-check $? "phase 2: the restored path carries writes again ($back_writes writes in a 5 s fio verify burst, rc ${ARC:--})"
+check $? "phase 2: the old owner's path came back active/ready after the restart ($BACK_AFTER s; dm reinstated t=${K_BACK:--}, multipathd active/ready t=$(ev path_back))"
+if [ -n "$OWNER_NOW" ] && [ "$OWNER_NOW" = "$(cat /job/killed 2>/dev/null)" ]; then
+  # ownership moved back to the restarted node: its path must be optimized and carry the writes
+  is_optimized "$VSD" && [ "$back_writes" != - ] && [ "$back_writes" -gt 0 ] && [ "${ARC:-1}" = 0 ]
+  check $? "phase 2: ownership moved back to the restarted node: its path $VSD is active/optimized and carries the burst's writes ($BURSTW, rc ${ARC:--})"
+else
+  [ "$RSTATE" = nonoptimized ]
+  check $? "phase 2: the restored path $VSD is in the non-optimized group (prio 10, not active): $RSTATE [$GROUPS_BACK]"
+  ok=1
+  if [ "$BURSTW" != - ] && [ -n "$NSD" ]; then
+    ok=0
+    for x in $BURSTW; do d=${x%%+*}; n=${x#*+}; if [ "$d" = "$NSD" ]; then [ "$n" -gt 0 ] || ok=1; else [ "$n" = 0 ] || ok=1; fi; done
+  fi
+  [ $ok = 0 ] && [ "${ARC:-1}" = 0 ]
+  check $? "phase 2: the restored path carries no writes (owner still ${OWNER_NOW:-?}): 5 s fio verify burst per path $BURSTW, rc ${ARC:--}"
+fi
 act=$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)
 kv final_active_paths "$act"
 [ "$act" = "$NPATHS" ]; check $? "phase 2: $MAP has $act active+ready paths at the end (want $NPATHS)"
