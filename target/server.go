@@ -214,8 +214,15 @@ func (s *Server) Apply(cfg Config) error {
 		u.lu.RaiseReportedLUNsChanged()
 	}
 	s.closeRemoved(next)
-	// No LU forwards through the clients left behind any more.
-	closeClients(s.clients, clients)
+	// No LU forwards through the clients left behind any more, but
+	// commands sent through them may still be on their way back: closing
+	// at once would fail them although the old owner may have executed
+	// them, so the clients close once idle.
+	for addr, c := range s.clients {
+		if clients[addr] != c {
+			go c.CloseWhenIdle(ownerSilence)
+		}
+	}
 	s.units, s.clients = next, clients
 	s.cfg = cfg
 	s.log.Info("configuration applied", "devices", len(cfg.Devices), "targets", len(cfg.Targets))

@@ -132,6 +132,17 @@ func (c *Client) Close() error {
 
 var errClientClosed = errors.New("forward: client closed")
 
+// CloseWhenIdle closes the client once no command is in flight through it,
+// or after timeout: for a client no LU sends through any more, whose last
+// commands should still get their answers.
+func (c *Client) CloseWhenIdle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for len(c.free) < cap(c.free) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c.Close()
+}
+
 // LUForwarder forwards the commands of one LU; it is the scsi.Forwarder a
 // non-owner node installs with LU.SetForwarder.
 type LUForwarder struct {
@@ -152,12 +163,15 @@ func (c *Client) ForLU(device string, epoch func() uint64) *LUForwarder {
 	return &LUForwarder{c: c, device: device, epoch: epoch}
 }
 
-// Forward implements scsi.Forwarder.
-func (f *LUForwarder) Forward(cmd *scsi.Command, res *scsi.Result) {
+// Forward implements scsi.Forwarder: moving is true when the node refused
+// the command as not (or no longer, or not yet) its owner.
+func (f *LUForwarder) Forward(cmd *scsi.Command, res *scsi.Result) bool {
 	s := <-f.c.free
 	f.c.exchange(s, f, cmd, res)
+	moving := s.refusal.Code == ErrNotOwner
 	s.clear()
 	f.c.free <- s
+	return moving
 }
 
 // ForwardReset implements scsi.TaskManagementForwarder: it has the owner

@@ -1,5 +1,7 @@
 package scsi
 
+import "time"
+
 // Forwarding (shared/design/alua.md): every node serves every LU, but only
 // the LU's owner executes its commands. A non-owner node installs a
 // Forwarder on its LU; Execute then hands every command to it, and the
@@ -12,7 +14,11 @@ package scsi
 // node cannot be reached, with a sense the initiator retries (NOT READY,
 // ASYMMETRIC ACCESS STATE TRANSITION).
 type Forwarder interface {
-	Forward(cmd *Command, res *Result)
+	// Forward reports moving when the other node refused the command
+	// because ownership is changing (it is not the owner, or is in
+	// another epoch): nothing was executed, and the command may be sent
+	// again once this node has learned of the change.
+	Forward(cmd *Command, res *Result) (moving bool)
 }
 
 // TaskManagementForwarder is implemented by a Forwarder that also carries
@@ -80,12 +86,38 @@ func (lu *LU) AbortForwarded(n *Nexus, taskTag uint32) int {
 // Execute runs one command addressed to this LU, on this node or, when a
 // Forwarder is set, on the owner. READ and WRITE do not allocate here.
 func (lu *LU) Execute(cmd *Command, res *Result) {
-	if ref := lu.fwd.Load(); ref != nil {
-		ref.f.Forward(cmd, res)
-		return
+	var deadline time.Time
+	for {
+		ref := lu.fwd.Load()
+		if ref == nil {
+			lu.ExecuteLocal(cmd, res)
+			return
+		}
+		if !ref.f.Forward(cmd, res) {
+			return
+		}
+		// Ownership is moving (lun move, failover): the refusal came
+		// before anything executed, so the command waits for this node to
+		// learn the new owner or epoch and goes again, instead of failing
+		// with the transitioning sense res already holds.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(moveWait)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(moveRetryInterval)
 	}
-	lu.ExecuteLocal(cmd, res)
 }
+
+// A command refused because ownership is moving is sent again every
+// moveRetryInterval for up to moveWait (a planned move commits and reaches
+// every node well within it); after that the initiator gets the
+// transitioning sense and retries on its own.
+const (
+	moveWait          = time.Second
+	moveRetryInterval = 5 * time.Millisecond
+)
 
 // ExecuteLocal runs one command on this node whatever the Forwarder says:
 // the owner's forward server uses it for the commands other nodes send.

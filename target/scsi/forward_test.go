@@ -9,10 +9,11 @@ import (
 // remembers the CDBs it saw.
 type recordingForwarder struct{ cdbs [][]byte }
 
-func (f *recordingForwarder) Forward(cmd *Command, res *Result) {
+func (f *recordingForwarder) Forward(cmd *Command, res *Result) bool {
 	f.cdbs = append(f.cdbs, cmd.CDB)
 	*res = Result{Status: StatusGood, DataInLen: 1, Transfer: 1}
 	cmd.DataIn[0] = 0xee
+	return false
 }
 
 func TestForwarderTakesEveryCommandOfTheLU(t *testing.T) {
@@ -64,7 +65,7 @@ func TestExecuteLocalIgnoresTheForwarder(t *testing.T) {
 // nopForwarder answers GOOD without touching anything.
 type nopForwarder struct{}
 
-func (nopForwarder) Forward(_ *Command, res *Result) { res.Status = StatusGood }
+func (nopForwarder) Forward(_ *Command, res *Result) bool { res.Status = StatusGood; return false }
 
 func TestForwardedExecuteDoesNotAllocate(t *testing.T) {
 	h := newHarness(t, nil)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,4 +227,57 @@ func clusterWithOwnedLUN(t *testing.T, name string) (*nodetest.Cluster, api.LUN,
 		}
 	}
 	return c, l, owner, survivors, survivor
+}
+
+// TestMoveUnderLoad: a writer on one path (a node that owns nothing) keeps
+// going while the LUN moves between the two other nodes: no command may
+// fail, and no pause may reach a second.
+func TestMoveUnderLoad(t *testing.T) {
+	c, l, owner, _, _ := clusterWithOwnedLUN(t, "mv0")
+	others := []*nodetest.Agent{}
+	for _, a := range c.Nodes() {
+		if a != owner {
+			others = append(others, a)
+		}
+	}
+	writer, target := others[0], others[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := dialWhenServed(ctx, t, writer.ISCSIAddr())
+	defer s.Close()
+	done := make(chan struct{})
+	var moveDone atomic.Bool // tells the writer to stop
+	var errs []error
+	var longest time.Duration
+	var writes int
+	go func() {
+		defer close(done)
+		last := time.Now()
+		for seq := uint64(1); ctx.Err() == nil; seq++ {
+			if err := s.Write(ctx, 0, seq%checkBlocks, 1, blockSize, block(seq)); err != nil {
+				errs = append(errs, err)
+			}
+			writes++
+			longest = max(longest, time.Since(last))
+			last = time.Now()
+			if moveDone.Load() {
+				return
+			}
+		}
+	}()
+	moves := []string{target.Name, owner.Name, target.Name}
+	for _, to := range moves {
+		time.Sleep(500 * time.Millisecond)
+		mustCLI(t, c, 1, "lun", "move", "mv0", "--to", to)
+	}
+	time.Sleep(500 * time.Millisecond)
+	moveDone.Store(true)
+	<-done
+	t.Logf("%d writes through %s while mv0 moved %s -> %v; longest gap %s; %d errors", writes, writer.Name, l.Owner, moves, longest.Round(time.Millisecond), len(errs))
+	if len(errs) > 0 {
+		t.Errorf("the writer saw %d errors during the moves, first: %v", len(errs), errs[0])
+	}
+	if longest > time.Second {
+		t.Errorf("a write waited %s during a move; the target is under 1 s", longest)
+	}
 }
