@@ -22,7 +22,7 @@ var errNotLeader = errors.New("this node is not the Raft leader")
 // errOutcomeUnknown: leadership was lost after the command was proposed;
 // it may still commit under the next leader, so it must not be retried
 // blindly.
-var errOutcomeUnknown = errors.New("Raft leadership was lost while the change was committing: it may or may not have been applied; check the current configuration before retrying")
+var errOutcomeUnknown = errors.New("raft leadership was lost while the change was committing: it may or may not have been applied; check the current configuration before retrying")
 
 // propose validates a command against the current state and the
 // dataplane's rules, checks every voter can decode it, and commits it. It

@@ -34,14 +34,6 @@ func (s *stmt) joined() string {
 	return strings.Join(parts, " ")
 }
 
-// header describes the statement for messages, e.g. "TARGET iqn.x".
-func (s *stmt) header() string {
-	if len(s.words) > 1 {
-		return s.keyword() + " " + s.words[1].text
-	}
-	return s.keyword()
-}
-
 type treeParser struct {
 	toks []token
 	i    int

@@ -59,7 +59,6 @@ type loginState struct {
 
 	neg           *negotiator
 	declaredLimit bool // our MaxRecvDataSegmentLength was sent
-	tpgtSent      bool
 	cmdSN         uint32
 }
 

@@ -186,35 +186,33 @@ type fakeConn struct {
 	expCmdSN, maxCmdSN uint32
 	outstanding        int
 
-	initMRDSL                        int
-	firstBurst, maxBurst, maxR2T     int
-	initialR2T, immediateData        bool
-	isid                             [6]byte
-	writes                           map[uint32]*fakeWrite
-	held                             map[uint32]*pdu.SCSICommand
-	nextTTT                          uint32
-	textBuf                          []byte
-	textTTT                          uint32
-	delayed                          sync.WaitGroup
-	loginITT                         uint32
-	chapAlg                          int
-	chapID                           byte
-	chapChallenge                    []byte
-	authed, transitSecurity, offered bool
+	initMRDSL                    int
+	firstBurst, maxBurst, maxR2T int
+	initialR2T, immediateData    bool
+	isid                         [6]byte
+	writes                       map[uint32]*fakeWrite
+	held                         map[uint32]*pdu.SCSICommand
+	nextTTT                      uint32
+	textBuf                      []byte
+	textTTT                      uint32
+	delayed                      sync.WaitGroup
+	loginITT                     uint32
+	chapAlg                      int
+	chapID                       byte
+	chapChallenge                []byte
+	authed, offered              bool
 }
 
 type fakeWrite struct {
-	cmd        pdu.SCSICommand
-	buf        []byte
-	got        int
-	unsol      int
-	nextOff    int
-	pending    int
-	r2tSN      uint32
-	ttts       map[uint32]uint32 // TTT -> next DataSN
-	unsolDone  bool
-	unsolNext  uint32
-	expectUnso bool
+	cmd       pdu.SCSICommand
+	buf       []byte
+	got       int
+	unsol     int
+	nextOff   int
+	pending   int
+	r2tSN     uint32
+	ttts      map[uint32]uint32 // TTT -> next DataSN
+	unsolNext uint32
 }
 
 func (fc *fakeConn) read(limit int) (pdu.Header, []byte, []byte, error) {
