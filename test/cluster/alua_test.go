@@ -127,7 +127,7 @@ func TestMoveAndDrain(t *testing.T) {
 	// While the move commits, commands forwarded with the old epoch are
 	// answered "transitioning" (04/0A), which initiators retry.
 	var groups map[uint16]byte
-	ok := pollEvery(5*time.Second, 50*time.Millisecond, func() bool {
+	ok := nodetest.Poll(5*time.Second, 50*time.Millisecond, func() bool {
 		_, _ = doClearingUA(ctx, s, 0, []byte{0, 0, 0, 0, 0, 0}, nil)
 		var err error
 		groups, err = tryReportTargetPortGroups(ctx, s, 0)

@@ -2,12 +2,10 @@ package cluster
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -52,7 +50,7 @@ func TestBootstrapAndServeEverywhere(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, a := range c.Nodes() {
 		wg.Go(func() {
-			ok := pollEvery(5*time.Second, 50*time.Millisecond, func() bool {
+			ok := nodetest.Poll(5*time.Second, 50*time.Millisecond, func() bool {
 				luns, _, _ := portalLUNs(ls, a, tgtIQN, "", "")
 				return luns[0]
 			})
@@ -156,7 +154,7 @@ func TestFullRestart(t *testing.T) {
 	// enforces CHAP (each applies the configuration on its own).
 	for _, a := range c.Nodes() {
 		var out string
-		if !pollEvery(5*time.Second, 50*time.Millisecond, func() bool {
+		if !nodetest.Poll(5*time.Second, 50*time.Millisecond, func() bool {
 			var luns map[uint64]bool
 			luns, out, _ = portalLUNs(ls, a, tgtIQN, "", qemuInitiator)
 			return len(luns) == 0 && strings.Contains(out, "Authentication failure")
@@ -410,7 +408,7 @@ func TestVersionGate(t *testing.T) {
 	n3.Extra = nil // the "upgrade": same data directory, current protocol
 	upgraded := time.Now()
 	n3.Start()
-	ok := pollEvery(15*time.Second, 200*time.Millisecond, func() bool {
+	ok := nodetest.Poll(15*time.Second, 200*time.Millisecond, func() bool {
 		out, err := c.CLI(t, 1, "cluster", "status", "-o", "json")
 		if err != nil {
 			return false
@@ -434,7 +432,7 @@ func TestVersionGate(t *testing.T) {
 	// gossiped metadata, which may arrive a moment later. Refusals are
 	// checked before anything is proposed, so retrying is safe.
 	refusals := 0
-	if !pollEvery(10*time.Second, 200*time.Millisecond, func() bool {
+	if !nodetest.Poll(10*time.Second, 200*time.Millisecond, func() bool {
 		out, err = c.CLI(t, 2, "import", "scst", file)
 		if err != nil && strings.Contains(out, "protocol") {
 			refusals++
@@ -468,7 +466,7 @@ func TestFourthNodeAndRemove(t *testing.T) {
 	started := time.Now()
 	n4 := c.AddNode(t, "n4")
 	var last string
-	ok := pollEvery(20*time.Second, 200*time.Millisecond, func() bool {
+	ok := nodetest.Poll(20*time.Second, 200*time.Millisecond, func() bool {
 		out, err := c.CLI(t, 1, "cluster", "status", "-o", "json")
 		last = out
 		if err != nil {
@@ -489,7 +487,7 @@ func TestFourthNodeAndRemove(t *testing.T) {
 
 	n4.Kill()
 	killed := time.Now()
-	ok = pollEvery(20*time.Second, 500*time.Millisecond, func() bool {
+	ok = nodetest.Poll(20*time.Second, 500*time.Millisecond, func() bool {
 		out, err := c.CLI(t, 2, "cluster", "remove", "n4")
 		last = out
 		if err == nil {
@@ -644,7 +642,7 @@ func assertOneLeader(t *testing.T, c *nodetest.Cluster, leader string) {
 	// A node turns healthy once it has caught up with the cluster and
 	// opened its portal, a moment after the election.
 	var problems []string
-	pollEvery(10*time.Second, 100*time.Millisecond, func() bool {
+	nodetest.Poll(10*time.Second, 100*time.Millisecond, func() bool {
 		problems = leaderProblems(status(t, c, 1), leader)
 		return len(problems) == 0
 	})
@@ -693,31 +691,6 @@ func followerIndex(c *nodetest.Cluster, leader string) int {
 	return 0
 }
 
-func pollEvery(timeout, every time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(every)
-	}
-}
-
-// runTool runs an external program with a deadline and returns its
-// combined output.
-func runTool(path string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
-
 // lunURL is a libiscsi URL of a LUN on one node's portal; creds is
 // "user%secret" or empty.
 func lunURL(a *nodetest.Agent, creds, iqn string, lun uint64) string {
@@ -735,7 +708,7 @@ func qemuIO(qemu, url string, cmds ...string) error {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	out, err := runTool(qemu, append(args, url)...)
+	out, err := nodetest.RunTool(context.Background(), qemu, append(args, url)...)
 	if err != nil {
 		return fmt.Errorf("qemu-io %v: %v\n%s", cmds, err, out)
 	}
@@ -769,7 +742,7 @@ func portalLUNs(ls string, a *nodetest.Agent, iqn, creds, initiator string) (map
 	if initiator != "" {
 		args = append([]string{"-i", initiator}, args...)
 	}
-	out, err := runTool(ls, args...)
+	out, err := nodetest.RunTool(context.Background(), ls, args...)
 	luns := map[uint64]bool{}
 	mine := false
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -799,7 +772,7 @@ func serves(ls, inq string, a *nodetest.Agent, creds, initiator, iqn string, lun
 			if initiator != "" {
 				args = append([]string{"-i", initiator}, args...)
 			}
-			o, err := runTool(inq, args...)
+			o, err := nodetest.RunTool(context.Background(), inq, args...)
 			if err != nil || !strings.Contains(o, "Peripheral Qualifier:CONNECTED") {
 				return false, out + "\niscsi-inq " + args[len(args)-1] + ":\n" + o
 			}
@@ -828,7 +801,7 @@ func checkServes(t *testing.T, ls, inq string, a *nodetest.Agent, creds, initiat
 	t.Helper()
 	var last string
 	ok, refused := false, false
-	pollEvery(timeout, 50*time.Millisecond, func() bool {
+	nodetest.Poll(timeout, 50*time.Millisecond, func() bool {
 		ok, last = serves(ls, inq, a, creds, initiator, iqn, luns)
 		// A refused CHAP login does not turn into a success by waiting:
 		// the node already enforces the CHAP setting it was given.

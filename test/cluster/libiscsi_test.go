@@ -78,7 +78,7 @@ func waitServed(t *testing.T, c *nodetest.Cluster, i int, lun string) {
 	t.Helper()
 	inq := nodetest.LookTool(t, "iscsi-inq", "libiscsi-bin")
 	url := "iscsi://" + c.Node(i).ISCSIAddr() + "/" + tgtIQN + "/" + lun
-	ok := pollEvery(10*time.Second, 100*time.Millisecond, func() bool {
+	ok := nodetest.Poll(10*time.Second, 100*time.Millisecond, func() bool {
 		return exec.Command(inq, url).Run() == nil
 	})
 	if !ok {

@@ -201,10 +201,10 @@ TARGET_DRIVER iscsi {
 	url := func(secret string) string {
 		return "iscsi://" + chapUser + "%" + secret + "@" + n.Addr() + "/" + chapIQN + "/0"
 	}
-	if out, err := runTool(ctx, inq, url(chapSecret)); err != nil || !strings.Contains(out, "Peripheral Device Type") {
+	if out, err := nodetest.RunTool(ctx, inq, url(chapSecret)); err != nil || !strings.Contains(out, "Peripheral Device Type") {
 		t.Fatalf("iscsi-inq with the right secret: %v\n%s", err, out)
 	}
-	if out, err := runTool(ctx, inq, url("12charsecret?")); err == nil {
+	if out, err := nodetest.RunTool(ctx, inq, url("12charsecret?")); err == nil {
 		t.Fatalf("iscsi-inq with a wrong secret logged in:\n%s", out)
 	}
 }

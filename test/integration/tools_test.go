@@ -2,27 +2,13 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hatarget/hatarget/test/nodetest"
 )
-
-// runTool runs an external program with a deadline and returns its combined
-// output.
-func runTool(ctx context.Context, path string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
 
 // TestGuideLibiscsiTools serves the deployment guide's scst.conf unchanged
 // and points libiscsi's command line tools at it, as the README tells users.
@@ -33,7 +19,7 @@ func TestGuideLibiscsiTools(t *testing.T) {
 	n, _ := startGuideNode(t)
 	ctx := testCtx(t, 60*time.Second)
 
-	out, err := runTool(ctx, ls, "-s", "iscsi://"+n.Addr())
+	out, err := nodetest.RunTool(ctx, ls, "-s", "iscsi://"+n.Addr())
 	if err != nil {
 		t.Fatalf("iscsi-ls -s: %v\n%s", err, out)
 	}
@@ -49,7 +35,7 @@ func TestGuideLibiscsiTools(t *testing.T) {
 
 	for _, lun := range []int{0, 1} {
 		url := fmt.Sprintf("iscsi://%s/%s/%d", n.Addr(), guideIQN, lun)
-		out, err := runTool(ctx, inq, url)
+		out, err := nodetest.RunTool(ctx, inq, url)
 		if err != nil {
 			t.Errorf("iscsi-inq %s: %v\n%s", url, err, out)
 			continue
@@ -63,7 +49,7 @@ func TestGuideLibiscsiTools(t *testing.T) {
 
 	// A LUN the guide does not map must be refused, not invented.
 	url := fmt.Sprintf("iscsi://%s/%s/2", n.Addr(), guideIQN)
-	if out, err := runTool(ctx, inq, url); err == nil && strings.Contains(out, "Peripheral Qualifier:CONNECTED") {
+	if out, err := nodetest.RunTool(ctx, inq, url); err == nil && strings.Contains(out, "Peripheral Qualifier:CONNECTED") {
 		t.Errorf("iscsi-inq %s reports a connected LU for an unmapped LUN:\n%s", url, out)
 	}
 }
@@ -79,7 +65,7 @@ func TestGuideQemuIO(t *testing.T) {
 	url := fmt.Sprintf("iscsi://%s/%s/1", n.Addr(), guideIQN)
 
 	// qemu-io links the iscsi protocol from a module that may be absent.
-	if out, err := runTool(ctx, qemu, "-f", "raw", "-c", "read 0 512", url); err != nil {
+	if out, err := nodetest.RunTool(ctx, qemu, "-f", "raw", "-c", "read 0 512", url); err != nil {
 		if strings.Contains(out, "Unknown protocol") || strings.Contains(out, "Unknown driver") {
 			t.Skipf("qemu-io lacks the iscsi protocol (apt-get install qemu-block-extra): %s", strings.TrimSpace(out))
 		}
@@ -105,7 +91,7 @@ func TestGuideQemuIO(t *testing.T) {
 				t.Parallel()
 				write := fmt.Sprintf("write -P 0x%02x %d %d", tc.pattern, tc.offset, tc.size)
 				read := fmt.Sprintf("read -P 0x%02x %d %d", tc.pattern, tc.offset, tc.size)
-				out, err := runTool(ctx, qemu, "-f", "raw", "-c", write, "-c", read, url)
+				out, err := nodetest.RunTool(ctx, qemu, "-f", "raw", "-c", write, "-c", read, url)
 				if err != nil {
 					t.Fatalf("qemu-io -c %q -c %q: %v\n%s", write, read, err, out)
 				}
@@ -134,7 +120,7 @@ func TestGuideQemuIO(t *testing.T) {
 	// The verification above is only worth something if qemu-io does
 	// report a mismatch.
 	t.Run("mismatch is detected", func(t *testing.T) {
-		out, _ := runTool(ctx, qemu, "-f", "raw", "-c", "read -P 0x00 0 4096", url)
+		out, _ := nodetest.RunTool(ctx, qemu, "-f", "raw", "-c", "read -P 0x00 0 4096", url)
 		if !strings.Contains(out, "Pattern verification failed") {
 			t.Fatalf("reading the 0xab region as 0x00 did not fail verification:\n%s", out)
 		}

@@ -216,7 +216,7 @@ func (c *Cluster) CLI(t testing.TB, i int, args ...string) (string, error) {
 func (c *Cluster) WaitLeader(t testing.TB, timeout time.Duration) string {
 	t.Helper()
 	var last string
-	ok := poll(timeout, func() bool {
+	ok := Poll(timeout, 50*time.Millisecond, func() bool {
 		leader, why := c.agreedLeader()
 		last = why
 		return leader != ""
@@ -263,7 +263,7 @@ func (c *Cluster) WaitGenerations(t testing.TB, timeout time.Duration) uint64 {
 	t.Helper()
 	var gen uint64
 	var last string
-	ok := poll(timeout, func() bool {
+	ok := Poll(timeout, 50*time.Millisecond, func() bool {
 		gen, last = 0, ""
 		seen := map[string]uint64{}
 		for _, a := range c.Running() {
@@ -295,20 +295,6 @@ func isClosed(ch chan struct{}) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// poll calls cond every 50 ms until it holds or timeout passes.
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -432,7 +418,7 @@ func (a *Agent) waitReady() {
 	done := a.done
 	a.mu.Unlock()
 	exited := false
-	ok := poll(timeout, func() bool {
+	ok := Poll(timeout, 50*time.Millisecond, func() bool {
 		select {
 		case <-done:
 			exited = true
