@@ -52,10 +52,6 @@ type memberEvents struct {
 
 	mu    sync.Mutex
 	nodes map[string]memberlist.Node
-	// gone records when each node was last seen leaving or dying: the
-	// leader fails its LUNs over only once the lease it may still hold has
-	// run out since then.
-	gone map[string]time.Time
 }
 
 func (e *memberEvents) NotifyJoin(m *memberlist.Node)   { e.set(m) }
@@ -70,33 +66,29 @@ func (e *memberEvents) NotifyLeave(m *memberlist.Node) {
 	e.mu.Lock()
 	if e.nodes == nil {
 		e.nodes = map[string]memberlist.Node{}
-		e.gone = map[string]time.Time{}
 	}
 	e.nodes[m.Name] = gone
-	e.gone[m.Name] = time.Now()
 	e.mu.Unlock()
 	e.node.wakeLeader()
 	e.node.wakeReconcile()
 }
 
-// goneSince returns when a node was seen leaving, if it is gone.
-func (e *memberEvents) goneSince(name string) (time.Time, bool) {
+// gone reports whether gossip has seen a node die or leave.
+func (e *memberEvents) gone(name string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t, ok := e.gone[name]
-	return t, ok
+	m, ok := e.nodes[name]
+	return ok && m.State == memberlist.StateDead
 }
 
 func (e *memberEvents) set(m *memberlist.Node) {
 	e.mu.Lock()
 	if e.nodes == nil {
 		e.nodes = map[string]memberlist.Node{}
-		e.gone = map[string]time.Time{}
 	}
 	// memberlist replaces Meta and Addr rather than writing into them, so
 	// a shallow copy stays intact.
 	e.nodes[m.Name] = *m
-	delete(e.gone, m.Name)
 	e.mu.Unlock()
 	e.node.wakeLeader()
 	e.node.wakeReconcile()
@@ -112,6 +104,38 @@ func (e *memberEvents) list() []memberlist.Node {
 		out = append(out, m)
 	}
 	return out
+}
+
+// reconnectInterval is how often a node tries to reach the registered
+// nodes gossip declared dead.
+const reconnectInterval = time.Second
+
+// reconnectLoop rejoins registered nodes gossip declared dead. Memberlist
+// never probes a dead node again, so after a partition heals each side
+// would hold the other dead until a restart (Serf reconnects failed
+// members the same way); a joined node and its peers then see each other
+// alive again within a second.
+func (n *Node) reconnectLoop() {
+	tick := time.NewTicker(reconnectInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		registered := n.fsm.State().Nodes
+		for _, m := range n.gossip.list() {
+			if m.State != memberlist.StateDead || registered[m.Name] == nil || m.Name == n.cfg.Name {
+				continue
+			}
+			if joined, err := n.ml.Join([]string{m.Address()}); joined > 0 {
+				n.log.Info("reconnected to a node gossip had declared dead", "member", m.Name)
+			} else {
+				n.log.Debug("reconnecting", "member", m.Name, "err", err)
+			}
+		}
+	}
 }
 
 func (n *Node) wakeReconcile() {

@@ -71,6 +71,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /v1/import/scst", n.write(n.buildImport))
 	mux.HandleFunc("GET /v1/export/scst", n.read(n.readExport))
 	mux.HandleFunc("POST /v1/internal/reservation", n.write(n.buildReservation))
+	mux.HandleFunc("POST /v1/internal/lease", n.handleLease)
 	return n.authenticate(mux)
 }
 

@@ -20,6 +20,7 @@ func (n *Node) leaderLoop() {
 	// has run out.
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	leading := false
 	for {
 		select {
 		case <-n.stop:
@@ -29,7 +30,14 @@ func (n *Node) leaderLoop() {
 		case <-n.raft.LeaderCh():
 		}
 		if n.raft.State() != raft.Leader {
+			leading = false
 			continue
+		}
+		if !leading {
+			// Noticed after the election, never before: grants made by
+			// earlier leaders are counted until now.
+			leading = true
+			n.leases.becameLeader(time.Now())
 		}
 		n.reconcileMembers()
 		n.assignOwners()
@@ -38,10 +46,12 @@ func (n *Node) leaderLoop() {
 
 // assignOwners gives every LUN without an owner, or whose owner is gone,
 // one: the alive, undrained node owning the fewest LUNs. A gone owner's
-// LUNs move only once gossip has seen it gone for longer than its lease
-// plus a margin: by then it has stopped serving by itself, so nothing it
-// still had in flight is executed after the new owner starts (failover).
+// LUNs move only once its lease has run out: by then it has stopped
+// serving by itself, so nothing it still had in flight is executed after
+// the new owner starts (failover).
 func (n *Node) assignOwners() {
+	n.ownerMu.Lock()
+	defer n.ownerMu.Unlock()
 	state := n.fsm.State()
 	candidates := n.ownerCandidates(state)
 	for _, name := range fsm.SortedKeys(state.Devices) {
@@ -68,11 +78,13 @@ func (n *Node) assignOwners() {
 	}
 }
 
-// ownerGone reports whether gossip has seen an owner gone for longer than
-// the lease it may have held when it went.
+// ownerGone reports whether an owner is gone: gossip says it is dead, and
+// this leader has not granted it a lease for longer than a lease period
+// plus the margin. Either alone is not enough: gossip can lose a node
+// that still reaches the leader (and so keeps its lease), and a node
+// without grants may just be slow to ask.
 func (n *Node) ownerGone(name string) bool {
-	since, gone := n.gossip.goneSince(name)
-	return gone && time.Since(since) > n.leaseTimeout()+failoverMargin
+	return n.gossip.gone(name) && time.Now().After(n.failoverAt(name))
 }
 
 // placeOwners gives new devices owners, spreading them over the least

@@ -25,9 +25,6 @@ func (n *Node) reconcileLoop() {
 	failed := false
 	for {
 		changed := n.fsm.Changed()
-		// Evidence of a quorum first, then the state: the state then holds
-		// every ownership change committed before the evidence.
-		lease := n.leaseEvidence()
 		s := n.fsm.State()
 		cfg := dataplaneConfig(s, n.cfg.Name, n.clusterView())
 		if applied == nil || failed || !reflect.DeepEqual(*applied, cfg) {
@@ -44,7 +41,8 @@ func (n *Node) reconcileLoop() {
 		n.attempted.Store(s.Index)
 		if !failed {
 			n.served.Store(s.Index)
-			lease.grant()
+			// A grant made at this state or before may now be used.
+			n.applyGrant()
 		}
 		select {
 		case <-n.stop:
@@ -74,6 +72,13 @@ type clusterView struct {
 	alive map[string]bool
 	fwd   map[string]string
 	lease bool
+}
+
+// gone reports whether gossip declared node dead (a node it never saw is
+// not gone: it may be new).
+func (v clusterView) gone(node string) bool {
+	alive, known := v.alive[node]
+	return known && !alive
 }
 
 func (n *Node) clusterView() clusterView {
@@ -129,7 +134,7 @@ func owners(s *fsm.State, self string, view clusterView) map[string]target.Owner
 		case d.Owner == self:
 			out[name] = target.Owner{Epoch: d.Epoch}
 		case view.fwd[d.Owner] != "":
-			out[name] = target.Owner{Addr: view.fwd[d.Owner], Epoch: d.Epoch}
+			out[name] = target.Owner{Addr: view.fwd[d.Owner], Epoch: d.Epoch, Gone: view.gone(d.Owner)}
 		}
 	}
 	return out
@@ -146,9 +151,8 @@ func portGroups(s *fsm.State, self string, view clusterView) map[string][]alua.G
 	nodes := make([]alua.Node, 0, len(s.Nodes))
 	for _, name := range fsm.SortedKeys(s.Nodes) {
 		nd := s.Nodes[name]
-		alive, known := view.alive[name]
 		nodes = append(nodes, alua.Node{Name: name, Group: nd.PortGroup, Ports: []uint16{nd.PortGroup},
-			Alive: alive || !known, Lease: name != self || view.lease})
+			Alive: !view.gone(name), Lease: name != self || view.lease})
 	}
 	out := map[string][]alua.Group{}
 	for name, d := range s.Devices {
@@ -160,8 +164,12 @@ func portGroups(s *fsm.State, self string, view clusterView) map[string][]alua.G
 			policy = alua.NonOwnerStandby
 		}
 		groups := alua.Groups(alua.LUN{Owner: d.Owner, Policy: policy}, nodes)
-		if !view.lease {
-			for i := range groups {
+		// Without a lease this node knows nothing for sure; with the owner
+		// gone, a failover is pending: every path that can answer waits
+		// for it.
+		ownerGone := d.Owner != self && view.gone(d.Owner)
+		for i := range groups {
+			if !view.lease || (ownerGone && groups[i].State != alua.Offline) {
 				groups[i].State, groups[i].Preferred = alua.Transitioning, false
 			}
 		}

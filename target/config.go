@@ -49,6 +49,11 @@ type Owner struct {
 	// commands of another epoch, so that no command executes on a node
 	// that lost the LU to a move or failover it has not applied yet.
 	Epoch uint64
+	// Gone: the owner at Addr is unreachable (gossip declared it dead)
+	// and no new owner is known yet. Media commands are refused with the
+	// transitioning sense instead of forwarded into a void, and commands
+	// still on their way to it are failed at once (scsi.LU.SetOwnerGone).
+	Gone bool
 }
 
 // Device is one logical unit's storage and identity.

@@ -107,9 +107,11 @@ type ownership struct {
 	// that keeps the owner address changes only this, not the forwarder.
 	epoch atomic.Uint64
 	// addr is the owner's forwarding address, "" when the LU executes here;
-	// fwd its forwarder while addr is set. Both are guarded by Server.mu.
+	// fwd its forwarder while addr is set; gone whether the owner is
+	// unreachable. All are guarded by Server.mu.
 	addr string
 	fwd  *forward.LUForwarder
+	gone bool
 }
 
 // route is how the forward server sees a device.
@@ -217,9 +219,16 @@ func (s *Server) Apply(cfg Config) error {
 	// No LU forwards through the clients left behind any more, but
 	// commands sent through them may still be on their way back: closing
 	// at once would fail them although the old owner may have executed
-	// them, so the clients close once idle.
+	// them, so the clients close once idle. A gone owner's answers are
+	// not worth waiting for: whatever it still executes, it executes
+	// under a lease that is running out, and the initiator retries.
+	gone := goneOwners(cfg)
 	for addr, c := range s.clients {
-		if clients[addr] != c {
+		switch {
+		case clients[addr] == c:
+		case gone[addr]:
+			go c.Close()
+		default:
 			go c.CloseWhenIdle(ownerSilence)
 		}
 	}
@@ -294,10 +303,11 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 func (s *Server) forwardClients(cfg Config) (map[string]*forward.Client, error) {
 	next := map[string]*forward.Client{}
 	for _, d := range cfg.Devices {
-		addr := cfg.Owners[d.Name].Addr
-		if addr == "" || next[addr] != nil {
+		o := cfg.Owners[d.Name]
+		if o.Addr == "" || o.Gone || next[o.Addr] != nil {
 			continue
 		}
+		addr := o.Addr
 		c := s.clients[addr]
 		if c == nil {
 			var err error
@@ -340,16 +350,19 @@ func (s *Server) route(cfg Config, units map[unitKey]*unit, clients map[string]*
 		// it too, and their old owner refuses them with a sense initiators
 		// retry.
 		own.epoch.Store(o.Epoch)
-		if o.Addr != own.addr {
-			own.addr, own.fwd = o.Addr, nil
-			if o.Addr == "" {
+		if o.Addr != own.addr || o.Gone != own.gone {
+			own.addr, own.gone, own.fwd = o.Addr, o.Gone, nil
+			switch {
+			case o.Gone:
+				u.lu.SetOwnerGone()
+			case o.Addr == "":
 				u.lu.SetForwarder(nil)
-			} else {
+			default:
 				own.fwd = clients[o.Addr].ForLU(k.device, own.epoch.Load)
 				u.lu.SetForwarder(own.fwd)
 			}
 		}
-		table[k.device] = route{lu: u.lu, epoch: o.Epoch, owner: o.Addr == ""}
+		table[k.device] = route{lu: u.lu, epoch: o.Epoch, owner: o.Addr == "" && !o.Gone}
 	}
 	s.routes.Store(&table)
 }
@@ -451,11 +464,22 @@ func (s *Server) luConfig(d Device, dev backend.Device, key unitKey, groups []al
 	return cfg
 }
 
+// goneOwners lists the forwarding addresses of owners cfg says are gone.
+func goneOwners(cfg Config) map[string]bool {
+	out := map[string]bool{}
+	for _, o := range cfg.Owners {
+		if o.Gone && o.Addr != "" {
+			out[o.Addr] = true
+		}
+	}
+	return out
+}
+
 // ownerSilence is how long an owner may stay silent (no answer, not even
 // to a ping) before the commands forwarded to it fail with a state the
 // initiator retries: as long as the owner lease, after which the owner
 // would stop serving anyway.
-const ownerSilence = 2 * time.Second
+const ownerSilence = 1500 * time.Millisecond
 
 // leaseIf is the lease a unit's LU obeys: the cluster's, for devices the
 // cluster places (an Owners entry), none otherwise.

@@ -1,11 +1,6 @@
 package scsi
 
-import (
-	"sync/atomic"
-	"time"
-
-	"github.com/hatarget/hatarget/alua"
-)
+import "github.com/hatarget/hatarget/alua"
 
 // implicitTransitionSecs is what REPORT TARGET PORT GROUPS announces as the
 // longest an implicit transition (a move or a failover) takes, so that
@@ -36,7 +31,7 @@ func (st *luState) groupState(n *Nexus) alua.State {
 // command before it has learned whether it still owns the LU.
 func (st *luState) checkALUA(f cmdFlags, n *Nexus) error {
 	if l := st.cfg.Lease; l != nil && f&flagUnavailableOK == 0 && !l.Valid() {
-		return newSense(KeyNotReady, ascALUATransition)
+		return errTransitioning
 	}
 	s := st.groupState(n)
 	allowed, sense := s.MediaAccess()
@@ -89,30 +84,3 @@ func (st *luState) supportedStates() alua.SupportedStates {
 
 // ascALUATransition is ASYMMETRIC ACCESS STATE TRANSITION.
 const ascALUATransition uint16 = 0x040a
-
-// Lease is a node's owner lease as the command path sees it: a deadline,
-// extended by the cluster while the node is in contact with a quorum.
-// Times are measured on the monotonic clock, so wall clock steps neither
-// extend nor cut it.
-type Lease struct {
-	until atomic.Int64 // nanoseconds since leaseClock
-}
-
-var leaseClock = time.Now()
-
-// NewLease returns a lease that has already run out.
-func NewLease() *Lease { return &Lease{} }
-
-// Extend moves the deadline to until, never back.
-func (l *Lease) Extend(until time.Time) {
-	n := int64(until.Sub(leaseClock))
-	for {
-		cur := l.until.Load()
-		if n <= cur || l.until.CompareAndSwap(cur, n) {
-			return
-		}
-	}
-}
-
-// Valid reports whether the deadline is still ahead.
-func (l *Lease) Valid() bool { return int64(time.Since(leaseClock)) < l.until.Load() }

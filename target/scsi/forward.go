@@ -61,6 +61,26 @@ func (lu *LU) SetForwarder(f Forwarder) {
 	lu.fwd.Store(&forwarderRef{f: f, tm: tm})
 }
 
+// SetOwnerGone marks the LU's owner as gone while no new owner is known
+// (a failover is pending): commands SPC allows in the transitioning state
+// (INQUIRY, REPORT LUNS, REPORT TARGET PORT GROUPS...) run here, so path
+// checkers keep seeing the LU; every other command waits, as for a move,
+// for this node to learn the new owner, then gets NOT READY, ASYMMETRIC
+// ACCESS STATE TRANSITION. Nothing touches the medium here.
+func (lu *LU) SetOwnerGone() { lu.SetForwarder(ownerGone{lu: lu}) }
+
+type ownerGone struct{ lu *LU }
+
+func (g ownerGone) Forward(cmd *Command, res *Result) (moving bool) {
+	if c, err := g.lu.table.lookup(cmd.CDB); len(cmd.CDB) > 0 && err == nil && c.flags&flagUnavailableOK != 0 {
+		g.lu.ExecuteLocal(cmd, res)
+		return false
+	}
+	resetResult(res)
+	g.lu.fail(res, newSense(KeyNotReady, ascALUATransition))
+	return true
+}
+
 // taskManager returns the forwarder task management goes to, nil when it
 // runs on this LU.
 func (lu *LU) taskManager() TaskManagementForwarder {

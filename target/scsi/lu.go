@@ -82,7 +82,8 @@ type LUConfig struct {
 	PortGroups []alua.Group
 	// Lease, when set, is the node's owner lease: commands that need the
 	// port group to be accessible execute only before it runs out, and
-	// get NOT READY, ASYMMETRIC ACCESS STATE TRANSITION after.
+	// get NOT READY, ASYMMETRIC ACCESS STATE TRANSITION after, and the
+	// device I/O of commands already running is fenced by it (fence.go).
 	Lease *Lease
 }
 
@@ -175,7 +176,7 @@ func newState(cfg LUConfig) (*luState, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st := &luState{cfg: cfg, dev: cfg.Device, blockSize: cfg.BlockSize, naa: cfg.NAA}
+	st := &luState{cfg: cfg, dev: fence(cfg.Device, cfg.Lease), blockSize: cfg.BlockSize, naa: cfg.NAA}
 	for uint32(1)<<st.shift < cfg.BlockSize {
 		st.shift++
 	}

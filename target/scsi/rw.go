@@ -305,7 +305,7 @@ func readError(err error) error {
 	if errors.Is(err, backend.ErrOutOfRange) {
 		return errLBAOutOfRange // the capacity shrank under the command
 	}
-	return errReadFailed
+	return leaseSense(err, errReadFailed)
 }
 
 func writeError(err error) error {
@@ -315,5 +315,5 @@ func writeError(err error) error {
 	case errors.Is(err, backend.ErrOutOfRange):
 		return errLBAOutOfRange
 	}
-	return errWriteFailed
+	return leaseSense(err, errWriteFailed)
 }

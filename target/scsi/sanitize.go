@@ -181,8 +181,8 @@ func (lu *LU) runSanitize(st *luState, job sanitizeJob) error {
 	if job.erase {
 		u, ok := dev.(backend.Unmapper)
 		if ok && u.Unmap(0, size) == nil {
-			if dev.Flush() != nil {
-				return errSanitizeFailed
+			if err := dev.Flush(); err != nil {
+				return leaseSense(err, errSanitizeFailed)
 			}
 			lu.san.progress.Store(0xffff)
 			return nil
@@ -205,15 +205,15 @@ func (lu *LU) runSanitize(st *luState, job sanitizeJob) error {
 		}
 		for off := int64(0); off < size; {
 			n := min(int64(len(chunk)), size-off)
-			if dev.WriteAt(chunk[:n], off, false) != nil {
-				return errSanitizeFailed
+			if err := dev.WriteAt(chunk[:n], off, false); err != nil {
+				return leaseSense(err, errSanitizeFailed)
 			}
 			off += n
 			lu.san.progress.Store(uint32((int64(pass)*size + off) * 0xffff / max(total, 1)))
 		}
 	}
-	if dev.Flush() != nil {
-		return errSanitizeFailed
+	if err := dev.Flush(); err != nil {
+		return leaseSense(err, errSanitizeFailed)
 	}
 	return nil
 }

@@ -318,6 +318,11 @@ func (r request) runCopy(l *xcList, e *copyEntry) error {
 		if e != nil {
 			r.lu.copies.progress(e, i, total)
 		}
+		if err == errTransitioning {
+			// This node may have lost the LU: the initiator retries the
+			// copy on a path to the new owner.
+			return err
+		}
 		if err != nil {
 			s := copyAborted(ascNoAdditionalSense, i)
 			if done > 0 {

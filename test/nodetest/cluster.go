@@ -26,13 +26,17 @@ type ClusterOptions struct {
 	// ReadyTimeout bounds how long a node may take to answer its API after
 	// start (default 15 s).
 	ReadyTimeout time.Duration
+	// Netns runs every node in its own network namespace (netns.go), so
+	// that Isolate can cut a node off its peers. Needs root.
+	Netns bool
 }
 
 // Ports are a cluster's five ports. Every node listens on the same ports
 // on its own loopback address, as real nodes do on their own hosts.
 type Ports struct{ ISCSI, API, Raft, Gossip, Forward int }
 
-// Cluster is a set of `hatarget agent` processes on 127.0.0.1..127.0.0.n.
+// Cluster is a set of `hatarget agent` processes on 127.0.0.1..127.0.0.n,
+// or on 10.78.K.1..n in network namespaces (ClusterOptions.Netns).
 type Cluster struct {
 	t          testing.TB
 	bin        string
@@ -40,6 +44,7 @@ type Cluster struct {
 	Ports      Ports
 	StorageDir string // --storage-dir shared by every node
 	root       string
+	net        *network // nil on loopback
 
 	mu    sync.Mutex
 	nodes []*Agent
@@ -52,18 +57,20 @@ type Agent struct {
 	Name    string
 	IP      string
 	DataDir string
+	index   int // 1-based position in the cluster
 	// Extra are the node's own extra flags; a test may change them before
 	// Start (e.g. drop --advertise-protocol to "upgrade" the node).
 	Extra []string
 	base  []string // flags fixed at creation: name, ports, join, bootstrap
 	logs  *SyncBuffer
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
-	starts  int
-	stopped bool // the test stopped or killed it on purpose
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error
+	starts   int
+	stopped  bool // the test stopped or killed it on purpose
+	isolated bool // Isolate cut its links
 }
 
 // StartCluster starts n agents that form a cluster by themselves
@@ -78,14 +85,20 @@ func StartCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 	}
 	root := t.TempDir() // before the cleanup below, so removed after the processes stop
 	c := &Cluster{t: t, bin: Binary(t), opts: opts, root: root, StorageDir: filepath.Join(root, "storage")}
-	// One spare address so that AddNode finds the ports free as well.
-	c.Ports = freePorts(t, hostRange(n+1))
 	t.Cleanup(c.cleanup)
+	if opts.Netns {
+		// Every node has its own port space: the default ports.
+		c.net = newNetwork(t)
+		c.Ports = Ports{ISCSI: 3260, API: 9260, Raft: 9261, Gossip: 9262, Forward: 9263}
+	} else {
+		// One spare address so that AddNode finds the ports free as well.
+		c.Ports = freePorts(t, hostRange(n+1))
+	}
 	for i := 1; i <= n; i++ {
 		var join []string
 		for j := 1; j <= n; j++ {
 			if j != i {
-				join = append(join, "--join", net.JoinHostPort(hostIP(j), strconv.Itoa(c.Ports.Gossip)))
+				join = append(join, "--join", net.JoinHostPort(c.hostIP(j), strconv.Itoa(c.Ports.Gossip)))
 			}
 		}
 		a := c.newAgent(i, fmt.Sprintf("n%d", i), append(join, "--bootstrap-expect", strconv.Itoa(n)), opts.NodeArgs[i])
@@ -112,8 +125,11 @@ func (c *Cluster) AddNode(t testing.TB, name string) *Agent {
 }
 
 func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent {
+	if c.net != nil {
+		c.net.addHost(c.t, i)
+	}
 	a := &Agent{
-		c: c, Name: name, IP: hostIP(i), DataDir: filepath.Join(c.root, name),
+		c: c, Name: name, index: i, IP: c.hostIP(i), DataDir: filepath.Join(c.root, name),
 		Extra: append([]string(nil), extra...), logs: &SyncBuffer{},
 	}
 	a.base = append([]string{"--name", a.Name, "--data-dir", a.DataDir, "--bind", a.IP,
@@ -128,6 +144,14 @@ func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent
 }
 
 func hostIP(i int) string { return fmt.Sprintf("127.0.0.%d", i) }
+
+// hostIP is node i's address.
+func (c *Cluster) hostIP(i int) string {
+	if c.net != nil {
+		return c.net.ip(i)
+	}
+	return hostIP(i)
+}
 
 func hostRange(n int) []string {
 	hosts := make([]string, n)
@@ -321,6 +345,9 @@ func (c *Cluster) cleanup() {
 		})
 	}
 	wg.Wait()
+	if c.net != nil {
+		c.net.remove()
+	}
 	if c.t.Failed() {
 		for _, a := range c.Nodes() {
 			c.t.Logf("===== log of %s (%s) =====\n%s", a.Name, a.IP, a.Logs())
@@ -389,7 +416,13 @@ func (a *Agent) spawn() {
 	args = append(args, a.Extra...)
 	fmt.Fprintf(a.logs, "===== start #%d: hatarget %s\n", run, strings.Join(args, " "))
 	cmd := exec.Command(a.c.bin, args...)
+	if a.c.net != nil {
+		cmd = a.c.net.command(a.index, a.c.bin, args...)
+	}
 	cmd.Stdout, cmd.Stderr = a.logs, a.logs
+	// A test binary that dies (a panic, the go test timeout) runs no
+	// cleanup: its agents must not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		a.c.t.Fatalf("%s: %v", a.Name, err)
 	}
@@ -513,3 +546,40 @@ func (a *Agent) Pause() { a.signal(syscall.SIGSTOP) }
 
 // Resume continues a paused process.
 func (a *Agent) Resume() { a.signal(syscall.SIGCONT) }
+
+// Isolate cuts the node's links to every other node, both ways, while the
+// test still reaches it (netns clusters only); Heal restores them.
+func (a *Agent) Isolate() {
+	a.eachLink(a.c.net.cut)
+	a.mu.Lock()
+	a.isolated = true
+	a.mu.Unlock()
+}
+
+// Heal restores the links Isolate cut.
+func (a *Agent) Heal() {
+	a.eachLink(a.c.net.heal)
+	a.mu.Lock()
+	a.isolated = false
+	a.mu.Unlock()
+}
+
+// Isolated reports whether Isolate cut the node off and Heal has not
+// restored it yet.
+func (a *Agent) Isolated() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.isolated
+}
+
+func (a *Agent) eachLink(fn func(t testing.TB, i, j int)) {
+	a.c.t.Helper()
+	if a.c.net == nil {
+		a.c.t.Fatalf("%s: links can be cut only in a netns cluster (ClusterOptions.Netns)", a.Name)
+	}
+	for _, b := range a.c.Nodes() {
+		if b != a {
+			fn(a.c.t, a.index, b.index)
+		}
+	}
+}
