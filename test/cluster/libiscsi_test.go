@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/test/nodetest"
 )
 
@@ -89,4 +90,36 @@ func waitServed(t *testing.T, c *nodetest.Cluster, i int, lun string) {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestLibiscsiSCSIFamilyThroughOwner runs libiscsi's whole SCSI family
+// against a cluster LUN through its owner, with the second URL (the
+// multipath tests') on a node that forwards to it: zero failures, as on a
+// single node. Suites that need a read-only, removable or sanitizable LU
+// skip themselves here; test/conformance runs them on one node.
+func TestLibiscsiSCSIFamilyThroughOwner(t *testing.T) {
+	cu := nodetest.LookTool(t, "iscsi-test-cu", "libiscsi-bin")
+	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
+	c.WaitLeader(t, 15*time.Second)
+	mustCLI(t, c, 1, "target", "create", tgtIQN)
+	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", "all0", "--size", "64M", "--thin")
+	var l api.LUN
+	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "all0", "-o", "json"), &l)
+	owner := c.Index(l.Owner)
+	other := owner%3 + 1
+	waitServed(t, c, owner, "0")
+	waitServed(t, c, other, "0")
+	urls := []string{
+		"iscsi://" + c.Node(owner).ISCSIAddr() + "/" + tgtIQN + "/0",
+		"iscsi://" + c.Node(other).ISCSIAddr() + "/" + tgtIQN + "/0",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, cu, append([]string{"-d", "--test=SCSI"}, urls...)...).CombinedOutput()
+	ran, passed, failed := cuSummary(string(out))
+	skipped := strings.Count(string(out), "[SKIPPED]")
+	t.Logf("SCSI family through owner n%d (second URL n%d): %d tests ran, %d passed (%d of them skipped), %d failed", owner, other, ran, passed, skipped, failed)
+	if ran == 0 || failed > 0 {
+		t.Errorf("iscsi-test-cu --test=SCSI through the owner:\n%s\n--- last lines:\n%s", failures(string(out)), tail(string(out), 15))
+	}
 }
