@@ -131,6 +131,7 @@ func TestCluster(t *testing.T) {
 	t.Run("error codes", func(t *testing.T) { testErrorCodes(t, c) })
 	t.Run("concurrent conflicting creates", func(t *testing.T) { testConcurrentCreates(t, c) })
 	t.Run("reservations across nodes", func(t *testing.T) { testReservations(t, c) })
+	t.Run("replicated LUN placement", func(t *testing.T) { testReplicatedPlacement(t, c) })
 
 	for i := 1; i <= c.N(); i++ {
 		if errs := c.Member(i).Dataplane.Errors(); len(errs) > 0 {
@@ -761,5 +762,56 @@ func TestLeaderLoss(t *testing.T) {
 			// restarted node.
 			must(c.Client(old).CreateTarget(ctx, api.CreateTarget{IQN: iqnPrefix + "back"})).get(t)
 		})
+	}
+}
+
+// testReplicatedPlacement: a LUN created with two replicas gets an owner
+// among them, both in sync; the replicas' dataplanes open their own copy
+// under their storage directory, the third node a stand-in without data;
+// and a move to the node without a copy is refused.
+func testReplicatedPlacement(t *testing.T, c *clustertest.Cluster) {
+	const iqn = iqnPrefix + "repl"
+	cl := c.Client(1)
+	must(cl.CreateTarget(t.Context(), api.CreateTarget{IQN: iqn})).get(t)
+	lun := must(cl.CreateLUN(t.Context(), api.CreateLUN{Target: iqn, LUN: 0, Name: "rep0", Size: 16 * mib, Replicas: 2})).get(t)
+	if len(lun.Replicas) != 2 || lun.Path != "rep0.img" {
+		t.Fatalf("created LUN: %+v; want two replicas and a path relative to each replica's storage", lun)
+	}
+	holders := map[string]bool{}
+	owners := 0
+	for _, r := range lun.Replicas {
+		holders[r.Node] = true
+		if r.State != api.ReplicaInSync {
+			t.Errorf("replica %s is %s, want %s", r.Node, r.State, api.ReplicaInSync)
+		}
+		if r.Owner {
+			owners++
+			if r.Node != lun.Owner {
+				t.Errorf("replica %s is marked owner; the owner is %s", r.Node, lun.Owner)
+			}
+		}
+	}
+	if owners != 1 || !holders[lun.Owner] {
+		t.Errorf("owner %s among replicas %+v", lun.Owner, lun.Replicas)
+	}
+	returned := time.Now()
+	waitAllServe(t, c, iqn, 0, "rep0", returned, 5*time.Second)
+	outsider := ""
+	for i := 1; i <= c.N(); i++ {
+		name := fmt.Sprintf("n%d", i)
+		cfg, _ := c.Member(i).Dataplane.Latest()
+		d, _ := clustertest.FindDevice(cfg, "rep0")
+		switch {
+		case holders[name] && (d.Backend.Handler != backend.FileIO || d.Backend.Path != filepath.Join(c.StorageDir, "rep0.img")):
+			t.Errorf("%s holds a copy but serves %+v", name, d.Backend)
+		case !holders[name] && (d.Backend.Handler != backend.NullIO || d.Backend.Path != ""):
+			t.Errorf("%s holds no copy but serves %+v", name, d.Backend)
+		case !holders[name]:
+			outsider = name
+		}
+	}
+	_, err := cl.MoveLUN(t.Context(), "rep0", outsider)
+	if !api.IsCode(err, api.CodeConflict) {
+		t.Errorf("moving rep0 to %s, which holds no copy: %v; want a conflict", outsider, err)
 	}
 }

@@ -329,6 +329,26 @@ func (n *Node) storagePath(req api.CreateLUN, d *fsm.Device) error {
 	return nil
 }
 
+// replicatedPath completes a replicated device's storage: each replica
+// keeps its own copy, under its --storage-dir (the path is relative) or at
+// --path, created sparse where missing. The leader cannot see the other
+// nodes' disks, so only the request is checked here.
+func replicatedPath(req api.CreateLUN, d *fsm.Device) error {
+	switch {
+	case req.Size <= 0:
+		return badRequest("a replicated LUN needs --size: every replica creates or checks its copy at that size")
+	case d.Handler == fsm.HandlerNullIO:
+		return badRequest("the nullio handler stores nothing to replicate; drop --replicas")
+	case req.Path == "":
+		d.Path, d.Create = req.Name+".img", true
+	case !filepath.IsAbs(req.Path):
+		return badRequest("path %q must be absolute: every replica opens it", req.Path)
+	default:
+		d.Path, d.Create = req.Path, true
+	}
+	return nil
+}
+
 // removeCreatedFiles deletes the backing files the cluster created for
 // LUNs a delete removed. Files the operator brought (--path without
 // --size, imports) are never touched. The storage is shared, so the
@@ -340,7 +360,9 @@ func (n *Node) removeCreatedFiles(before, after *fsm.State) {
 		inUse[d.Path] = true
 	}
 	for name, d := range before.Devices {
-		if after.Devices[name] != nil || !d.Create || d.Path == "" || inUse[d.Path] {
+		// Each replica of a replicated LUN has its own copy, not the
+		// leader's to remove (a known limit: they stay on disk).
+		if after.Devices[name] != nil || !d.Create || d.Path == "" || inUse[d.Path] || d.Replicated() {
 			continue
 		}
 		if err := os.Remove(d.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -390,12 +412,34 @@ func sortedMappings(ms []fsm.Mapping) []api.Mapping {
 	return out
 }
 
-func lunView(s *fsm.State, d *fsm.Device) api.LUN {
+func (n *Node) lunView(s *fsm.State, d *fsm.Device) api.LUN {
 	return api.LUN{
 		Name: d.Name, Handler: d.Handler, Path: d.Path, Size: d.Size, BlockSize: d.BlockSize,
 		ReadOnly: d.ReadOnly, NVCache: d.NVCache, WriteThrough: d.WriteThrough, Thin: d.Thin, Removable: d.Removable,
 		Serial: d.Serial, NAA: d.NAA, Owner: d.Owner, Epoch: d.Epoch, NonOwner: nonOwnerPolicy(d), Mappings: sortedMappings(s.Mappings(d.Name)),
+		Replicas: n.replicaViews(d),
 	}
+}
+
+// replicaViews describes the copies of a replicated LUN, as this node
+// sees them: the in-sync set from Raft, liveness from gossip.
+func (n *Node) replicaViews(d *fsm.Device) []api.Replica {
+	if !d.Replicated() {
+		return nil
+	}
+	view := n.clusterView()
+	out := make([]api.Replica, 0, len(d.Replicas))
+	for _, node := range d.Replicas {
+		r := api.Replica{Node: node, State: api.ReplicaOutOfSync, Owner: node == d.Owner}
+		switch {
+		case view.gone(node):
+			r.State = api.ReplicaDown
+		case d.IsInSync(node):
+			r.State = api.ReplicaInSync
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func nonOwnerPolicy(d *fsm.Device) string {

@@ -100,7 +100,7 @@ func (n *Node) buildDeleteLUN(r *http.Request) (fsm.Command, func(any, uint64) a
 func (n *Node) readLUNs(_ *http.Request, s *fsm.State) (any, error) {
 	out := []api.LUN{}
 	for _, name := range fsm.SortedKeys(s.Devices) {
-		out = append(out, lunView(s, s.Devices[name]))
+		out = append(out, n.lunView(s, s.Devices[name]))
 	}
 	return out, nil
 }
@@ -111,7 +111,7 @@ func (n *Node) readLUN(r *http.Request, s *fsm.State) (any, error) {
 	if d == nil {
 		return nil, &fsm.Error{Code: fsm.CodeNotFound, Msg: fmt.Sprintf("no LUN named %q", name)}
 	}
-	return lunView(s, d), nil
+	return n.lunView(s, d), nil
 }
 
 func (n *Node) renderLUN(res any, _ uint64) any {
@@ -119,7 +119,7 @@ func (n *Node) renderLUN(res any, _ uint64) any {
 	if !ok {
 		return res
 	}
-	return lunView(n.fsm.State(), d)
+	return n.lunView(n.fsm.State(), d)
 }
 
 func (n *Node) buildCreateLUN(r *http.Request) (fsm.Command, func(any, uint64) any, error) {
@@ -156,11 +156,20 @@ func (n *Node) buildCreateLUN(r *http.Request) (fsm.Command, func(any, uint64) a
 	if s := n.fsm.State(); s.Devices[req.Name] != nil {
 		return nil, nil, &fsm.Error{Code: fsm.CodeConflict, Msg: fmt.Sprintf("a LUN named %q already exists", req.Name)}
 	}
-	if err := n.storagePath(req, &d); err != nil {
-		return nil, nil, err
+	if req.Replicas > 0 {
+		if err := replicatedPath(req, &d); err != nil {
+			return nil, nil, err
+		}
+		if err := n.placeReplicas(&d, req.Replicas); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		if err := n.storagePath(req, &d); err != nil {
+			return nil, nil, err
+		}
+		n.placeOwners(&d)
 	}
 	fillIdentity(&d)
-	n.placeOwners(&d)
 	return &fsm.CreateLUN{Target: req.Target, LUN: req.LUN, Device: d}, n.renderLUN, nil
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -53,20 +54,28 @@ func (n *Node) assignOwners() {
 	n.ownerMu.Lock()
 	defer n.ownerMu.Unlock()
 	state := n.fsm.State()
-	candidates := n.ownerCandidates(state)
 	for _, name := range fsm.SortedKeys(state.Devices) {
 		d := state.Devices[name]
 		if d.Owner != "" && state.Nodes[d.Owner] != nil && !n.ownerGone(d.Owner) {
 			continue
 		}
-		owner := state.LeastLoaded(candidates)
+		owner := state.LeastLoaded(n.ownerCandidatesFor(state, d))
 		if owner == "" {
-			return
+			if d.Replicated() {
+				n.log.Warn("no live in-sync replica can take over the LUN: it serves no I/O", "lun", name, "in_sync", d.InSync)
+			}
+			continue
 		}
-		res, _, err := n.proposeWithin(&fsm.SetOwner{Device: name, Owner: owner, Epoch: d.Epoch}, backgroundTimeout)
+		set := &fsm.SetOwner{Device: name, Owner: owner, Epoch: d.Epoch}
+		if d.Replicated() && d.Owner != "" && d.IsInSync(d.Owner) {
+			// The old owner may hold writes no other copy got (never
+			// acknowledged): it must resync before it counts again.
+			set.Drop = []string{d.Owner}
+		}
+		res, _, err := n.proposeWithin(set, backgroundTimeout)
 		if err != nil {
 			n.log.Debug("assigning an owner", "lun", name, "err", err)
-			return
+			continue
 		}
 		if d.Owner != "" {
 			n.metrics.failedOver()
@@ -107,6 +116,38 @@ func (n *Node) placeOwners(devs ...*fsm.Device) {
 		// published state.
 		planned = planned.WithDevice(d)
 	}
+}
+
+// placeReplicas chooses the owner and the replicas of a new replicated
+// device: the least loaded live nodes.
+func (n *Node) placeReplicas(d *fsm.Device, count int) error {
+	if err := fsm.CheckDecodable(fsm.TypeSetInSync, n.voterPeers()); err != nil {
+		return fmt.Errorf("replicated LUNs need every node at protocol %d: %w", fsm.ProtocolReplication, err)
+	}
+	state := n.fsm.State()
+	owner, replicas, err := state.PlaceReplicas(n.ownerCandidates(state), count)
+	if err != nil {
+		return err
+	}
+	d.Owner, d.Epoch, d.Replicas = owner, 1, replicas
+	return nil
+}
+
+// ownerCandidatesFor lists the nodes that may own d: the live, undrained
+// nodes, and for a replicated device only those holding an in-sync copy
+// (promoting any other would serve stale data).
+func (n *Node) ownerCandidatesFor(state *fsm.State, d *fsm.Device) []string {
+	all := n.ownerCandidates(state)
+	if !d.Replicated() {
+		return all
+	}
+	var out []string
+	for _, c := range all {
+		if d.IsInSync(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // ownerCandidates lists the registered nodes gossip sees alive that are

@@ -141,6 +141,10 @@ func Start(cfg Config) (*Node, error) {
 			n.closeAll()
 		}
 	}()
+	// Replicated LUNs' copies are created there by the dataplane.
+	if err := os.MkdirAll(n.storageDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: storage directory: %w", err)
+	}
 	hasState, err := n.startRaft()
 	if err != nil {
 		return nil, err

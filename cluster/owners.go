@@ -21,7 +21,7 @@ func (n *Node) buildMove(r *http.Request) (fsm.Command, func(any, uint64) any, e
 	if d == nil {
 		return nil, nil, &fsm.Error{Code: fsm.CodeNotFound, Msg: fmt.Sprintf("no LUN named %q", name)}
 	}
-	if err := n.checkOwnerCandidate(s, req.To); err != nil {
+	if err := n.checkOwnerCandidate(s, d, req.To); err != nil {
 		return nil, nil, err
 	}
 	if d.Owner == req.To {
@@ -30,15 +30,18 @@ func (n *Node) buildMove(r *http.Request) (fsm.Command, func(any, uint64) any, e
 	return &fsm.SetOwner{Device: name, Owner: req.To, Epoch: d.Epoch}, n.renderLUN, nil
 }
 
-// checkOwnerCandidate refuses to make a node owner that could not serve:
-// unknown, drained or not alive.
-func (n *Node) checkOwnerCandidate(s *fsm.State, name string) error {
+// checkOwnerCandidate refuses to make a node owner that could not serve
+// d: unknown, drained, not alive, or without an in-sync copy.
+func (n *Node) checkOwnerCandidate(s *fsm.State, d *fsm.Device, name string) error {
 	rec := s.Nodes[name]
 	switch {
 	case rec == nil:
 		return &fsm.Error{Code: fsm.CodeNotFound, Msg: fmt.Sprintf("no node %q", name)}
 	case rec.Drained:
 		return &fsm.Error{Code: fsm.CodeConflict, Msg: fmt.Sprintf("node %s is drained; undrain it first (hatarget node undrain %s)", name, name)}
+	}
+	if d.Replicated() && !d.IsInSync(name) {
+		return &fsm.Error{Code: fsm.CodeConflict, Msg: fmt.Sprintf("node %s holds no in-sync copy of %s (in sync: %v)", name, d.Name, d.InSync)}
 	}
 	for _, c := range n.ownerCandidates(s) {
 		if c == name {
@@ -73,9 +76,9 @@ func (n *Node) moveAwayFrom(node string) (map[string]string, error) {
 		if lun == nil {
 			return moved, nil
 		}
-		to := s.LeastLoaded(n.ownerCandidates(s))
+		to := s.LeastLoaded(n.ownerCandidatesFor(s, lun))
 		if to == "" {
-			return moved, fmt.Errorf("no other live, undrained node can own %s", lun.Name)
+			return moved, fmt.Errorf("no other live, undrained node with an in-sync copy can own %s", lun.Name)
 		}
 		if _, _, err := n.propose(&fsm.SetOwner{Device: lun.Name, Owner: to, Epoch: lun.Epoch}); err != nil {
 			return moved, err

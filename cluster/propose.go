@@ -38,7 +38,7 @@ func (n *Node) proposeWithin(c fsm.Command, timeout time.Duration) (any, uint64,
 	if n.raft.State() != raft.Leader {
 		return nil, 0, errNotLeader
 	}
-	if err := fsm.CheckDecodable(c.Type(), n.voterPeers()); err != nil {
+	if err := fsm.CheckCommand(c, n.voterPeers()); err != nil {
 		return nil, 0, err
 	}
 	if err := n.precheck(c); err != nil {
@@ -73,7 +73,7 @@ func (n *Node) precheck(c fsm.Command) error {
 	if err != nil || c.Type() == fsm.TypeReservation {
 		return err
 	}
-	cfg := dataplaneConfig(next, n.cfg.Name, clusterView{lease: true})
+	cfg := dataplaneConfig(next, n.local(), clusterView{lease: true})
 	if err := cfg.Validate(); err != nil {
 		return &fsm.Error{Code: fsm.CodeInvalid, Msg: err.Error()}
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"path/filepath"
 	"reflect"
 	"sort"
 	"time"
@@ -26,7 +27,7 @@ func (n *Node) reconcileLoop() {
 	for {
 		changed := n.fsm.Changed()
 		s := n.fsm.State()
-		cfg := dataplaneConfig(s, n.cfg.Name, n.clusterView())
+		cfg := dataplaneConfig(s, n.local(), n.clusterView())
 		if applied == nil || failed || !reflect.DeepEqual(*applied, cfg) {
 			err := n.reconcile(cfg)
 			if failed = err != nil; failed {
@@ -92,12 +93,22 @@ func (n *Node) clusterView() clusterView {
 	return v
 }
 
+// localNode is what of this node's own configuration shapes its
+// dataplane: its name, and where its copies of replicated LUNs live.
+type localNode struct {
+	name       string
+	storageDir string
+}
+
+func (n *Node) local() localNode { return localNode{name: n.cfg.Name, storageDir: n.storageDir()} }
+
 // dataplaneConfig is what node self serves of state s: every enabled
 // target on every node, advertising every node's portal.
-func dataplaneConfig(s *fsm.State, self string, view clusterView) target.Config {
+func dataplaneConfig(s *fsm.State, me localNode, view clusterView) target.Config {
+	self := me.name
 	var cfg target.Config
 	for _, name := range fsm.SortedKeys(s.Devices) {
-		cfg.Devices = append(cfg.Devices, dataplaneDevice(s.Devices[name]))
+		cfg.Devices = append(cfg.Devices, dataplaneDevice(s.Devices[name], me))
 	}
 	portals := clusterPortals(s)
 	// Each node is its own port group with one port per target: its port
@@ -164,12 +175,11 @@ func portGroups(s *fsm.State, self string, view clusterView) map[string][]alua.G
 			policy = alua.NonOwnerStandby
 		}
 		groups := alua.Groups(alua.LUN{Owner: d.Owner, Policy: policy}, nodes)
-		// Without a lease this node knows nothing for sure; with the owner
-		// gone, a failover is pending: every path that can answer waits
-		// for it.
-		ownerGone := d.Owner != self && view.gone(d.Owner)
-		for i := range groups {
-			if !view.lease || (ownerGone && groups[i].State != alua.Offline) {
+		// Without a lease this node knows nothing for sure. (With the
+		// owner gone, the other groups stay as they are: their commands
+		// wait for the failover, scsi.LU.SetOwnerGone.)
+		if !view.lease {
+			for i := range groups {
 				groups[i].State, groups[i].Preferred = alua.Transitioning, false
 			}
 		}
@@ -185,18 +195,10 @@ var backendHandlers = map[string]backend.Handler{
 	fsm.HandlerNullIO:  backend.NullIO,
 }
 
-func dataplaneDevice(d *fsm.Device) target.Device {
+func dataplaneDevice(d *fsm.Device, me localNode) target.Device {
 	return target.Device{
-		Name: d.Name,
-		Backend: backend.Options{
-			Handler:      backendHandlers[d.Handler],
-			Path:         d.Path,
-			Size:         d.Size,
-			BlockSize:    d.BlockSize,
-			ReadOnly:     d.ReadOnly,
-			NVCache:      d.NVCache,
-			WriteThrough: d.WriteThrough,
-		},
+		Name:          d.Name,
+		Backend:       localStorage(d, me),
 		Serial:        d.Serial,
 		NAA:           d.NAA,
 		T10DeviceID:   d.T10DeviceID,
@@ -207,6 +209,27 @@ func dataplaneDevice(d *fsm.Device) target.Device {
 		Removable:     d.Removable,
 		AllowSanitize: d.AllowSanitize,
 	}
+}
+
+// localStorage is where this node keeps a device's blocks: the shared
+// path; for a replicated device, this node's own copy (a relative path
+// is under its --storage-dir, and a missing file is created sparse), or,
+// on a node that holds no copy, a stand-in with the device's geometry and
+// no data. Such a node only forwards the device's commands to the owner,
+// and can never become owner (owners come from the in-sync replicas).
+func localStorage(d *fsm.Device, me localNode) backend.Options {
+	o := backend.Options{
+		Handler: backendHandlers[d.Handler], Path: d.Path, Size: d.Size, BlockSize: d.BlockSize,
+		ReadOnly: d.ReadOnly, NVCache: d.NVCache, WriteThrough: d.WriteThrough,
+	}
+	switch {
+	case !d.Replicated() || o.Handler == backend.NullIO:
+	case !d.HasReplica(me.name):
+		o.Handler, o.Path = backend.NullIO, ""
+	case !filepath.IsAbs(o.Path):
+		o.Path = filepath.Join(me.storageDir, o.Path)
+	}
+	return o
 }
 
 func dataplaneTarget(t *fsm.Target, portals []target.Portal, port uint16) target.Target {

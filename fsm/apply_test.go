@@ -320,7 +320,7 @@ func TestScriptLUNs(t *testing.T) {
 	runScript(t, start, []step{
 		{name: "create nullio", cmd: createLUN(iqnA, 3, nullDevice("d0")), check: all(devicesAre("d0"), lunsOf(iqnA, LUN{Number: 3, Device: "d0"}),
 			func(t *testing.T, s *State, res any) {
-				if d, ok := res.(*Device); !ok || *d != *s.Devices["d0"] {
+				if d, ok := res.(*Device); !ok || !reflect.DeepEqual(d, s.Devices["d0"]) {
 					t.Errorf("result %#v, want the new device", res)
 				}
 			})},

@@ -14,7 +14,17 @@ import (
 //	1: nodes, targets, LUNs, ACLs, CHAP, resize, reservations, restore
 //	2: import (a whole scst.conf as one entry)
 //	3: LUN ownership (set_owner) and node drain (set_drain)
-const Protocol uint16 = 3
+//	4: synchronous replication: a device's replicas and in-sync set
+//	   (fields of create_lun, import and restore), set_owner's drop,
+//	   set_in_sync and replace_replica
+const Protocol uint16 = 4
+
+// ProtocolReplication is the protocol that introduced synchronous
+// replication. Besides its new command types, it added optional fields to
+// older ones (Device.Replicas and Device.InSync, SetOwner.Drop), which an
+// older node's strict decoding refuses: gate proposals with CheckCommand,
+// which sees those fields, rather than CheckDecodable on the type alone.
+const ProtocolReplication uint16 = 4
 
 // encodingVersion is the first byte of every encoded command; a different
 // framing would get a new value.
@@ -57,6 +67,9 @@ var commands = map[CommandType]CommandSpec{
 	TypeImport:       {Since: 2, new: func() Command { return &Import{} }},
 	TypeSetOwner:     {Since: 3, new: func() Command { return &SetOwner{} }},
 	TypeSetDrain:     {Since: 3, new: func() Command { return &SetDrain{} }},
+
+	TypeSetInSync:      {Since: ProtocolReplication, new: func() Command { return &SetInSync{} }},
+	TypeReplaceReplica: {Since: ProtocolReplication, new: func() Command { return &ReplaceReplica{} }},
 }
 
 // Spec returns the description of a command type.
@@ -134,15 +147,54 @@ type Peer struct {
 }
 
 // CheckDecodable refuses a command type that one of peers could not
-// decode, naming the nodes that must be upgraded first.
+// decode, naming the nodes that must be upgraded first. It knows the type
+// only: a command of an older type can still carry a newer field, which
+// CheckCommand sees.
 func CheckDecodable(t CommandType, peers []Peer) error {
 	spec, ok := commands[t]
 	if !ok {
 		return errorf(CodeUnsupported, "unknown command type %q", t)
 	}
+	return checkPeers(string(t), spec.Since, peers)
+}
+
+// fieldGated is a command with optional fields added after its type: it
+// reports the protocol its fields as set need (0 when none is set).
+type fieldGated interface {
+	fieldsSince() uint16
+}
+
+// RequiredProtocol returns the lowest protocol that decodes c as it is:
+// its type's Since, or later when it carries a field added since (replicas
+// of a device in create_lun, import or restore; drop in set_owner).
+func RequiredProtocol(c Command) uint16 {
+	need := commands[c.Type()].Since
+	if g, ok := c.(fieldGated); ok {
+		need = max(need, g.fieldsSince())
+	}
+	return need
+}
+
+// CheckCommand refuses a command that one of peers could not decode,
+// fields included, naming the nodes that must be upgraded first. The
+// proposer should call it rather than CheckDecodable(c.Type(), peers).
+func CheckCommand(c Command, peers []Peer) error {
+	spec, ok := commands[c.Type()]
+	if !ok {
+		return errorf(CodeUnsupported, "unknown command type %q", c.Type())
+	}
+	need := RequiredProtocol(c)
+	what := string(c.Type())
+	if need > spec.Since {
+		what += " with replication fields"
+	}
+	return checkPeers(what, need, peers)
+}
+
+func checkPeers(what string, need uint16, peers []Peer) error {
 	var behind []string
 	for _, p := range peers {
-		if p.Protocol < spec.Since {
+		if p.Protocol < need {
 			behind = append(behind, fmt.Sprintf("%s (protocol %d)", p.Name, p.Protocol))
 		}
 	}
@@ -151,7 +203,7 @@ func CheckDecodable(t CommandType, peers []Peer) error {
 	}
 	sort.Strings(behind)
 	return errorf(CodeUnsupported, "%s needs command protocol %d, which these voters cannot decode yet: %v; upgrade them first",
-		t, spec.Since, behind)
+		what, need, behind)
 }
 
 // Env is what Apply needs beyond the state: pure functions supplied by the

@@ -10,7 +10,16 @@
 // Commands are versioned for rolling upgrades. Every command type carries
 // the protocol version that introduced it (CommandSpec.Since); a node
 // advertises the highest protocol it decodes, and the proposer refuses a
-// command some voter could not decode (CheckDecodable). Decoding is strict:
-// an unknown command type or an unknown field is an explicit error, never a
-// silent skip.
+// command some voter could not decode (CheckCommand, which also sees
+// optional fields added to older types; CheckDecodable knows the type
+// only). Decoding is strict: an unknown command type or an unknown field
+// is an explicit error, never a silent skip.
+//
+// Synchronous replication (protocol 4): a device with Replicas keeps its
+// blocks on those nodes' own disks; InSync is the subset known to hold
+// every acknowledged write, always holding the owner. Only an in-sync
+// replica can become owner (SetOwner, with Drop for a promotion in one
+// entry); the owner shrinks and grows the set with SetInSync, and
+// ReplaceReplica swaps a replica for a node that starts out of sync.
+// Every one is conditional on the device's epoch.
 package fsm

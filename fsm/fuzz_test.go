@@ -28,6 +28,18 @@ var decodeEdgeCases = []string{
 	"\x01" + `{"type":"restore","body":{"state":{"devices":{"x":null},"targets":{"y":null}}}}`,
 	"\x01" + `{"type":"restore","body":{"state":{"devices":{"x":{"name":"y","handler":"nullio","size":512,"block_size":512,"serial":"s","naa":"n"}}}}}`,
 	"\x01" + `{"type":"remove_node","body":{"name":"n1"}}]`,
+	"\x01" + `{"type":"set_owner","body":{"device":"r0","owner":"n2","epoch":1,"drop":[]}}`,
+	"\x01" + `{"type":"set_owner","body":{"device":"r0","owner":"n2","epoch":1,"drop":null}}`,
+	"\x01" + `{"type":"set_owner","body":{"device":"r0","owner":"n2","epoch":1,"drop":["n1","n1","n3"]}}`,
+	"\x01" + `{"type":"set_in_sync","body":{"device":"r0","epoch":1,"remove":["n1"],"add":["n1"]}}`,
+	"\x01" + `{"type":"set_in_sync","body":{"device":"r0","epoch":1,"remove":["n2","n3"]}}`,
+	"\x01" + `{"type":"set_in_sync","body":{"device":"r0","epoch":1,"add":[""]}}`,
+	"\x01" + `{"type":"replace_replica","body":{"device":"r0","epoch":1,"old":"n2","new":"n2"}}`,
+	"\x01" + `{"type":"replace_replica","body":{"device":"r0","epoch":1,"old":"n2","new":"n4","extra":1}}`,
+	"\x01" + `{"type":"create_lun","body":{"target":"iqn.2025-01.com.example:a","lun":9,"device":{"name":"x","handler":"nullio","size":512,"block_size":512,"serial":"s","naa":"n","replicas":["n2","n1","n2"]}}}`,
+	"\x01" + `{"type":"create_lun","body":{"target":"iqn.2025-01.com.example:a","lun":9,"device":{"name":"x","handler":"nullio","size":512,"block_size":512,"serial":"s","naa":"n","replicas":["n2","n1"],"in_sync":["n1"]}}}`,
+	"\x01" + `{"type":"restore","body":{"state":{"devices":{"x":{"name":"x","handler":"nullio","size":512,"block_size":512,"serial":"s","naa":"n","owner":"n1","replicas":["n2","n1"],"in_sync":["n2"]}}}}}`,
+	"\x01" + `{"type":"restore","body":{"state":{"devices":{"x":{"name":"x","handler":"nullio","size":512,"block_size":512,"serial":"s","naa":"n","owner":"n1","replicas":["n2","n1"],"in_sync":["n2","n1"]}}}}}`,
 }
 
 // sameCommand compares commands by their canonical encoding: decoding
@@ -74,13 +86,16 @@ func FuzzDecode(f *testing.F) {
 }
 
 // fuzzStart is a small valid state the fuzzed entries act on: nodes, two
-// targets, devices mapped in the default map and in a group, and
-// reservation state.
+// targets, devices mapped in the default map and in a group, reservation
+// state, and a replicated device r0 (owner n1, replicas n1 n2 n3, all in
+// sync, epoch 1; n4 holds no replica).
 func fuzzStart(t testing.TB) *State {
 	return build(t,
 		&RegisterNode{Node: node("n1")}, &RegisterNode{Node: node("n2")},
+		&RegisterNode{Node: node("n3")}, &RegisterNode{Node: node("n4")},
 		&CreateTarget{IQN: iqnA}, &CreateTarget{IQN: iqnB},
 		&CreateLUN{Target: iqnA, LUN: 0, Device: nullDevice("d0")},
+		&CreateLUN{Target: iqnA, LUN: 3, Device: replicatedDevice("r0", "n1", "n1", "n2", "n3")},
 		&CreateLUN{Target: iqnB, LUN: 1, Device: fileDevice("d1")},
 		&Reservation{Device: "d0", Origin: "n1", Op: []byte(`1`)},
 		&Import{Devices: []Device{nullDevice("g0")}, Targets: []Target{{IQN: iqnD,
@@ -104,6 +119,25 @@ func FuzzApply(f *testing.F) {
 		{&DeleteTarget{IQN: iqnD, Force: true}, &ResizeDevice{Name: "g0", Size: 4096}},
 		{sampleCommand(TypeRestore), &DeleteTarget{IQN: iqnA, Force: true}, &RegisterNode{Node: node("n3")}},
 		{&RemoveNode{Name: "n1"}, &RegisterNode{Node: node("n3")}, &SetCHAP{IQN: iqnB}, &SetACL{IQN: iqnB, Initiator: "iqn.x:1"}},
+		// A replica drops out, the owner fails over to another in-sync
+		// one, the lost node is replaced, resynced and removed.
+		{&SetInSync{Device: "r0", Epoch: 1, Remove: []string{"n3"}},
+			&SetOwner{Device: "r0", Owner: "n2", Epoch: 1, Drop: []string{"n1"}},
+			&ReplaceReplica{Device: "r0", Epoch: 2, Old: "n3", New: "n4"},
+			&SetInSync{Device: "r0", Epoch: 2, Add: []string{"n4", "n1"}},
+			&RemoveNode{Name: "n1"}, &RemoveNode{Name: "n2"},
+			&ReplaceReplica{Device: "r0", Epoch: 2, Old: "n1", New: "n3"}},
+		// Refusals: a stale epoch, the owner, an out-of-sync promotion.
+		{&SetInSync{Device: "r0", Epoch: 0, Remove: []string{"n2"}},
+			&SetInSync{Device: "r0", Epoch: 1, Remove: []string{"n1"}},
+			&SetInSync{Device: "r0", Epoch: 1, Remove: []string{"n2", "n3"}},
+			&SetOwner{Device: "r0", Owner: "n3", Epoch: 1},
+			&RemoveNode{Name: "n2"}, &RemoveNode{Name: "n1"},
+			&SetOwner{Device: "r0", Owner: "n4", Epoch: 1}},
+		{&CreateLUN{Target: iqnB, LUN: 5, Device: replicatedDevice("r1", "", "n4")},
+			&RemoveNode{Name: "n4"}, &SetInSync{Device: "r1", Remove: []string{"n4"}},
+			&ReplaceReplica{Device: "r1", Old: "n4", New: "n3"},
+			&SetOwner{Device: "r1", Owner: "n4"}},
 	} {
 		var log [][]byte
 		for _, c := range script {
@@ -195,5 +229,44 @@ func checkConsistent(t *testing.T, s *State) {
 				t.Fatalf("target %s maps missing device %q", iqn, d)
 			}
 		}
+	}
+	for _, d := range s.Devices {
+		checkReplicaInvariant(t, d)
+	}
+}
+
+// checkReplicaInvariant checks what every command keeps of a device's
+// replication state: Replicas and InSync sorted and distinct, S ⊆ R,
+// S non-empty and holding the owner for a replicated device, and no S
+// on shared storage.
+func checkReplicaInvariant(t testing.TB, d *Device) {
+	t.Helper()
+	if !d.Replicated() {
+		if len(d.InSync) > 0 {
+			t.Fatalf("shared-storage device %s has an in-sync set %v", d.Name, d.InSync)
+		}
+		return
+	}
+	strictlySorted := func(l []string) bool {
+		for i := 1; i < len(l); i++ {
+			if l[i-1] >= l[i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !strictlySorted(d.Replicas) || !strictlySorted(d.InSync) {
+		t.Fatalf("device %s: replicas %v / in sync %v not sorted and distinct", d.Name, d.Replicas, d.InSync)
+	}
+	if len(d.InSync) == 0 {
+		t.Fatalf("device %s: replicated (%v) with nothing in sync", d.Name, d.Replicas)
+	}
+	for _, r := range d.InSync {
+		if !d.HasReplica(r) {
+			t.Fatalf("device %s: in-sync %s is not a replica (%v)", d.Name, r, d.Replicas)
+		}
+	}
+	if d.Owner != "" && !d.IsInSync(d.Owner) {
+		t.Fatalf("device %s: owner %s not in sync (%v)", d.Name, d.Owner, d.InSync)
 	}
 }

@@ -16,6 +16,7 @@ var allTypes = []CommandType{
 	TypeCreateTarget, TypeDeleteTarget, TypeSetTarget, TypeSetCHAP, TypeSetACL,
 	TypeCreateLUN, TypeDeleteLUN, TypeResizeDevice, TypeReservation,
 	TypeRestore, TypeImport, TypeSetOwner, TypeSetDrain,
+	TypeSetInSync, TypeReplaceReplica,
 }
 
 const (
@@ -29,6 +30,14 @@ const (
 func nullDevice(name string) Device {
 	return Device{Name: name, Handler: HandlerNullIO, Size: 1 << 20, BlockSize: 512,
 		Serial: "serial-" + name, NAA: "6001405" + fmt.Sprintf("%025x", len(name))}
+}
+
+// replicatedDevice is nullDevice(name) owned by owner ("" for none) and
+// replicated on replicas, as the leader proposes it.
+func replicatedDevice(name, owner string, replicas ...string) Device {
+	d := nullDevice(name)
+	d.Owner, d.Replicas = owner, replicas
+	return d
 }
 
 // fileDevice is a valid fileio device on a 1 MiB file.
@@ -70,6 +79,7 @@ func sampleCommand(t CommandType) Command {
 		d := fileDevice("d2")
 		d.ReadOnly, d.NVCache, d.WriteThrough, d.Thin, d.Removable, d.Rotational, d.AllowSanitize = true, true, true, true, true, true, true
 		d.T10DeviceID, d.VendorID, d.ProductID = "t10", "HATARGET", "DISK"
+		d.Owner, d.Epoch, d.Standby, d.Replicas = "n1", 1, true, []string{"n1", "n2"}
 		return &CreateLUN{Target: iqnA, LUN: 2, Device: d}
 	case TypeDeleteLUN:
 		return &DeleteLUN{Target: iqnA, LUN: 0}
@@ -94,16 +104,23 @@ func sampleCommand(t CommandType) Command {
 			DiscoveryUsers: []CHAPUser{{User: "disc", Secret: "discovery123"}},
 		}
 	case TypeSetOwner:
-		return &SetOwner{Device: "d0", Owner: "n1", Epoch: 3}
+		return &SetOwner{Device: "r0", Owner: "n2", Epoch: 1, Drop: []string{"n1"}}
 	case TypeSetDrain:
 		return &SetDrain{Node: "n1", Drained: true}
+	case TypeSetInSync:
+		return &SetInSync{Device: "r0", Epoch: 1, Remove: []string{"n3"}, Add: []string{"n2"}}
+	case TypeReplaceReplica:
+		return &ReplaceReplica{Device: "r0", Epoch: 1, Old: "n3", New: "n4"}
 	}
 	panic("sampleCommand: no sample for " + string(t))
 }
 
-// sampleState is a small consistent state with every field set.
+// sampleState is a small consistent state with every field set; d1 is
+// replicated, with one replica out of sync.
 func sampleState() *State {
 	d0, d1 := nullDevice("d0"), fileDevice("d1")
+	d0.Owner, d0.Epoch, d0.Standby = "n1", 2, true
+	d1.Owner, d1.Epoch, d1.Replicas, d1.InSync = "n1", 3, []string{"n1", "n2"}, []string{"n1"}
 	return &State{
 		Index:   42,
 		Nodes:   map[string]*Node{"n1": ptr(node("n1"))},

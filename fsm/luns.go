@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 )
@@ -17,6 +18,12 @@ const (
 )
 
 // CreateLUN defines a new device and maps it at LUN of a target.
+//
+// Device.Replicas, filled by the leader (State.PlaceReplicas), makes the
+// device replicated: the replicas must be distinct registered nodes, the
+// owner (if set) among them; Device.InSync must be left empty, as the
+// state machine starts it equal to Replicas. A create carrying replicas
+// needs protocol 4 on every voter (CheckCommand).
 type CreateLUN struct {
 	Target string `json:"target"`
 	LUN    uint64 `json:"lun"`
@@ -32,7 +39,31 @@ func (c *CreateLUN) check() error {
 	if err := checkLUNNumber(c.LUN); err != nil {
 		return err
 	}
-	return c.Device.Check()
+	return checkCreated(&c.Device)
+}
+
+// checkCreated validates a device a command creates: InSync is the state
+// machine's to fill.
+func checkCreated(d *Device) error {
+	if err := d.Check(); err != nil {
+		return err
+	}
+	if len(d.InSync) > 0 {
+		return errorf(CodeInvalid, "device %s: the in-sync set is not set by the proposer (a new device's replicas all start in sync)", d.Name)
+	}
+	return nil
+}
+
+func (c *CreateLUN) fieldsSince() uint16 { return replicationSince(&c.Device) }
+
+// replicationSince is the protocol a device's fields need to be decoded.
+func replicationSince(devs ...*Device) uint16 {
+	for _, d := range devs {
+		if d != nil && (len(d.Replicas) > 0 || len(d.InSync) > 0) {
+			return ProtocolReplication
+		}
+	}
+	return 0
 }
 
 func (c *CreateLUN) apply(s *State, _ Env) (any, error) {
@@ -45,15 +76,15 @@ func (c *CreateLUN) apply(s *State, _ Env) (any, error) {
 	if l := s.Targets[c.Target].lun(c.LUN); l != nil {
 		return nil, errorf(CodeConflict, "target %s already has LUN %d (%s)", c.Target, c.LUN, l.Device)
 	}
-	d := c.Device
-	if err := s.checkOwner(&d); err != nil {
+	d := c.Device.clone()
+	if err := s.checkNewDevice(d); err != nil {
 		return nil, err
 	}
 	t, _ := s.editTarget(c.Target)
-	s.Devices[d.Name] = &d
+	s.Devices[d.Name] = d
 	t.LUNs = append(t.LUNs, LUN{Number: c.LUN, Device: d.Name, ReadOnly: d.ReadOnly})
 	sort.Slice(t.LUNs, func(i, j int) bool { return t.LUNs[i].Number < t.LUNs[j].Number })
-	return &d, nil
+	return d, nil
 }
 
 // DeleteLUN unmaps a LUN; its device is deleted with it once no map names
@@ -191,7 +222,7 @@ func (*Import) Type() CommandType { return TypeImport }
 
 func (c *Import) check() error {
 	for i := range c.Devices {
-		if err := c.Devices[i].Check(); err != nil {
+		if err := checkCreated(&c.Devices[i]); err != nil {
 			return err
 		}
 	}
@@ -208,6 +239,14 @@ func (c *Import) check() error {
 	return nil
 }
 
+func (c *Import) fieldsSince() uint16 {
+	devs := make([]*Device, len(c.Devices))
+	for i := range c.Devices {
+		devs[i] = &c.Devices[i]
+	}
+	return replicationSince(devs...)
+}
+
 // ImportResult names what an Import created.
 type ImportResult struct {
 	Devices []string `json:"devices"`
@@ -217,14 +256,14 @@ type ImportResult struct {
 func (c *Import) apply(s *State, _ Env) (any, error) {
 	res := &ImportResult{Devices: []string{}, Targets: []string{}}
 	for i := range c.Devices {
-		d := c.Devices[i]
+		d := c.Devices[i].clone()
 		if s.Devices[d.Name] != nil {
 			return nil, errorf(CodeConflict, "a LUN named %q already exists", d.Name)
 		}
-		if err := s.checkOwner(&d); err != nil {
+		if err := s.checkNewDevice(d); err != nil {
 			return nil, err
 		}
-		s.Devices[d.Name] = &d
+		s.Devices[d.Name] = d
 		res.Devices = append(res.Devices, d.Name)
 	}
 	for i := range c.Targets {
@@ -250,6 +289,11 @@ const TypeRestore CommandType = "restore"
 // Restore replaces devices, targets, reservations and discovery users with
 // those of a snapshot. Nodes are kept: membership is the cluster's own,
 // not part of a configuration backup.
+//
+// A replicated device keeps its replica and in-sync sets as saved (they
+// must satisfy the invariant: S non-empty, ⊆ Replicas, holding the owner),
+// stored sorted; they are not checked against the current nodes, as
+// owners are not: the leader replaces what no longer exists.
 type Restore struct {
 	State *State `json:"state"`
 }
@@ -270,6 +314,9 @@ func (c *Restore) check() error {
 		if err := d.Check(); err != nil {
 			return err
 		}
+		if err := d.checkInSyncInvariant(); err != nil {
+			return err
+		}
 	}
 	for _, iqn := range SortedKeys(c.State.Targets) {
 		t := c.State.Targets[iqn]
@@ -288,11 +335,26 @@ func (c *Restore) check() error {
 	return nil
 }
 
+func (c *Restore) fieldsSince() uint16 {
+	if c.State == nil {
+		return 0
+	}
+	return replicationSince(slices.Collect(maps.Values(c.State.Devices))...)
+}
+
 func (c *Restore) apply(s *State, _ Env) (any, error) {
 	src := c.State.next()
 	for _, iqn := range SortedKeys(src.Targets) {
 		if err := src.checkMapped(src.Targets[iqn]); err != nil {
 			return nil, err
+		}
+	}
+	for name, d := range src.Devices {
+		if d.Replicated() {
+			d = d.clone()
+			slices.Sort(d.Replicas)
+			slices.Sort(d.InSync)
+			src.Devices[name] = d
 		}
 	}
 	s.Devices, s.Targets, s.Reservations = src.Devices, src.Targets, src.Reservations

@@ -92,6 +92,37 @@ type Device struct {
 	// Standby: nodes other than the owner report standby rather than
 	// active/non-optimized.
 	Standby bool `json:"standby,omitempty"`
+	// Replicas are the nodes holding a copy of the device's blocks, the
+	// owner included, sorted by name; the owner's writes are replicated
+	// synchronously to the in-sync ones. Empty means shared storage:
+	// every node reaches the same backing store and nothing is
+	// replicated. Replicas never change except by ReplaceReplica.
+	Replicas []string `json:"replicas,omitempty"`
+	// InSync is the in-sync set S ⊆ Replicas, sorted by name: the
+	// replicas known to hold every acknowledged write. While the device
+	// has an owner, the owner is in it; it is never empty for a
+	// replicated device, and always empty for shared storage. Only a
+	// member of InSync can become owner (SetOwner). A new device starts
+	// with InSync = Replicas (fresh copies are identical).
+	InSync []string `json:"in_sync,omitempty"`
+}
+
+// Replicated reports whether the device's blocks are replicated between
+// nodes' own disks, rather than on shared storage.
+func (d *Device) Replicated() bool { return len(d.Replicas) > 0 }
+
+// HasReplica reports whether node holds a copy of the device.
+func (d *Device) HasReplica(node string) bool { return slices.Contains(d.Replicas, node) }
+
+// IsInSync reports whether node is in the device's in-sync set.
+func (d *Device) IsInSync(node string) bool { return slices.Contains(d.InSync, node) }
+
+// clone returns a copy of d that shares no slice with it.
+func (d *Device) clone() *Device {
+	c := *d
+	c.Replicas = slices.Clone(d.Replicas)
+	c.InSync = slices.Clone(d.InSync)
+	return &c
 }
 
 // CHAPUser is one CHAP credential.

@@ -1,5 +1,7 @@
 package fsm
 
+import "slices"
+
 // Command types for membership.
 const (
 	TypeRegisterNode CommandType = "register_node"
@@ -50,6 +52,14 @@ func (s *State) newPortGroup() uint16 {
 }
 
 // RemoveNode forgets a node.
+//
+// Replicated devices: removal is refused while the node owns one (move or
+// fail the LUN over first) or is the only in-sync replica of one (its copy
+// is the only complete one). Otherwise the node leaves every in-sync set
+// in the same entry, so that it can never be promoted, but stays in
+// Replicas until ReplaceReplica names its successor: the replica count
+// shows what is missing. Shared-storage devices are unchanged: an owner
+// that is removed is replaced by the leader, as before.
 type RemoveNode struct {
 	Name string `json:"name"`
 }
@@ -61,6 +71,23 @@ func (c *RemoveNode) check() error { return checkName("node", c.Name) }
 func (c *RemoveNode) apply(s *State, _ Env) (any, error) {
 	if s.Nodes[c.Name] == nil {
 		return nil, errorf(CodeNotFound, "no node %q", c.Name)
+	}
+	// Sorted, so that every node refuses naming the same device.
+	for _, name := range SortedKeys(s.Devices) {
+		d := s.Devices[name]
+		switch {
+		case !d.Replicated():
+			continue
+		case d.Owner == c.Name:
+			return nil, errorf(CodeConflict, "node %s owns the replicated LUN %s: move it to another in-sync replica first", c.Name, name)
+		case !d.IsInSync(c.Name):
+			continue
+		case len(d.InSync) == 1:
+			return nil, errorf(CodeConflict, "node %s holds the only in-sync copy of LUN %s: resync another replica first", c.Name, name)
+		}
+		n := d.clone()
+		n.InSync = slices.DeleteFunc(n.InSync, func(r string) bool { return r == c.Name })
+		s.Devices[name] = n
 	}
 	delete(s.Nodes, c.Name)
 	return nil, nil

@@ -1,6 +1,9 @@
 package fsm
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // Command types for ownership.
 const (
@@ -12,10 +15,24 @@ const (
 // conditional: Epoch must be the device's current epoch, so two leaders'
 // (or a leader's and an operator's) decisions based on the same view
 // cannot both apply.
+//
+// For a replicated device the new owner must be in the in-sync set after
+// Drop is removed from it: a promotion is this one entry (owner := new,
+// epoch := epoch+1, S := S minus Drop), so an out-of-date replica is never
+// made owner. Drop may name the old owner; a node in Drop that is not in
+// S is ignored, so a retry is harmless.
+//
+// Drop arrived with protocol 4 (ProtocolReplication). A node of an older
+// protocol decodes set_owner strictly and refuses an entry carrying
+// "drop", so the leader may send a non-empty Drop only when every voter
+// speaks protocol 4: CheckCommand checks that, as does
+// CheckDecodable(TypeSetInSync, voters).
 type SetOwner struct {
 	Device string `json:"device"`
 	Owner  string `json:"owner"`
 	Epoch  uint64 `json:"epoch"`
+	// Drop is removed from the device's in-sync set in the same entry.
+	Drop []string `json:"drop,omitempty"`
 }
 
 func (*SetOwner) Type() CommandType { return TypeSetOwner }
@@ -24,7 +41,25 @@ func (c *SetOwner) check() error {
 	if err := checkName("device", c.Device); err != nil {
 		return err
 	}
-	return checkName("node", c.Owner)
+	if err := checkName("node", c.Owner); err != nil {
+		return err
+	}
+	for _, n := range c.Drop {
+		if err := checkName("node", n); err != nil {
+			return err
+		}
+		if n == c.Owner {
+			return errorf(CodeInvalid, "LUN %s: cannot drop the new owner %s from the in-sync set", c.Device, n)
+		}
+	}
+	return nil
+}
+
+func (c *SetOwner) fieldsSince() uint16 {
+	if len(c.Drop) > 0 {
+		return ProtocolReplication
+	}
+	return 0
 }
 
 func (c *SetOwner) apply(s *State, _ Env) (any, error) {
@@ -35,26 +70,56 @@ func (c *SetOwner) apply(s *State, _ Env) (any, error) {
 	case s.Nodes[c.Owner] == nil:
 		return nil, errorf(CodeNotFound, "no node %q", c.Owner)
 	case old.Epoch != c.Epoch:
-		return nil, errorf(CodeConflict, "LUN %s changed owner meanwhile (epoch %d, not %d); retry", c.Device, old.Epoch, c.Epoch)
+		return nil, errEpoch(old, c.Epoch)
+	case len(c.Drop) > 0 && !old.Replicated():
+		return nil, errorf(CodeInvalid, "LUN %s is on shared storage: it has no in-sync set to drop %v from", c.Device, c.Drop)
 	}
-	d := *old
+	d := old.clone()
+	if old.Replicated() {
+		inSync := slices.DeleteFunc(slices.Clone(old.InSync), func(n string) bool { return slices.Contains(c.Drop, n) })
+		switch {
+		case !old.HasReplica(c.Owner):
+			return nil, errorf(CodeConflict, "node %s holds no copy of LUN %s (replicas %v): it cannot own it", c.Owner, c.Device, old.Replicas)
+		case !slices.Contains(inSync, c.Owner):
+			return nil, errorf(CodeConflict, "node %s is not in sync for LUN %s (in sync: %v): making it owner would lose acknowledged writes", c.Owner, c.Device, old.InSync)
+		}
+		d.InSync = inSync
+	}
 	d.Owner, d.Epoch = c.Owner, old.Epoch+1
-	s.Devices[c.Device] = &d
-	return &d, nil
+	s.Devices[c.Device] = d
+	return d, nil
 }
 
-// checkOwner refuses a new device whose owner is not a node. A device
-// created with an owner starts at epoch 1, as if SetOwner had run.
-func (s *State) checkOwner(d *Device) error {
-	if d.Owner == "" {
+// errEpoch is the conflict of a command conditional on an epoch the
+// device has left.
+func errEpoch(d *Device, epoch uint64) error {
+	return errorf(CodeConflict, "LUN %s changed owner meanwhile (epoch %d, not %d); retry", d.Name, d.Epoch, epoch)
+}
+
+// checkNewDevice completes and checks a device a command creates (d is
+// the copy the state will hold). A device created with an owner starts at
+// epoch 1, as if SetOwner had run. A replicated device's replicas must be
+// registered nodes; they are stored sorted, and all of them start in
+// sync: fresh copies are identical.
+func (s *State) checkNewDevice(d *Device) error {
+	if d.Owner != "" {
+		if s.Nodes[d.Owner] == nil {
+			return errorf(CodeNotFound, "LUN %s: no node %q to own it", d.Name, d.Owner)
+		}
+		if d.Epoch == 0 {
+			d.Epoch = 1
+		}
+	}
+	if !d.Replicated() {
 		return nil
 	}
-	if s.Nodes[d.Owner] == nil {
-		return errorf(CodeNotFound, "LUN %s: no node %q to own it", d.Name, d.Owner)
+	for _, r := range d.Replicas {
+		if s.Nodes[r] == nil {
+			return errorf(CodeNotFound, "LUN %s: no node %q to hold a replica", d.Name, r)
+		}
 	}
-	if d.Epoch == 0 {
-		d.Epoch = 1
-	}
+	d.Replicas = slices.Sorted(slices.Values(d.Replicas))
+	d.InSync = slices.Clone(d.Replicas)
 	return nil
 }
 

@@ -119,6 +119,58 @@ func (d *Device) Check() error {
 	if len(d.Serial) > 64 {
 		return errorf(CodeInvalid, "device %s: serial %q is longer than 64 bytes", d.Name, d.Serial)
 	}
+	return d.checkReplicaSets()
+}
+
+// checkReplicaSets validates Replicas and InSync on their own: valid,
+// distinct node names, InSync ⊆ Replicas, the owner among the replicas,
+// and no in-sync set on shared storage. Whether InSync may be empty is
+// up to the command (CreateLUN fills it, Restore must carry it).
+func (d *Device) checkReplicaSets() error {
+	if !d.Replicated() {
+		if len(d.InSync) > 0 {
+			return errorf(CodeInvalid, "device %s: an in-sync set without replicas (shared storage has none)", d.Name)
+		}
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, r := range d.Replicas {
+		if err := checkName("node", r); err != nil {
+			return fmt.Errorf("device %s replicas: %w", d.Name, err)
+		}
+		if seen[r] {
+			return errorf(CodeInvalid, "device %s: replica %s listed twice", d.Name, r)
+		}
+		seen[r] = true
+	}
+	inSync := map[string]bool{}
+	for _, r := range d.InSync {
+		if !seen[r] {
+			return errorf(CodeInvalid, "device %s: in-sync node %q is not one of its replicas %v", d.Name, r, d.Replicas)
+		}
+		if inSync[r] {
+			return errorf(CodeInvalid, "device %s: in-sync node %s listed twice", d.Name, r)
+		}
+		inSync[r] = true
+	}
+	if d.Owner != "" && !seen[d.Owner] {
+		return errorf(CodeInvalid, "device %s: owner %s is not one of its replicas %v", d.Name, d.Owner, d.Replicas)
+	}
+	return nil
+}
+
+// checkInSyncInvariant is the invariant every replicated device in the
+// state keeps: a non-empty in-sync set holding the owner, if any.
+func (d *Device) checkInSyncInvariant() error {
+	if !d.Replicated() {
+		return nil
+	}
+	if len(d.InSync) == 0 {
+		return errorf(CodeInvalid, "device %s: replicated, but no replica is in sync", d.Name)
+	}
+	if d.Owner != "" && !d.IsInSync(d.Owner) {
+		return errorf(CodeInvalid, "device %s: owner %s is not in the in-sync set %v", d.Name, d.Owner, d.InSync)
+	}
 	return nil
 }
 

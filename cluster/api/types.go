@@ -195,6 +195,10 @@ type CreateLUN struct {
 	// NonOwner is the ALUA state of the paths through nodes other than the
 	// owner: NonOwnerActive (default) or NonOwnerStandby.
 	NonOwner string `json:"non_owner,omitempty"`
+	// Replicas, when set, replicates the LUN synchronously on that many
+	// nodes, each with its own copy under its --storage-dir (or at Path on
+	// every replica); 0 keeps it on storage shared by every node.
+	Replicas int `json:"replicas,omitempty"`
 }
 
 // Non-owner path policies.
@@ -240,7 +244,26 @@ type LUN struct {
 	Epoch    uint64    `json:"epoch,omitempty"`
 	NonOwner string    `json:"non_owner"`
 	Mappings []Mapping `json:"mappings"`
+	// Replicas lists the nodes holding a copy of a replicated LUN; empty
+	// on shared storage.
+	Replicas []Replica `json:"replicas,omitempty"`
 }
+
+// Replica is one copy of a replicated LUN.
+type Replica struct {
+	Node string `json:"node"`
+	// State: in-sync, out-of-sync (missed writes, waiting for or in
+	// resync) or down (gossip sees the node gone).
+	State string `json:"state"`
+	Owner bool   `json:"owner,omitempty"`
+}
+
+// Replica states.
+const (
+	ReplicaInSync    = "in-sync"
+	ReplicaOutOfSync = "out-of-sync"
+	ReplicaDown      = "down"
+)
 
 // Mapping is one place a LUN is mapped.
 type Mapping struct {

@@ -471,7 +471,7 @@ func TestCtlCommands(t *testing.T) {
 			calls: []call{{method: "GET", path: "/v1/luns/db0", answer: lunJSON}},
 			want: "Name:           db0\nHandler:        fileio\nPath:           /srv/db0.img\n" +
 				"Size:           1 GiB (1073741824 bytes)\nBlock size:     512\nRead-only:      no\nThin:           no\n" +
-				"NV cache:       no\nWrite-through:  no\nRemovable:      no\nSerial:         s1\nNAA:            n1\nOwner:          - (not assigned yet)\nNon-owner:      -\n" +
+				"NV cache:       no\nWrite-through:  no\nRemovable:      no\nSerial:         s1\nNAA:            n1\nOwner:          - (not assigned yet)\nNon-owner:      -\nReplicas:       none (shared storage)\n" +
 				"Mappings:\n  " + iqn + ":3\n",
 		},
 		{

@@ -33,6 +33,7 @@ type lunCreateOptions struct {
 	name, size, path, handler string
 	nonOwner                  string
 	blockSize                 uint32
+	replicas                  int
 	thin, readOnly, nvCache   bool
 }
 
@@ -46,12 +47,19 @@ IQN. With --size it creates a sparse file of that size, at --path or under
 the cluster's storage directory; with only --path it serves an existing
 file or block device at its current size.
 
+With --replicas N the LUN is replicated synchronously on N nodes, each
+keeping its own copy (under its --storage-dir, or at --path on every
+replica): a write is acknowledged once every in-sync copy has it, and any
+in-sync replica can take over when the owner fails. Without it the storage
+is shared: the same file or device on every node.
+
 SIZE is a number of bytes with an optional K, M, G, T or P suffix (or KiB,
 MiB, GiB, TiB, PiB; powers of 1024), a multiple of the block size.`,
 		Example: `  hatarget lun create iqn.2025-01.com.example:db 0 --name db0 --size 100G
   hatarget lun create iqn.2025-01.com.example:db 1 --name db1 --size 2T --path /srv/san/db1.img --thin
   hatarget lun create iqn.2025-01.com.example:db 2 --name logs --path /dev/mapper/san-logs --handler blockio --block-size 4096
-  hatarget lun create iqn.2025-01.com.example:bench 0 --name null0 --size 1T --handler nullio`,
+  hatarget lun create iqn.2025-01.com.example:bench 0 --name null0 --size 1T --handler nullio
+  hatarget lun create iqn.2025-01.com.example:db 3 --name db3 --size 100G --replicas 3`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeTargetArg,
 		RunE: ctlRun(func(ctx context.Context, c *ctl, args []string) error {
@@ -71,7 +79,8 @@ MiB, GiB, TiB, PiB; powers of 1024), a multiple of the block size.`,
 	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "", "device name, unique in the cluster: letters, digits, '-', '_', '.' (required)")
 	f.StringVar(&o.size, "size", "", "size of a new sparse file, e.g. 100G")
-	f.StringVar(&o.path, "path", "", "backing file or block device (shared storage, same path on every node)")
+	f.StringVar(&o.path, "path", "", "backing file or block device (the same path on every node, or on every replica with --replicas)")
+	f.IntVar(&o.replicas, "replicas", 0, "replicate synchronously on this many nodes, each with its own copy (default: shared storage)")
 	f.StringVar(&o.handler, "handler", "", "fileio, blockio or nullio (default fileio)")
 	f.Uint32Var(&o.blockSize, "block-size", 0, "logical block size, 512 or 4096 (default 512)")
 	f.BoolVar(&o.thin, "thin", false, "thin provisioned: UNMAP punches holes in the file")
@@ -97,7 +106,13 @@ func (o lunCreateOptions) request(iqn, lunArg string) (api.CreateLUN, error) {
 	}
 	req := api.CreateLUN{
 		Target: iqn, LUN: lun, Name: o.name, Path: o.path, Handler: o.handler, BlockSize: o.blockSize,
-		Thin: o.thin, ReadOnly: o.readOnly, NVCache: o.nvCache, NonOwner: o.nonOwner,
+		Thin: o.thin, ReadOnly: o.readOnly, NVCache: o.nvCache, NonOwner: o.nonOwner, Replicas: o.replicas,
+	}
+	if o.replicas < 0 {
+		return api.CreateLUN{}, fmt.Errorf("--replicas %d: want 1 or more (or leave it out for shared storage)", o.replicas)
+	}
+	if o.replicas > 0 && o.size == "" {
+		return api.CreateLUN{}, fmt.Errorf("--replicas needs --size: every replica creates its copy at that size")
 	}
 	if o.nonOwner != "" && o.nonOwner != api.NonOwnerActive && o.nonOwner != api.NonOwnerStandby {
 		return api.CreateLUN{}, fmt.Errorf("--non-owner %q: want %s or %s", o.nonOwner, api.NonOwnerActive, api.NonOwnerStandby)
@@ -288,6 +303,7 @@ func printLUN(w io.Writer, l *api.LUN) {
 	fmt.Fprintf(w, "NAA:\t%s\n", dash(l.NAA))
 	fmt.Fprintf(w, "Owner:\t%s\n", ownerText(l))
 	fmt.Fprintf(w, "Non-owner:\t%s\n", dash(l.NonOwner))
+	fmt.Fprintf(w, "Replicas:\t%s\n", replicaText(l.Replicas))
 	if len(l.Mappings) == 0 {
 		fmt.Fprintln(w, "Mappings:\tnone")
 		return
@@ -296,6 +312,22 @@ func printLUN(w io.Writer, l *api.LUN) {
 	for _, m := range l.Mappings {
 		fmt.Fprintf(w, "  %s\n", mappingString(m))
 	}
+}
+
+// replicaText lists a replicated LUN's copies with their states.
+func replicaText(rs []api.Replica) string {
+	if len(rs) == 0 {
+		return "none (shared storage)"
+	}
+	parts := make([]string, 0, len(rs))
+	for _, r := range rs {
+		p := r.Node + " " + r.State
+		if r.Owner {
+			p += " (owner)"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ownerText shows the owner with its epoch, or that none is assigned yet.

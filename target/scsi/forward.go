@@ -62,23 +62,34 @@ func (lu *LU) SetForwarder(f Forwarder) {
 }
 
 // SetOwnerGone marks the LU's owner as gone while no new owner is known
-// (a failover is pending): commands SPC allows in the transitioning state
-// (INQUIRY, REPORT LUNS, REPORT TARGET PORT GROUPS...) run here, so path
-// checkers keep seeing the LU; every other command waits, as for a move,
-// for this node to learn the new owner, then gets NOT READY, ASYMMETRIC
-// ACCESS STATE TRANSITION. Nothing touches the medium here.
-func (lu *LU) SetOwnerGone() { lu.SetForwarder(ownerGone{lu: lu}) }
+// (a failover is pending). Commands that need no medium and no owner state
+// (INQUIRY, REPORT LUNS, REPORT TARGET PORT GROUPS...) run here; every
+// other command is held until this node learns the new owner, for up to
+// ownerGoneWait, and then goes there. An initiator sees a slow command,
+// not an error: answering NOT READY, ASYMMETRIC ACCESS STATE TRANSITION at
+// once would make multipathd's TEST UNIT READY checker mark every path
+// down and the kernel queue I/O until its next check, many seconds later.
+func (lu *LU) SetOwnerGone() { lu.SetForwarder(&ownerGone{lu: lu}) }
+
+// ownerGoneWait bounds how long a command waits for a failover: past the
+// time one takes (about two seconds after the owner's last lease grant).
+const ownerGoneWait = 5 * time.Second
 
 type ownerGone struct{ lu *LU }
 
-func (g ownerGone) Forward(cmd *Command, res *Result) (moving bool) {
+func (g *ownerGone) Forward(cmd *Command, res *Result) (moving bool) {
 	if c, err := g.lu.table.lookup(cmd.CDB); len(cmd.CDB) > 0 && err == nil && c.flags&flagUnavailableOK != 0 {
 		g.lu.ExecuteLocal(cmd, res)
 		return false
 	}
+	for end := time.Now().Add(ownerGoneWait); time.Now().Before(end); time.Sleep(moveRetryInterval) {
+		if ref := g.lu.fwd.Load(); ref == nil || ref.f != Forwarder(g) {
+			return true // the new owner is known: Execute goes again
+		}
+	}
 	resetResult(res)
 	g.lu.fail(res, newSense(KeyNotReady, ascALUATransition))
-	return true
+	return false
 }
 
 // taskManager returns the forwarder task management goes to, nil when it
