@@ -70,6 +70,10 @@ type conn struct {
 	closeOnce sync.Once
 	closeErr  error
 	draining  atomic.Bool
+	// stopping is set when the reader stops, or is about to (a logout is
+	// answered): the session is over, and a login of the same initiator
+	// waits for its end (awaitFailed).
+	stopping atomic.Bool
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -104,6 +108,7 @@ func (c *conn) serve() {
 		go c.pingLoop()
 	}
 	err := c.readLoop()
+	c.stopping.Store(true)
 	c.workers.close()
 	if c.draining.Load() {
 		c.sess.waitIdle(c) // graceful shutdown: let running commands answer

@@ -501,8 +501,17 @@ func (s *Server) attachSession(ls *loginState) (*session, error) {
 	sess := newSession(s, key, ls.initiator, ls.discovery, ls.target, nexus, ls.neg.params.QueueDepth, ls.cmdSN)
 	sess.tsih = tsih
 	sess.conn = ls.c
+	var peers []*session // the initiator's other sessions
+	if !ls.discovery {
+		for _, p := range s.sessions {
+			if p != old && !p.discovery && p.initiator == ls.initiator {
+				peers = append(peers, p)
+			}
+		}
+	}
 	s.sessions[key] = sess
 	s.mu.Unlock()
+	s.awaitFailed(peers)
 	if old != nil {
 		s.log.Info("session reinstatement", "initiator", ls.initiator, "target", ls.targetName, "old_tsih", old.tsih)
 		old.close(errors.New("session reinstated"))
@@ -516,6 +525,42 @@ func (s *Server) attachSession(ls *loginState) (*session, error) {
 	}
 	return sess, nil
 }
+
+// awaitFailed waits, within reinstateWait, for the end of those of peers
+// whose connection has failed, before a new session of their initiator
+// starts. An initiator that drops its connection and logs in again with
+// another ISID (libiscsi does) has lost the old I_T nexus, and SAM-5 says
+// the loss releases the nexus's PREVENT MEDIUM REMOVAL and SPC-2
+// reservation: the new session must find them released, though our reader
+// of the old connection may not have seen the close yet, or may still be
+// aborting its tasks. Healthy sessions of the same initiator (multipath)
+// are not waited for.
+func (s *Server) awaitFailed(peers []*session) {
+	var timeout <-chan time.Time
+	for _, p := range peers {
+		failed, peerClosed := p.failed()
+		if !failed {
+			continue
+		}
+		if peerClosed {
+			// Nothing still unread on it can be answered any more.
+			p.close(errPeerClosed)
+		}
+		if timeout == nil {
+			t := time.NewTimer(reinstateWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-p.done:
+		case <-timeout:
+			s.log.Warn("failed session of the initiator still ending at login", "initiator", p.initiator, "target", p.targetName, "tsih", p.tsih)
+			return
+		}
+	}
+}
+
+var errPeerClosed = errors.New("connection closed by the initiator")
 
 // allocTSIH picks an unused, nonzero TSIH (called with s.mu held).
 func (s *Server) allocTSIH() uint16 {

@@ -315,9 +315,6 @@ func (s *session) end() {
 	defer close(s.done)
 	s.srv.mu.Lock()
 	current := s.srv.sessions[s.key] == s
-	if current {
-		delete(s.srv.sessions, s.key)
-	}
 	s.srv.mu.Unlock()
 	if !current {
 		// Reinstated: the I_T nexus lives on in the new session, which must
@@ -331,4 +328,30 @@ func (s *session) end() {
 			}
 		}
 	}
+	// The session leaves the table only now, so that a login of the same
+	// initiator finds it (awaitFailed) until its nexus loss is applied.
+	s.srv.mu.Lock()
+	if s.srv.sessions[s.key] == s {
+		delete(s.srv.sessions, s.key)
+	}
+	s.srv.mu.Unlock()
+}
+
+// failed reports whether the session is over or going: it is ending, its
+// reader stopped (logout, connection error) or the initiator closed or
+// reset the connection, which the reader may not have seen yet
+// (peerClosed). Only logins ask, never the command path.
+func (s *session) failed() (failed, peerClosed bool) {
+	s.mu.Lock()
+	c, closed := s.conn, s.closed
+	s.mu.Unlock()
+	switch {
+	case closed || c == nil:
+		return closed, false
+	case c.stopping.Load() || c.isClosed():
+		return true, false
+	case c.peerClosed():
+		return true, true
+	}
+	return false, false
 }

@@ -207,6 +207,7 @@ func (c *conn) handleLogout(h *pdu.Header) error {
 		return nil
 	}
 	s.waitIdle(c)
+	c.stopping.Store(true) // before the initiator can learn of the logout
 	o := &outPDU{stat: statAssign, closeAfter: true}
 	resp.Marshal(&o.hdr)
 	c.send(o)
