@@ -72,6 +72,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /v1/export/scst", n.read(n.readExport))
 	mux.HandleFunc("POST /v1/internal/reservation", n.write(n.buildReservation))
 	mux.HandleFunc("POST /v1/internal/lease", n.handleLease)
+	mux.HandleFunc("POST /v1/internal/in-sync", n.write(n.buildSetInSync))
 	return n.authenticate(mux)
 }
 

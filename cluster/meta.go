@@ -21,6 +21,9 @@ type Meta struct {
 	// Fwd is where the node accepts forwarded SCSI commands for the LUNs
 	// it owns.
 	Fwd string `json:"fwd,omitempty"`
+	// Repl is where the node's replication server takes the writes of
+	// replicated LUNs' owners.
+	Repl string `json:"repl,omitempty"`
 	// BootstrapExpect is the node's --bootstrap-expect; Bootstrapped says
 	// it already holds Raft state, so no new cluster may be formed with it.
 	BootstrapExpect int  `json:"expect,omitempty"`

@@ -36,6 +36,12 @@ type Config struct {
 	// this node owns (empty: the node does not take part in forwarding).
 	ISCSIAddr, APIAddr, RaftAddr, GossipAddr string
 	ForwardAddr                              string
+	// ReplicationAddr is where the dataplane's replication server takes
+	// the writes of replicated LUNs' owners.
+	ReplicationAddr string
+	// Membership, when set, is bound to the node: the dataplane drops
+	// failed replicas from the in-sync set through it.
+	Membership *Membership
 	// Network is how node channels listen and dial (nil: plain TCP); the
 	// dataplane's forwarding uses the same one.
 	Network *Network
@@ -134,6 +140,9 @@ func Start(cfg Config) (*Node, error) {
 		n.prs = NewReservations()
 	}
 	n.prs.bind(n)
+	if cfg.Membership != nil {
+		cfg.Membership.bind(n)
+	}
 	n.forward = &http.Client{Transport: &http.Transport{DialContext: n.network.DialContext}, Timeout: 60 * time.Second}
 	ok := false
 	defer func() {
@@ -292,7 +301,7 @@ func (n *Node) startGossip(hasState bool) error {
 	port, _ := strconv.Atoi(portStr)
 	n.meta = &metaDelegate{node: n, meta: Meta{
 		Version: n.cfg.Version, Protocol: n.cfg.Protocol,
-		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr, Fwd: n.cfg.ForwardAddr,
+		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr, Fwd: n.cfg.ForwardAddr, Repl: n.cfg.ReplicationAddr,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: hasState,
 	}}
 	mc := memberlist.DefaultLANConfig()

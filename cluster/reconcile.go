@@ -72,6 +72,7 @@ func (n *Node) reconcile(cfg target.Config) error {
 type clusterView struct {
 	alive map[string]bool
 	fwd   map[string]string
+	repl  map[string]string // replication addresses
 	lease bool
 }
 
@@ -83,11 +84,12 @@ func (v clusterView) gone(node string) bool {
 }
 
 func (n *Node) clusterView() clusterView {
-	v := clusterView{alive: map[string]bool{}, fwd: map[string]string{}, lease: n.holdsLease()}
+	v := clusterView{alive: map[string]bool{}, fwd: map[string]string{}, repl: map[string]string{}, lease: n.holdsLease()}
 	for name, m := range n.members() {
 		v.alive[name] = m.State == memberlist.StateAlive
 		if m.MetaErr == nil {
 			v.fwd[name] = m.Meta.Fwd
+			v.repl[name] = m.Meta.Repl
 		}
 	}
 	return v
@@ -130,7 +132,30 @@ func dataplaneConfig(s *fsm.State, me localNode, view clusterView) target.Config
 	}
 	cfg.PortGroups = portGroups(s, self, view)
 	cfg.Owners = owners(s, self, view)
+	cfg.Replication = replication(s, view)
 	return cfg
+}
+
+// replication describes every owned replicated device: its owner and
+// epoch (whose writes the copies take) and where the other in-sync copies
+// are (where the owner writes). An in-sync node gossip lost stays listed:
+// the owner must fail to reach it and drop it from the in-sync set before
+// acknowledging writes without it.
+func replication(s *fsm.State, view clusterView) map[string]target.Replication {
+	out := map[string]target.Replication{}
+	for name, d := range s.Devices {
+		if !d.Replicated() || d.Owner == "" {
+			continue
+		}
+		r := target.Replication{Owner: d.Owner, Epoch: d.Epoch}
+		for _, node := range d.InSync {
+			if node != d.Owner {
+				r.Peers = append(r.Peers, target.Replica{Node: node, Addr: view.repl[node]})
+			}
+		}
+		out[name] = r
+	}
+	return out
 }
 
 // owners tells the dataplane, for every owned LUN, whether this node

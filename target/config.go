@@ -38,6 +38,10 @@ type Config struct {
 	// and executes the others. A device without an entry executes here (a
 	// single node); entries of devices not in Devices are ignored.
 	Owners map[string]Owner
+	// Replication lists, by device name, the replicated devices: this
+	// node's copy is written by their owner (through this node's
+	// replication server), or, on the owner, through every in-sync copy.
+	Replication map[string]Replication
 }
 
 // Owner is where a device's commands execute.

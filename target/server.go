@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hatarget/hatarget/alua"
+	"github.com/hatarget/hatarget/replication"
 	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/forward"
 	"github.com/hatarget/hatarget/target/iscsi"
@@ -49,6 +50,9 @@ type Options struct {
 	// Lease, when set, is the cluster's owner lease: the LUs of devices
 	// with an Owners entry execute commands only while it is valid.
 	Lease *scsi.Lease
+	// Replication connects the devices Config.Replication lists to their
+	// other copies (replicas.go).
+	Replication ReplicationOptions
 }
 
 // ReservationProvider supplies the reservation store of each device.
@@ -81,6 +85,12 @@ type Server struct {
 	// clients forward to the owner addresses the configuration uses, one
 	// per address whatever the number of devices it owns.
 	clients map[string]*forward.Client
+	// repl, replSrv and peers serve replicated devices (replicas.go):
+	// the server writes this node's copies for their owners, peers are
+	// the owner's connections to the other copies (guarded by mu).
+	repl    ReplicationOptions
+	replSrv *replication.Server
+	peers   map[string]*replication.Peer
 	// units are the opened devices with their logical units, by device
 	// name and, for read-only mappings of writable devices, a second LU.
 	units map[unitKey]*unit
@@ -97,8 +107,12 @@ type unit struct {
 	groups []alua.Group // the LU's port groups (Config.PortGroups)
 	leased bool         // the LU obeys the owner lease (an Owners entry)
 	dev    backend.Device
-	lu     *scsi.LU
-	own    *ownership // lives as long as lu, across Applies
+	// vol is the replicated volume over dev while this node owns a
+	// replicated device; luDev what the LU writes: vol's device or dev.
+	vol   *replication.Volume
+	luDev backend.Device
+	lu    *scsi.LU
+	own   *ownership // lives as long as lu, across Applies
 }
 
 // ownership is where a writable unit's commands execute.
@@ -138,6 +152,9 @@ func New(opts Options) *Server {
 		forwardDial: opts.ForwardDial,
 		units:       map[unitKey]*unit{},
 		clients:     map[string]*forward.Client{},
+		repl:        opts.Replication,
+		replSrv:     replication.NewServer(replication.ServerConfig{Secret: opts.Replication.Secret, Logger: opts.Logger}),
+		peers:       map[string]*replication.Peer{},
 	}
 	s.routes.Store(&map[string]route{})
 	fwd, err := forward.NewServer(forward.ServerConfig{Lookup: s.lookup, Logger: opts.Logger})
@@ -232,6 +249,8 @@ func (s *Server) Apply(cfg Config) error {
 			go c.CloseWhenIdle(ownerSilence)
 		}
 	}
+	s.replSrv.SetDevices(replicaDevices(cfg, next))
+	s.closeUnusedPeers(cfg)
 	s.units, s.clients = next, clients
 	s.cfg = cfg
 	s.log.Info("configuration applied", "devices", len(cfg.Devices), "targets", len(cfg.Targets))
@@ -256,9 +275,13 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		_, leased := cfg.Owners[key.device]
 		old := s.units[key]
 		if old != nil && old.cfg.Backend == d.Backend {
-			u := &unit{cfg: d, groups: groups, leased: leased, dev: old.dev, lu: old.lu, own: old.own}
-			if old.cfg != d || old.leased != leased || !slices.EqualFunc(old.groups, groups, alua.Group.Equal) {
-				luCfg := s.luConfig(d, u.dev, key, groups, leased)
+			u := &unit{cfg: d, groups: groups, leased: leased, dev: old.dev, vol: old.vol, lu: old.lu, own: old.own}
+			var err error
+			if u.luDev, err = s.luDevice(cfg, d, u); err != nil {
+				return nil, opened, nil, err
+			}
+			if old.cfg != d || old.leased != leased || !slices.EqualFunc(old.groups, groups, alua.Group.Equal) || old.luDev != u.luDev {
+				luCfg := s.luConfig(d, u.luDev, key, groups, leased)
 				if err := luCfg.Validate(); err != nil {
 					return nil, opened, nil, fmt.Errorf("device %s: %w", d.Name, err)
 				}
@@ -273,7 +296,10 @@ func (s *Server) openUnits(cfg Config) (map[unitKey]*unit, []*unit, func() error
 		}
 		u := &unit{cfg: d, groups: groups, leased: leased, dev: dev, own: new(ownership)}
 		opened = append(opened, u)
-		luCfg := s.luConfig(d, dev, key, groups, leased)
+		if u.luDev, err = s.luDevice(cfg, d, u); err != nil {
+			return nil, opened, nil, err
+		}
+		luCfg := s.luConfig(d, u.luDev, key, groups, leased)
 		if old != nil {
 			// Same device name, new storage: keep the LU and its nexus state.
 			if err := luCfg.Validate(); err != nil {
@@ -631,8 +657,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	err := s.iscsi.Shutdown(ctx)
 	<-fwdDone
+	s.replSrv.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for key, p := range s.peers {
+		p.Close()
+		delete(s.peers, key)
+	}
 	closeClients(s.clients, nil)
 	s.clients = map[string]*forward.Client{}
 	s.routes.Store(&map[string]route{})

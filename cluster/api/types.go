@@ -12,9 +12,12 @@ const (
 	DefaultAPIPort    = 9260
 	DefaultRaftPort   = 9261
 	DefaultGossipPort = 9262
+	// DefaultReplicationPort is where nodes take the writes owners of
+	// replicated LUNs send to their copies.
+	DefaultReplicationPort = 9263
 	// DefaultForwardPort is where nodes accept SCSI commands other nodes
 	// forward to the LUNs they own.
-	DefaultForwardPort = 9263
+	DefaultForwardPort = 9264
 )
 
 // Headers.

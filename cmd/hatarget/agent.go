@@ -31,6 +31,7 @@ type agentOptions struct {
 	raftPort        int
 	gossipPort      int
 	forwardPort     int
+	replPort        int
 	join            []string
 	bootstrapExpect int
 	token           string
@@ -51,7 +52,7 @@ func newAgentCommand() *cobra.Command {
 answers the management API (and /metrics).
 
 Ports on the --bind address: iSCSI 3260, API and metrics 9260, Raft 9261,
-gossip 9262, command forwarding 9263 (each overridable). With --bootstrap-expect N, the first N fresh
+gossip 9262, replication 9263, command forwarding 9264 (each overridable). With --bootstrap-expect N, the first N fresh
 nodes that see each other form the cluster by themselves. A restarted node
 rejoins from its --data-dir. A new node joins a running cluster with --join.
 SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
@@ -83,6 +84,7 @@ SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
 	f.IntVar(&o.raftPort, "raft-port", api.DefaultRaftPort, "Raft port")
 	f.IntVar(&o.gossipPort, "gossip-port", api.DefaultGossipPort, "gossip (memberlist) port, TCP and UDP")
 	f.IntVar(&o.forwardPort, "forward-port", api.DefaultForwardPort, "port for SCSI commands other nodes forward to the LUNs this node owns")
+	f.IntVar(&o.replPort, "replication-port", api.DefaultReplicationPort, "port where owners of replicated LUNs write to this node's copies (authenticated with --token)")
 	f.StringArrayVar(&o.join, "join", nil, "gossip address HOST[:PORT] of another node to join through, repeatable")
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many fresh nodes see each other")
 	f.StringVar(&o.token, "token", "", "require this bearer token on API calls (env HATARGET_TOKEN)")
@@ -118,11 +120,13 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	prs := cluster.NewReservations()
+	membership := cluster.NewMembership()
 	lease := scsi.NewLease()
 	network := cluster.NewNetwork()
 	srv := target.New(target.Options{
 		Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs, Lease: lease,
 		ForwardDial: func(ctx context.Context, addr string) (net.Conn, error) { return network.DialContext(ctx, "tcp", addr) },
+		Replication: target.ReplicationOptions{Self: o.name, Secret: o.token, Dial: network.DialContext, Membership: membership},
 	})
 	fwd, err := network.Listen(o.addr(o.forwardPort))
 	if err != nil {
@@ -133,10 +137,19 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 			log.Error("forwarding listener stopped", "err", err)
 		}
 	}()
+	repl, err := network.Listen(o.addr(o.replPort))
+	if err != nil {
+		return fmt.Errorf("replication listener: %w", err)
+	}
+	go func() {
+		if err := srv.ServeReplication(repl); err != nil {
+			log.Error("replication listener stopped", "err", err)
+		}
+	}()
 	node, err := cluster.Start(cluster.Config{
 		Name: o.name, DataDir: o.dataDir,
 		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
-		ForwardAddr: o.addr(o.forwardPort), Network: network, Lease: lease,
+		ForwardAddr: o.addr(o.forwardPort), ReplicationAddr: o.addr(o.replPort), Membership: membership, Network: network, Lease: lease,
 		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect,
 		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir,
 		Logger: log, Registry: reg, Dataplane: srv, Reservations: prs,

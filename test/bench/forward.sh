@@ -16,7 +16,7 @@ ENFORCE=${BENCH_ENFORCE:-0}
 OUT=${BENCH_OUT:-/tmp}
 FLOOR=0.5
 IQN=iqn.2025-01.io.hatarget:forward-bench
-PORTS=(23260 29260 29261 29262 29263) # iSCSI, API, Raft, gossip, forwarding
+PORTS=(23260 29260 29261 29262 29264 29263) # iSCSI, API, Raft, gossip, forwarding, replication
 
 log() { printf '[forward-bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
@@ -43,7 +43,7 @@ for i in 1 2 3; do
 	for j in 1 2 3; do [[ $j == "$i" ]] || joins+=(--join "127.0.0.$j:${PORTS[3]}"); done
 	"$BIN" agent --name "n$i" --bind "127.0.0.$i" --data-dir "$WORK/n$i" --storage-dir "$WORK/shared" \
 		--bootstrap-expect 3 "${joins[@]}" --iscsi-port "${PORTS[0]}" --api-port "${PORTS[1]}" \
-		--raft-port "${PORTS[2]}" --gossip-port "${PORTS[3]}" --forward-port "${PORTS[4]}" \
+		--raft-port "${PORTS[2]}" --gossip-port "${PORTS[3]}" --forward-port "${PORTS[4]}" --replication-port "${PORTS[5]}" \
 		--log-level warn >"$WORK/n$i.log" 2>&1 &
 	PIDS+=($!)
 done

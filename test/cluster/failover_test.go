@@ -259,10 +259,10 @@ func firstOther(c *nodetest.Cluster, not *nodetest.Agent) *nodetest.Agent {
 	return nil
 }
 
-// lunThrough reads fo0 from a node's own state (no leader needed).
-func lunThrough(ctx context.Context, a *nodetest.Agent) api.LUN {
+// lunThrough reads a LUN from a node's own state (no leader needed).
+func lunThrough(ctx context.Context, a *nodetest.Agent, name string) api.LUN {
 	var l api.LUN
-	_ = a.Client().Do(ctx, http.MethodGet, "/v1/luns/fo0?stale=1", nil, &l)
+	_ = a.Client().Do(ctx, http.MethodGet, "/v1/luns/"+name+"?stale=1", nil, &l)
 	return l
 }
 
@@ -271,7 +271,7 @@ func ownedLUN(ctx context.Context, t *testing.T, a *nodetest.Agent) api.LUN {
 	t.Helper()
 	var l api.LUN
 	if !nodetest.Poll(10*time.Second, 50*time.Millisecond, func() bool {
-		l = lunThrough(ctx, a)
+		l = lunThrough(ctx, a, "fo0")
 		return l.Owner != ""
 	}) {
 		t.Fatalf("%s does not know an owner for fo0: %+v", a.Name, l)
@@ -285,7 +285,7 @@ func watchMove(ctx context.Context, a *nodetest.Agent, from api.LUN) *atomic.Poi
 	var moved atomic.Pointer[api.LUN]
 	go func() {
 		for ctx.Err() == nil {
-			if l := lunThrough(ctx, a); l.Epoch > from.Epoch && l.Owner != from.Owner {
+			if l := lunThrough(ctx, a, from.Name); l.Epoch > from.Epoch && l.Owner != from.Owner {
 				moved.Store(&l)
 				return
 			}

@@ -138,7 +138,7 @@ T_BUILD=$(since "$T")
 
 ip netns list 2>/dev/null | grep -qw "^$NS" || CREATED_NS=1
 "$VMI/net.sh" up
-if "$VMI/net.sh" exec ss -Htln 2>/dev/null | awk '{print $4}' | grep -qE '^10\.77\.0\.[123]:(3260|9260|9261|9262|9263)$'; then
+if "$VMI/net.sh" exec ss -Htln 2>/dev/null | awk '{print $4}' | grep -qE '^10\.77\.0\.[123]:(3260|9260|9261|9262|9263|9264)$'; then
   "$VMI/net.sh" exec ss -tlnp | grep -E '10\.77\.0\.[123]:' >&2
   echo "e2e: something already listens on the test addresses in netns $NS; stop it first" >&2; exit 2
 fi

@@ -29,11 +29,15 @@ type ClusterOptions struct {
 	// Netns runs every node in its own network namespace (netns.go), so
 	// that Isolate can cut a node off its peers. Needs root.
 	Netns bool
+	// PrivateStorage gives every node its own --storage-dir (Agent's
+	// StorageDir) instead of one shared by all: nodes with their own disks,
+	// as replicated LUNs assume.
+	PrivateStorage bool
 }
 
-// Ports are a cluster's five ports. Every node listens on the same ports
+// Ports are a cluster's six ports. Every node listens on the same ports
 // on its own loopback address, as real nodes do on their own hosts.
-type Ports struct{ ISCSI, API, Raft, Gossip, Forward int }
+type Ports struct{ ISCSI, API, Raft, Gossip, Forward, Replication int }
 
 // Cluster is a set of `hatarget agent` processes on 127.0.0.1..127.0.0.n,
 // or on 10.78.K.1..n in network namespaces (ClusterOptions.Netns).
@@ -42,7 +46,7 @@ type Cluster struct {
 	bin        string
 	opts       ClusterOptions
 	Ports      Ports
-	StorageDir string // --storage-dir shared by every node
+	StorageDir string // --storage-dir shared by every node (unless PrivateStorage)
 	root       string
 	net        *network // nil on loopback
 
@@ -57,7 +61,10 @@ type Agent struct {
 	Name    string
 	IP      string
 	DataDir string
-	index   int // 1-based position in the cluster
+	// StorageDir is the node's --storage-dir: the cluster's, or its own
+	// with PrivateStorage.
+	StorageDir string
+	index      int // 1-based position in the cluster
 	// Extra are the node's own extra flags; a test may change them before
 	// Start (e.g. drop --advertise-protocol to "upgrade" the node).
 	Extra []string
@@ -89,7 +96,7 @@ func StartCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 	if opts.Netns {
 		// Every node has its own port space: the default ports.
 		c.net = newNetwork(t)
-		c.Ports = Ports{ISCSI: 3260, API: 9260, Raft: 9261, Gossip: 9262, Forward: 9263}
+		c.Ports = Ports{ISCSI: 3260, API: 9260, Raft: 9261, Gossip: 9262, Replication: 9263, Forward: 9264}
 	} else {
 		// One spare address so that AddNode finds the ports free as well.
 		c.Ports = freePorts(t, hostRange(n+1))
@@ -129,14 +136,17 @@ func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent
 		c.net.addHost(c.t, i)
 	}
 	a := &Agent{
-		c: c, Name: name, index: i, IP: c.hostIP(i), DataDir: filepath.Join(c.root, name),
+		c: c, Name: name, index: i, IP: c.hostIP(i), DataDir: filepath.Join(c.root, name), StorageDir: c.StorageDir,
 		Extra: append([]string(nil), extra...), logs: &SyncBuffer{},
+	}
+	if c.opts.PrivateStorage {
+		a.StorageDir = filepath.Join(a.DataDir, "luns")
 	}
 	a.base = append([]string{"--name", a.Name, "--data-dir", a.DataDir, "--bind", a.IP,
 		"--iscsi-port", strconv.Itoa(c.Ports.ISCSI), "--api-port", strconv.Itoa(c.Ports.API),
 		"--raft-port", strconv.Itoa(c.Ports.Raft), "--gossip-port", strconv.Itoa(c.Ports.Gossip),
-		"--forward-port", strconv.Itoa(c.Ports.Forward),
-		"--storage-dir", c.StorageDir}, extraBase...)
+		"--forward-port", strconv.Itoa(c.Ports.Forward), "--replication-port", strconv.Itoa(c.Ports.Replication),
+		"--storage-dir", a.StorageDir}, extraBase...)
 	c.mu.Lock()
 	c.nodes = append(c.nodes, a)
 	c.mu.Unlock()
@@ -161,7 +171,7 @@ func hostRange(n int) []string {
 	return hosts
 }
 
-// freePorts picks five distinct ports free on every host.
+// freePorts picks six distinct ports free on every host.
 func freePorts(t testing.TB, hosts []string) Ports {
 	seen := map[int]bool{}
 	pick := func() int {
@@ -173,7 +183,7 @@ func freePorts(t testing.TB, hosts []string) Ports {
 			}
 		}
 	}
-	return Ports{ISCSI: pick(), API: pick(), Raft: pick(), Gossip: pick(), Forward: pick()}
+	return Ports{ISCSI: pick(), API: pick(), Raft: pick(), Gossip: pick(), Forward: pick(), Replication: pick()}
 }
 
 // Node returns node i (1-based: Node(1) is n1).

@@ -1,0 +1,787 @@
+package replication
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hatarget/hatarget/target/backend"
+)
+
+// ServerConfig describes the replica side.
+type ServerConfig struct {
+	// Secret is the cluster secret owners must prove they know; empty
+	// means no authentication, and then owners must have none either.
+	Secret string
+	// Logger receives connection and epoch events; nil discards them.
+	Logger *slog.Logger
+
+	// MaxInFlight bounds the requests of one connection received and not
+	// yet answered; the server stops reading beyond it, which bounds the
+	// buffers a peer can make it hold. Default 256.
+	MaxInFlight int
+	// Workers bounds the requests of one connection executing at once.
+	// Default 64.
+	Workers int
+	// HelloTimeout bounds the handshake of a new connection. Default 10 s.
+	HelloTimeout time.Duration
+	// IdleTimeout closes a connection silent that long; owners ping
+	// theirs much more often. Default 30 s.
+	IdleTimeout time.Duration
+}
+
+const (
+	defaultServerInFlight = 256
+	defaultWorkers        = 64
+	defaultHelloTimeout   = 10 * time.Second
+	defaultIdleTimeout    = 30 * time.Second
+)
+
+func (cfg ServerConfig) withDefaults() ServerConfig {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = defaultServerInFlight
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = defaultWorkers
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = defaultHelloTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = defaultIdleTimeout
+	}
+	return cfg
+}
+
+// ReplicaDevice is one device this node holds a replica of, as the
+// cluster's committed state describes it.
+type ReplicaDevice struct {
+	// Device is the local copy.
+	Device backend.Device
+	// Owner is the node allowed to send requests for the device.
+	Owner string
+	// Epoch is the device's epoch this node knows from Raft.
+	Epoch uint64
+}
+
+// Server is the replica side: it applies the writes owners send it to the
+// local copies of their devices, and answers their resync requests.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+
+	devMu   sync.RWMutex
+	devices map[string]*devState
+	setMu   sync.Mutex // serializes SetDevices
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	closing   bool
+	wg        sync.WaitGroup // connections
+}
+
+// devState is what the server knows of one device.
+type devState struct {
+	name string
+	// gate orders requests against epoch changes: a request holds it
+	// shared from its epoch check until its write is done, and raising
+	// the epoch (a seal, a newer request, SetDevices) takes it exclusive.
+	// So once an epoch is raised, no request of an older one is executing
+	// or will execute.
+	gate sync.RWMutex
+	// Guarded by gate.
+	dev     backend.Device
+	owner   string
+	highest uint64
+	removed bool
+
+	al     activityLog
+	ranges rangeLock
+}
+
+// NewServer returns a server holding no devices; it serves nothing until
+// Serve or ServeConn.
+func NewServer(cfg ServerConfig) *Server {
+	cfg = cfg.withDefaults()
+	return &Server{cfg: cfg, log: cfg.Logger, devices: make(map[string]*devState),
+		listeners: make(map[net.Listener]struct{}), conns: make(map[*serverConn]struct{})}
+}
+
+// SetDevices replaces the set of devices this node holds replicas of,
+// live. A device that stays keeps the highest epoch seen for it (an epoch
+// never goes back); a removed one answers StatusUnknownDevice. When the
+// owner, the device or the epoch of an existing device changes, SetDevices
+// waits for the requests executing on it: once it returns, none that the
+// new state would refuse is running, and a removed device may be closed.
+func (s *Server) SetDevices(devices map[string]ReplicaDevice) {
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	s.devMu.RLock()
+	old := s.devices
+	s.devMu.RUnlock()
+	next := make(map[string]*devState, len(devices))
+	for name, rd := range devices {
+		if checkName("device", len(name)) != nil || rd.Device == nil || rd.Owner == "" {
+			s.log.Error("replica device ignored: it needs a name of 1 to 255 bytes, a device and an owner",
+				"device", name, "owner", rd.Owner)
+			continue
+		}
+		st := old[name]
+		if st == nil {
+			next[name] = &devState{name: name, dev: rd.Device, owner: rd.Owner, highest: rd.Epoch}
+			continue
+		}
+		st.gate.RLock()
+		same := st.dev == rd.Device && st.owner == rd.Owner && st.highest >= rd.Epoch
+		st.gate.RUnlock()
+		if !same {
+			st.gate.Lock()
+			if rd.Epoch > st.highest || st.owner != rd.Owner {
+				s.log.Info("replica device changed", "device", name, "owner", rd.Owner,
+					"epoch", max(rd.Epoch, st.highest), "previous owner", st.owner, "previous epoch", st.highest)
+			}
+			st.dev, st.owner, st.highest = rd.Device, rd.Owner, max(st.highest, rd.Epoch)
+			st.gate.Unlock()
+		}
+		next[name] = st
+	}
+	s.devMu.Lock()
+	s.devices = next
+	s.devMu.Unlock()
+	for name, st := range old {
+		if next[name] == nil {
+			st.gate.Lock()
+			st.removed = true
+			st.dev = nil
+			st.gate.Unlock()
+		}
+	}
+}
+
+func (s *Server) lookup(name []byte) *devState {
+	s.devMu.RLock()
+	defer s.devMu.RUnlock()
+	return s.devices[string(name)]
+}
+
+// Epoch returns the highest epoch the server has seen for device: the
+// configured one, or a newer one an owner announced. False when the device
+// is unknown.
+func (s *Server) Epoch(device string) (uint64, bool) {
+	st := s.lookup([]byte(device))
+	if st == nil {
+		return 0, false
+	}
+	st.gate.RLock()
+	defer st.gate.RUnlock()
+	return st.highest, !st.removed
+}
+
+// ActivityLog returns the regions of device written by the last requests
+// the server received (ActivityEntries of them, in ActivityRegion units),
+// merged and in offset order; nil for an unknown device.
+func (s *Server) ActivityLog(device string) []Extent {
+	st := s.lookup([]byte(device))
+	if st == nil {
+		return nil
+	}
+	return st.al.extents()
+}
+
+// admit checks a request of node in epoch for the device, and raises the
+// device's epoch when the request names a newer one. On StatusOK it
+// returns with st.gate held shared, and the device's epoch.
+func (st *devState) admit(node string, epoch uint64, log *slog.Logger) (Status, uint64) {
+	for {
+		st.gate.RLock()
+		switch {
+		case st.removed:
+			st.gate.RUnlock()
+			return StatusUnknownDevice, 0
+		case epoch < st.highest:
+			// Before the owner check: a former owner learns that it is
+			// one, whoever owns the device now.
+			h := st.highest
+			st.gate.RUnlock()
+			return StatusStaleEpoch, h
+		case node != st.owner:
+			h := st.highest
+			st.gate.RUnlock()
+			return StatusNotOwner, h
+		case epoch == st.highest:
+			return StatusOK, epoch
+		}
+		st.gate.RUnlock()
+		// Exclusive: this waits for every request of the older epoch
+		// still executing.
+		st.gate.Lock()
+		if !st.removed && node == st.owner && epoch > st.highest {
+			log.Info("replica device in a new epoch", "device", st.name, "owner", node,
+				"epoch", epoch, "previous epoch", st.highest)
+			st.highest = epoch
+		}
+		st.gate.Unlock()
+	}
+}
+
+// ErrServerClosed is what Serve returns after Close.
+var ErrServerClosed = errors.New("replication: server closed")
+
+// Serve accepts connections on l (a listener of the node network) until l
+// fails or the server is closed.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			return fmt.Errorf("replication: accept: %w", err)
+		}
+		go s.ServeConn(nc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// ServeConn serves one connection until it ends. A node network that
+// multiplexes several channels on one listener hands its replication
+// connections here.
+func (s *Server) ServeConn(nc net.Conn) {
+	sc := newServerConn(s, nc)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[sc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	sc.serve()
+}
+
+// Close stops accepting, closes every connection and waits until no
+// request is executing. Answers not yet sent are dropped: their owners see
+// the connection fail.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for sc := range s.conns {
+		sc.nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// serverConn is one connection from an owner. The reader decodes requests
+// and hands them to workers; workers execute them and queue the answers
+// for the connection's writer.
+type serverConn struct {
+	srv  *Server
+	nc   net.Conn
+	br   *bufio.Reader
+	w    frameWriter
+	node string // authenticated in the handshake
+
+	// tokens holds one entry per request received and not yet answered.
+	tokens  chan struct{}
+	pending sync.WaitGroup
+
+	work    chan *stask
+	idle    atomic.Int32 // workers waiting for work
+	started int          // reader only
+
+	lost atomic.Bool // the connection ended: drop what has not started
+}
+
+func newServerConn(s *Server, nc net.Conn) *serverConn {
+	sc := &serverConn{
+		srv:    s,
+		nc:     nc,
+		br:     bufio.NewReaderSize(nc, 64<<10),
+		tokens: make(chan struct{}, s.cfg.MaxInFlight),
+		work:   make(chan *stask, s.cfg.MaxInFlight),
+	}
+	sc.w.init(nc)
+	return sc
+}
+
+func (sc *serverConn) remote() string {
+	if a := sc.nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+func (sc *serverConn) serve() {
+	if err := sc.handshake(); err != nil {
+		sc.srv.log.Warn("replication handshake failed", "remote", sc.remote(), "node", sc.node, "err", err)
+		sc.nc.Close()
+		return
+	}
+	sc.srv.log.Debug("replication connection", "remote", sc.remote(), "node", sc.node)
+	writerDone := make(chan struct{})
+	go func() {
+		sc.w.run(func(error) { sc.nc.Close() })
+		close(writerDone)
+	}()
+	err := sc.readLoop()
+	sc.lost.Store(true)
+	sc.w.close(err)
+	sc.nc.Close()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !sc.srv.isClosing() {
+		sc.srv.log.Warn("replication connection failed", "remote", sc.remote(), "node", sc.node, "err", err)
+	}
+	sc.pending.Wait()
+	close(sc.work)
+	<-writerDone
+}
+
+// handshake runs the server's half of the hello and authentication.
+func (sc *serverConn) handshake() error {
+	s := sc.srv
+	sc.nc.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	var hb [ClientHelloLen + MaxNameLen]byte
+	if _, err := io.ReadFull(sc.br, hb[:ClientHelloLen]); err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	n := ClientHelloLen + int(hb[ClientHelloLen-1])
+	if _, err := io.ReadFull(sc.br, hb[ClientHelloLen:n]); err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	ch, err := DecodeClientHello(hb[:n])
+	if err != nil {
+		return err
+	}
+	sc.node = string(ch.Name)
+	sh := ServerHello{Version: Version}
+	if s.cfg.Secret != "" {
+		sh.Flags = FlagAuth
+	}
+	if ch.Version < Version {
+		sh.Version = 0
+		sc.nc.Write(AppendServerHello(nil, sh))
+		return fmt.Errorf("peer speaks protocol version %d, we need %d", ch.Version, Version)
+	}
+	if _, err := rand.Read(sh.Nonce[:]); err != nil {
+		return err
+	}
+	if _, err := sc.nc.Write(AppendServerHello(nil, sh)); err != nil {
+		return fmt.Errorf("write hello: %w", err)
+	}
+	switch clientAuth := ch.Flags&FlagAuth != 0; {
+	case clientAuth && s.cfg.Secret == "":
+		return errors.New("authentication mismatch: the peer has a cluster secret and this node has none")
+	case !clientAuth && s.cfg.Secret != "":
+		return errors.New("authentication mismatch: this node has a cluster secret and the peer has none")
+	}
+	var proof [ProofLen]byte
+	if _, err := io.ReadFull(sc.br, proof[:]); err != nil {
+		return fmt.Errorf("read proof: %w", err)
+	}
+	v := ServerVerdict{Status: VerdictOK}
+	want := ClientProof(s.cfg.Secret, sh.Nonce, ch.Name)
+	if !hmac.Equal(proof[:], want[:]) {
+		v.Status = VerdictBadProof
+	} else {
+		v.Proof = ServerProof(s.cfg.Secret, ch.Nonce, sh.Nonce, ch.Name)
+	}
+	if _, err := sc.nc.Write(AppendVerdict(nil, v)); err != nil {
+		return fmt.Errorf("write verdict: %w", err)
+	}
+	if v.Status != VerdictOK {
+		return errors.New(v.Status.String())
+	}
+	sc.nc.SetDeadline(time.Time{})
+	return nil
+}
+
+func (sc *serverConn) readLoop() error {
+	var hb [HeaderLen]byte
+	idle := sc.srv.cfg.IdleTimeout
+	var extended time.Time
+	for {
+		if now := time.Now(); now.Sub(extended) > idle/4 {
+			sc.nc.SetReadDeadline(now.Add(idle))
+			extended = now
+		}
+		if _, err := io.ReadFull(sc.br, hb[:]); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("silent for %s", idle)
+			}
+			return err
+		}
+		h, err := DecodeHeader(hb[:])
+		if err != nil {
+			return err
+		}
+		switch {
+		case h.Type == FramePing:
+			if sc.w.send(outFrame{head: AppendPing(nil, h.Tag, true)}) {
+				continue
+			}
+			return nil
+		case h.Type.isRequest():
+			if err := sc.readRequest(h); err != nil {
+				return err
+			}
+		default:
+			return protoErr("%s from an owner", h.Type)
+		}
+	}
+}
+
+// readRequest reads one request and hands it to a worker.
+func (sc *serverConn) readRequest(h Header) error {
+	// Blocking here is the backpressure: workers always finish, and each
+	// returns a token.
+	sc.tokens <- struct{}{}
+	sc.pending.Add(1)
+	t := newTask(sc)
+	if err := t.read(h); err != nil {
+		t.release()
+		return err
+	}
+	if t.st = sc.srv.lookup(t.device); t.st != nil && t.ranged {
+		t.ticket = t.st.ranges.register(t.off, t.length, t.excl)
+	}
+	sc.submit(t)
+	return nil
+}
+
+// submit hands t to an idle worker or starts one, up to Workers; beyond
+// that t waits in the channel, whose capacity (MaxInFlight) the tokens
+// keep it within, so submit never blocks.
+func (sc *serverConn) submit(t *stask) {
+	if sc.idle.Add(-1) < 0 {
+		sc.idle.Add(1)
+		if sc.started < sc.srv.cfg.Workers {
+			sc.started++
+			go sc.worker()
+		}
+	}
+	sc.work <- t
+}
+
+func (sc *serverConn) worker() {
+	for t := range sc.work {
+		t.run()
+		sc.idle.Add(1)
+	}
+}
+
+// stask is one request at the replica, recycled through taskPool.
+type stask struct {
+	sc   *serverConn
+	h    Header
+	meta [maxRequestMeta]byte
+	in   *backend.Buffer // a write's data
+	out  *backend.Buffer // a read's data, sums or extents
+
+	// Decoded request; the slices alias meta and in.
+	epoch   uint64
+	device  []byte
+	off     int64
+	length  int64
+	chunk   int
+	durable bool
+	data    []byte
+
+	st     *devState
+	ranged bool
+	excl   bool
+	ticket uint64
+
+	headBuf [HeaderLen + responseFixed + MaxMessageLen]byte
+	doneFn  func() // t.release, bound once
+}
+
+var taskPool sync.Pool
+
+func newTask(sc *serverConn) *stask {
+	t, _ := taskPool.Get().(*stask)
+	if t == nil {
+		t = new(stask)
+		t.doneFn = t.release
+	}
+	t.sc = sc
+	return t
+}
+
+// read reads and decodes the request h: the metadata into t.meta, a
+// write's data into a pooled buffer.
+func (t *stask) read(h Header) error {
+	t.h = h
+	br := t.sc.br
+	if h.Type == FrameWrite {
+		return t.readWrite(h)
+	}
+	payload := t.meta[:h.Length] // DecodeHeader bounds it by maxRequestMeta
+	if _, err := io.ReadFull(br, payload); err != nil {
+		return err
+	}
+	switch h.Type {
+	case FrameUnmap:
+		u, err := DecodeUnmap(h, payload)
+		if err != nil {
+			return err
+		}
+		t.epoch, t.device, t.off, t.length = u.Epoch, u.Device, u.Offset, u.Length
+		t.ranged, t.excl = true, true
+	case FrameFlush:
+		f, err := DecodeFlush(h, payload)
+		if err != nil {
+			return err
+		}
+		t.epoch, t.device = f.Epoch, f.Device
+	case FrameSeal:
+		s, err := DecodeSeal(h, payload)
+		if err != nil {
+			return err
+		}
+		t.epoch, t.device = s.Epoch, s.Device
+	case FrameRead:
+		r, err := DecodeRead(h, payload)
+		if err != nil {
+			return err
+		}
+		t.epoch, t.device, t.off, t.length = r.Epoch, r.Device, r.Offset, int64(r.Length)
+		t.ranged = true
+	case FrameChecksum:
+		c, err := DecodeChecksum(h, payload)
+		if err != nil {
+			return err
+		}
+		t.epoch, t.device, t.off, t.length, t.chunk = c.Epoch, c.Device, c.Offset, c.Length, c.Chunk
+		t.ranged = true
+	case FrameActivity:
+		a, err := DecodeActivity(h, payload)
+		if err != nil {
+			return err
+		}
+		t.epoch, t.device = a.Epoch, a.Device
+	default:
+		return protoErr("%s is not a request", h.Type)
+	}
+	return nil
+}
+
+func (t *stask) readWrite(h Header) error {
+	br := t.sc.br
+	if _, err := io.ReadFull(br, t.meta[:writeFixedLen]); err != nil {
+		return err
+	}
+	metaLen := writeFixedLen + int(t.meta[8])
+	if metaLen > int(h.Length) {
+		return protoErr("write of %d bytes, shorter than its device name", h.Length)
+	}
+	if _, err := io.ReadFull(br, t.meta[writeFixedLen:metaLen]); err != nil {
+		return err
+	}
+	w, err := decodeWriteMeta(h, t.meta[:metaLen])
+	if err != nil {
+		return err
+	}
+	n := writeDataLen(h, &w)
+	if n > 0 {
+		t.in = backend.GetBuffer(n)
+		w.Data = t.in.B[:n]
+		if _, err := io.ReadFull(br, w.Data); err != nil {
+			return err
+		}
+	}
+	t.epoch, t.device, t.off, t.length, t.durable, t.data = w.Epoch, w.Device, w.Offset, int64(n), w.Durable, w.Data
+	t.ranged, t.excl = true, true
+	return nil
+}
+
+// run executes the request and answers it.
+func (t *stask) run() {
+	sc, st := t.sc, t.st
+	if st == nil {
+		t.answer(StatusUnknownDevice, 0, nil, "")
+		return
+	}
+	if t.ranged {
+		st.ranges.wait(t.ticket)
+		defer st.ranges.release(t.ticket)
+	}
+	if sc.lost.Load() {
+		// Nobody will read the answer, and the owner, seeing the
+		// connection fail, counts the request as failed.
+		t.release()
+		return
+	}
+	status, epoch := st.admit(sc.node, t.epoch, sc.srv.log)
+	if status != StatusOK {
+		t.answer(status, epoch, nil, "")
+		return
+	}
+	// Held shared from the epoch check until the storage is done with a
+	// request that changes it; reads only need the check.
+	dev := st.dev
+	switch t.h.Type {
+	case FrameWrite, FrameUnmap, FrameFlush:
+		status, msg := t.modify(st, dev)
+		st.gate.RUnlock()
+		t.answer(status, epoch, nil, msg)
+	case FrameSeal:
+		st.gate.RUnlock()
+		t.answer(StatusOK, epoch, nil, "")
+	case FrameRead, FrameChecksum, FrameActivity:
+		st.gate.RUnlock()
+		status, payload, msg := t.query(st, dev)
+		t.answer(status, epoch, payload, msg)
+	}
+}
+
+// inRange checks the request's range against the device.
+func (t *stask) inRange(dev backend.Device) bool {
+	size := dev.Size()
+	return t.off <= size && t.length <= size-t.off
+}
+
+// modify applies a write, unmap or flush.
+func (t *stask) modify(st *devState, dev backend.Device) (Status, string) {
+	if t.h.Type == FrameFlush {
+		if err := dev.Flush(); err != nil {
+			return StatusIOError, err.Error()
+		}
+		return StatusOK, ""
+	}
+	if !t.inRange(dev) {
+		return StatusBadRequest, fmt.Sprintf("%d bytes at %d: beyond the device's %d", t.length, t.off, dev.Size())
+	}
+	if t.length == 0 {
+		return StatusOK, ""
+	}
+	st.al.add(t.off, t.length)
+	var err error
+	if t.h.Type == FrameWrite {
+		err = dev.WriteAt(t.data, t.off, t.durable)
+	} else {
+		err = unmap(dev, t.off, t.length)
+	}
+	if err != nil {
+		return StatusIOError, err.Error()
+	}
+	return StatusOK, ""
+}
+
+// zeros backs unmaps of devices that cannot deallocate.
+var zeros [1 << 20]byte
+
+// unmap deallocates [off, off+n), or writes zeros where the device cannot:
+// unmapped blocks read back as zeros either way.
+func unmap(dev backend.Device, off, n int64) error {
+	if u, ok := dev.(backend.Unmapper); ok {
+		return u.Unmap(off, n)
+	}
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if err := dev.WriteAt(zeros[:k], off, false); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// query answers a read, checksum or activity request; payload is in t.out.
+func (t *stask) query(st *devState, dev backend.Device) (Status, []byte, string) {
+	if t.h.Type == FrameActivity {
+		ext := st.al.extents()
+		t.out = backend.GetBuffer(len(ext) * ExtentLen)
+		return StatusOK, AppendExtents(t.out.B[:0], ext), ""
+	}
+	if !t.inRange(dev) {
+		return StatusBadRequest, nil, fmt.Sprintf("%d bytes at %d: beyond the device's %d", t.length, t.off, dev.Size())
+	}
+	if t.h.Type == FrameRead {
+		t.out = backend.GetBuffer(int(t.length))
+		p := t.out.B[:t.length]
+		if err := dev.ReadAt(p, t.off); err != nil {
+			return StatusIOError, nil, err.Error()
+		}
+		return StatusOK, p, ""
+	}
+	n := chunks(t.length, t.chunk)
+	t.out = backend.GetBuffer(n * ChecksumLen)
+	sums := t.out.B[:0]
+	buf := backend.GetBuffer(t.chunk)
+	defer backend.PutBuffer(buf)
+	for off, end := t.off, t.off+t.length; off < end; off += int64(t.chunk) {
+		p := buf.B[:min(int64(t.chunk), end-off)]
+		if err := dev.ReadAt(p, off); err != nil {
+			return StatusIOError, nil, err.Error()
+		}
+		sum := sha256.Sum256(p)
+		sums = append(sums, sum[:]...)
+	}
+	return StatusOK, sums, ""
+}
+
+// answer queues the response; the task is released once it is written.
+func (t *stask) answer(status Status, epoch uint64, payload []byte, msg string) {
+	if len(msg) > MaxMessageLen {
+		msg = msg[:MaxMessageLen]
+	}
+	head := AppendResponse(t.headBuf[:0], t.h.Tag, status, epoch, len(payload)+len(msg))
+	head = append(head, msg...)
+	if !t.sc.w.send(outFrame{head: head, data: payload, done: t.doneFn}) {
+		t.release()
+	}
+}
+
+// release returns the task and its buffers, and lets the reader take one
+// more request.
+func (t *stask) release() {
+	sc := t.sc
+	backend.PutBuffer(t.in)
+	backend.PutBuffer(t.out)
+	*t = stask{doneFn: t.doneFn}
+	taskPool.Put(t)
+	<-sc.tokens
+	sc.pending.Done()
+}

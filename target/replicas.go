@@ -1,0 +1,187 @@
+package target
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hatarget/hatarget/replication"
+	"github.com/hatarget/hatarget/target/backend"
+)
+
+// Synchronous replication (replication/DESIGN.md): each node holding a
+// copy of a replicated device keeps it open. The owner's LU writes through
+// a replication.Volume, which writes its copy and every other in-sync copy
+// before a write completes; every other copy is written only by the
+// replication server, for the owner of the current epoch.
+
+// Replication is a replicated device as this node takes part in it.
+type Replication struct {
+	// Owner names the node whose writes the copies take; Epoch is its
+	// ownership epoch.
+	Owner string
+	Epoch uint64
+	// Peers are the in-sync replicas other than the owner, with their
+	// replication addresses: where the owner writes.
+	Peers []Replica
+}
+
+// Replica is a node holding a copy, and where its replication server is.
+type Replica struct {
+	Node string
+	Addr string
+}
+
+// ReplicationOptions connect the dataplane to its replica set.
+type ReplicationOptions struct {
+	// Self is this node's name, as Replication.Owner and Replica.Node
+	// spell it.
+	Self string
+	// Secret authenticates replication connections (both ends must agree;
+	// empty: none).
+	Secret string
+	// Dial opens a node connection (the cluster's one dialer).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Membership removes a replica that failed from the in-sync set (a
+	// Raft commit) before the owner acknowledges a write without it.
+	Membership replication.Membership
+}
+
+// replicaAnswerTimeout bounds a replica's answer to one write; one that
+// does not answer in time is dropped from the in-sync set.
+const replicaAnswerTimeout = time.Second
+
+// promotionTimeout bounds what a new owner does before serving: sealing
+// the old epoch on every in-sync copy and rewriting the regions that had
+// writes in flight.
+const promotionTimeout = 5 * time.Second
+
+// ownsHere reports whether this node executes the device's commands.
+func (s *Server) ownsHere(cfg Config, device string) bool {
+	o, ok := cfg.Owners[device]
+	return ok && o.Addr == "" && !o.Gone
+}
+
+// luDevice is the device an LU of d uses: the replicated volume when this
+// node owns a replicated device, else its own storage. A new owner seals
+// the old epoch on every in-sync copy and makes the regions that had
+// writes in flight identical everywhere before its LU may write.
+func (s *Server) luDevice(cfg Config, d Device, u *unit) (backend.Device, error) {
+	repl, replicated := cfg.Replication[d.Name]
+	if !replicated || !s.ownsHere(cfg, d.Name) || d.Backend.Handler == backend.NullIO {
+		u.vol = nil
+		return u.dev, nil
+	}
+	peers, err := s.replicaPeers(repl.Peers)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", d.Name, err)
+	}
+	if u.vol != nil && u.vol.Epoch() == repl.Epoch {
+		u.vol.Update(repl.Epoch, peers)
+		return u.vol.Device(), nil
+	}
+	vol, err := replication.NewVolume(replication.VolumeConfig{
+		Device: d.Name, Local: u.dev, Epoch: repl.Epoch, Self: s.repl.Self, InSync: peers,
+		Membership: s.repl.Membership, Timeout: replicaAnswerTimeout, Logger: s.log.With("lun", d.Name),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", d.Name, err)
+	}
+	if err := s.promote(d.Name, vol, peers); err != nil {
+		return nil, fmt.Errorf("device %s: taking over epoch %d: %w", d.Name, repl.Epoch, err)
+	}
+	u.vol = vol
+	return vol.Device(), nil
+}
+
+// promote seals the new epoch on every in-sync copy (from then on none
+// takes a write of an older owner) and rewrites, from this node's copy,
+// every region some copy saw a write to recently: a write the old owner
+// had in flight may have reached some copies and not others.
+func (s *Server) promote(device string, vol *replication.Volume, peers []*replication.Peer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), promotionTimeout)
+	defer cancel()
+	if err := vol.Seal(ctx); err != nil {
+		return err
+	}
+	regions := s.replSrv.ActivityLog(device)
+	for _, p := range peers {
+		ext, err := p.Activity(ctx, device, vol.Epoch())
+		if err != nil {
+			// A copy that cannot answer was dropped by the seal or will be
+			// by the first write; its regions come back with its resync.
+			continue
+		}
+		regions = append(regions, ext...)
+	}
+	return vol.Reconcile(ctx, regions)
+}
+
+// replicaPeers returns a connection to each replica, reusing those already
+// open; one to a replica that is down keeps redialling, so that writes to
+// it fail and drop it rather than forget it.
+func (s *Server) replicaPeers(replicas []Replica) ([]*replication.Peer, error) {
+	out := make([]*replication.Peer, 0, len(replicas))
+	for _, r := range replicas {
+		key := r.Node + "@" + r.Addr
+		p := s.peers[key]
+		if p == nil {
+			var err error
+			p, err = replication.NewPeer(replication.PeerConfig{
+				Node: r.Node, Addr: r.Addr, Self: s.repl.Self, Secret: s.repl.Secret, Dial: s.repl.Dial,
+				Logger: s.log.With("replica", r.Node),
+			})
+			if err != nil {
+				return nil, err
+			}
+			s.peers[key] = p
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// closeUnusedPeers closes the connections no replicated device of cfg
+// writes through any more.
+func (s *Server) closeUnusedPeers(cfg Config) {
+	used := map[string]bool{}
+	for name, r := range cfg.Replication {
+		if s.ownsHere(cfg, name) {
+			for _, p := range r.Peers {
+				used[p.Node+"@"+p.Addr] = true
+			}
+		}
+	}
+	for key, p := range s.peers {
+		if !used[key] {
+			p.Close()
+			delete(s.peers, key)
+		}
+	}
+}
+
+// replicaDevices is what the replication server writes: this node's copy
+// of every replicated device it holds, for the device's owner.
+func replicaDevices(cfg Config, units map[unitKey]*unit) map[string]replication.ReplicaDevice {
+	out := map[string]replication.ReplicaDevice{}
+	for k, u := range units {
+		r, ok := cfg.Replication[k.device]
+		if !ok || k.readOnly || u.cfg.Backend.Handler == backend.NullIO {
+			continue
+		}
+		out[k.device] = replication.ReplicaDevice{Device: u.dev, Owner: r.Owner, Epoch: r.Epoch}
+	}
+	return out
+}
+
+// ServeReplication takes, on l, the writes owners of replicated devices
+// send to this node's copies. It returns nil after Shutdown.
+func (s *Server) ServeReplication(l net.Listener) error {
+	err := s.replSrv.Serve(l)
+	if errors.Is(err, replication.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
