@@ -66,6 +66,8 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /v1/luns/{name}", n.read(n.readLUN))
 	mux.HandleFunc("POST /v1/luns/{name}/resize", n.write(n.buildResize))
 	mux.HandleFunc("POST /v1/luns/{name}/move", n.write(n.buildMove))
+	mux.HandleFunc("POST /v1/luns/{name}/replace-replica", n.write(n.buildReplaceReplica))
+	mux.HandleFunc("POST /v1/luns/{name}/force-promote", n.leaderOnly(n.handleForcePromote))
 	mux.HandleFunc("POST /v1/nodes/{name}/drain", n.leaderOnly(n.handleDrain))
 	mux.HandleFunc("POST /v1/nodes/{name}/undrain", n.write(n.buildUndrain))
 	mux.HandleFunc("POST /v1/import/scst", n.write(n.buildImport))

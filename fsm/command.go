@@ -16,7 +16,7 @@ import (
 //	3: LUN ownership (set_owner) and node drain (set_drain)
 //	4: synchronous replication: a device's replicas and in-sync set
 //	   (fields of create_lun, import and restore), set_owner's drop,
-//	   set_in_sync and replace_replica
+//	   set_in_sync, replace_replica and force_promote
 const Protocol uint16 = 4
 
 // ProtocolReplication is the protocol that introduced synchronous
@@ -70,6 +70,7 @@ var commands = map[CommandType]CommandSpec{
 
 	TypeSetInSync:      {Since: ProtocolReplication, new: func() Command { return &SetInSync{} }},
 	TypeReplaceReplica: {Since: ProtocolReplication, new: func() Command { return &ReplaceReplica{} }},
+	TypeForcePromote:   {Since: ProtocolReplication, new: func() Command { return &ForcePromote{} }},
 }
 
 // Spec returns the description of a command type.

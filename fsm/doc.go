@@ -21,5 +21,7 @@
 // replica can become owner (SetOwner, with Drop for a promotion in one
 // entry); the owner shrinks and grows the set with SetInSync, and
 // ReplaceReplica swaps a replica for a node that starts out of sync.
+// ForcePromote, the operator's last resort when every in-sync copy is
+// lost, makes an out-of-sync replica owner and the only in-sync one.
 // Every one is conditional on the device's epoch.
 package fsm

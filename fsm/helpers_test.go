@@ -16,7 +16,7 @@ var allTypes = []CommandType{
 	TypeCreateTarget, TypeDeleteTarget, TypeSetTarget, TypeSetCHAP, TypeSetACL,
 	TypeCreateLUN, TypeDeleteLUN, TypeResizeDevice, TypeReservation,
 	TypeRestore, TypeImport, TypeSetOwner, TypeSetDrain,
-	TypeSetInSync, TypeReplaceReplica,
+	TypeSetInSync, TypeReplaceReplica, TypeForcePromote,
 }
 
 const (
@@ -111,6 +111,8 @@ func sampleCommand(t CommandType) Command {
 		return &SetInSync{Device: "r0", Epoch: 1, Remove: []string{"n3"}, Add: []string{"n2"}}
 	case TypeReplaceReplica:
 		return &ReplaceReplica{Device: "r0", Epoch: 1, Old: "n3", New: "n4"}
+	case TypeForcePromote:
+		return &ForcePromote{Device: "r0", Epoch: 1, Owner: "n3"}
 	}
 	panic("sampleCommand: no sample for " + string(t))
 }

@@ -102,8 +102,10 @@ type Device struct {
 	// replicas known to hold every acknowledged write. While the device
 	// has an owner, the owner is in it; it is never empty for a
 	// replicated device, and always empty for shared storage. Only a
-	// member of InSync can become owner (SetOwner). A new device starts
-	// with InSync = Replicas (fresh copies are identical).
+	// member of InSync can become owner (SetOwner), except by the
+	// operator's ForcePromote, which makes the new owner the only member.
+	// A new device starts with InSync = Replicas (fresh copies are
+	// identical).
 	InSync []string `json:"in_sync,omitempty"`
 }
 

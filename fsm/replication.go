@@ -9,6 +9,7 @@ import (
 const (
 	TypeSetInSync      CommandType = "set_in_sync"
 	TypeReplaceReplica CommandType = "replace_replica"
+	TypeForcePromote   CommandType = "force_promote"
 )
 
 // SetInSync changes a replicated device's in-sync set: the owner proposes
@@ -150,6 +151,56 @@ func (c *ReplaceReplica) apply(s *State, _ Env) (any, error) {
 	d.Replicas = append(d.Replicas, c.New)
 	slices.Sort(d.Replicas)
 	d.InSync = slices.DeleteFunc(d.InSync, func(n string) bool { return n == c.Old })
+	s.Devices[c.Device] = d
+	return d, nil
+}
+
+// ForcePromote makes Owner, a replica that is not in sync, the owner of a
+// replicated device, with a new epoch and an in-sync set of Owner alone.
+// It is the operator's last resort when no in-sync replica can serve (every
+// in-sync copy is on dead nodes): writes acknowledged after Owner's copy
+// fell out of sync are on the overridden copies only, and are lost to
+// initiators. The overridden replicas stay replicas, out of sync: a
+// returning one is resynchronised from the new owner like any other.
+//
+// The state machine cannot tell live nodes from dead ones: the proposer
+// (the API) refuses while an in-sync replica is alive. Here Owner must be
+// a registered replica outside the in-sync set (an in-sync one is made
+// owner by SetOwner, which loses nothing), and the command is conditional
+// on the device's epoch, like SetOwner. The result is the updated *Device.
+type ForcePromote struct {
+	Device string `json:"device"`
+	Epoch  uint64 `json:"epoch"`
+	Owner  string `json:"owner"`
+}
+
+func (*ForcePromote) Type() CommandType { return TypeForcePromote }
+
+func (c *ForcePromote) check() error {
+	if err := checkName("device", c.Device); err != nil {
+		return err
+	}
+	return checkName("node", c.Owner)
+}
+
+func (c *ForcePromote) apply(s *State, _ Env) (any, error) {
+	old := s.Devices[c.Device]
+	switch {
+	case old == nil:
+		return nil, errorf(CodeNotFound, "no LUN named %q", c.Device)
+	case !old.Replicated():
+		return nil, errorf(CodeInvalid, "LUN %s is on shared storage: it has no replica to promote", c.Device)
+	case old.Epoch != c.Epoch:
+		return nil, errEpoch(old, c.Epoch)
+	case s.Nodes[c.Owner] == nil:
+		return nil, errorf(CodeNotFound, "no node %q", c.Owner)
+	case !old.HasReplica(c.Owner):
+		return nil, errorf(CodeConflict, "node %s holds no copy of LUN %s (replicas %v): it cannot own it", c.Owner, c.Device, old.Replicas)
+	case old.IsInSync(c.Owner):
+		return nil, errorf(CodeConflict, "node %s is in sync for LUN %s: make it owner with set_owner, which loses no write", c.Owner, c.Device)
+	}
+	d := old.clone()
+	d.Owner, d.Epoch, d.InSync = c.Owner, old.Epoch+1, []string{c.Owner}
 	s.Devices[c.Device] = d
 	return d, nil
 }

@@ -211,6 +211,44 @@ func TestScriptReplaceReplica(t *testing.T) {
 	})
 }
 
+func TestScriptForcePromote(t *testing.T) {
+	start := build(t,
+		&RegisterNode{Node: node("n1")}, &RegisterNode{Node: node("n2")},
+		&RegisterNode{Node: node("n3")}, &RegisterNode{Node: node("n4")},
+		&CreateTarget{IQN: iqnA},
+		&CreateLUN{Target: iqnA, LUN: 0, Device: deviceWith("shared", func(d *Device) { d.Owner = "n1" })},
+		&CreateLUN{Target: iqnA, LUN: 1, Device: replicatedDevice("r", "n1", "n3", "n1", "n2")},
+		&CreateLUN{Target: iqnA, LUN: 2, Device: replicatedDevice("u", "", "n2", "n3")},
+		// n3 falls out of sync, then n2: only the owner n1 holds every
+		// acknowledged write.
+		&SetInSync{Device: "r", Epoch: 1, Remove: l("n3", "n2")},
+		&SetInSync{Device: "u", Remove: l("n3")},
+	)
+	runScript(t, start, []step{
+		{name: "stale epoch", cmd: &ForcePromote{Device: "r", Epoch: 0, Owner: "n3"}, code: CodeConflict},
+		{name: "future epoch", cmd: &ForcePromote{Device: "r", Epoch: 2, Owner: "n3"}, code: CodeConflict},
+		{name: "a node holding no copy", cmd: &ForcePromote{Device: "r", Epoch: 1, Owner: "n4"}, code: CodeConflict},
+		{name: "an unregistered node", cmd: &ForcePromote{Device: "r", Epoch: 1, Owner: "n9"}, code: CodeNotFound},
+		{name: "the in-sync owner", cmd: &ForcePromote{Device: "r", Epoch: 1, Owner: "n1"}, code: CodeConflict},
+		{name: "bad node name", cmd: &ForcePromote{Device: "r", Epoch: 1, Owner: "n 3"}, code: CodeInvalid},
+		{name: "no node", cmd: &ForcePromote{Device: "r", Epoch: 1}, code: CodeInvalid},
+		{name: "shared storage", cmd: &ForcePromote{Device: "shared", Epoch: 1, Owner: "n2"}, code: CodeInvalid},
+		{name: "unknown device", cmd: &ForcePromote{Device: "nope", Epoch: 1, Owner: "n2"}, code: CodeNotFound},
+		{name: "out-of-sync n3 is forced to own r: alone in sync, epoch+1", cmd: &ForcePromote{Device: "r", Epoch: 1, Owner: "n3"},
+			check: all(replicaState("r", "n3", 2, l("n1", "n2", "n3"), l("n3")), resultIsDevice("r"))},
+		{name: "a retry at the old epoch is refused", cmd: &ForcePromote{Device: "r", Epoch: 1, Owner: "n3"}, code: CodeConflict},
+		{name: "the old owner's stale proposal", cmd: &SetInSync{Device: "r", Epoch: 1, Add: l("n2")}, code: CodeConflict},
+		{name: "the overridden n1 cannot own without a resync", cmd: &SetOwner{Device: "r", Owner: "n1", Epoch: 2}, code: CodeConflict},
+		{name: "forcing the new owner again", cmd: &ForcePromote{Device: "r", Epoch: 2, Owner: "n3"}, code: CodeConflict},
+		{name: "forcing back to an overridden replica", cmd: &ForcePromote{Device: "r", Epoch: 2, Owner: "n2"},
+			check: replicaState("r", "n2", 3, l("n1", "n2", "n3"), l("n2"))},
+		{name: "unowned device, out-of-sync replica", cmd: &ForcePromote{Device: "u", Owner: "n3"},
+			check: replicaState("u", "n3", 1, l("n2", "n3"), l("n3"))},
+		{name: "an overridden replica resyncs", cmd: &SetInSync{Device: "u", Epoch: 1, Add: l("n2")},
+			check: replicaState("u", "n3", 1, l("n2", "n3"), l("n2", "n3"))},
+	})
+}
+
 func TestScriptRemoveNodeWithReplicas(t *testing.T) {
 	start := build(t,
 		&RegisterNode{Node: node("n1")}, &RegisterNode{Node: node("n2")},
@@ -411,6 +449,7 @@ func TestRequiredProtocolAndCheckCommand(t *testing.T) {
 		{"set_owner with drop", &SetOwner{Device: "d", Owner: "n1", Epoch: 1, Drop: l("n2")}, ProtocolReplication},
 		{"set_in_sync", sampleCommand(TypeSetInSync), ProtocolReplication},
 		{"replace_replica", sampleCommand(TypeReplaceReplica), ProtocolReplication},
+		{"force_promote", sampleCommand(TypeForcePromote), ProtocolReplication},
 		{"remove_node", &RemoveNode{Name: "n1"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -432,7 +471,7 @@ func TestRequiredProtocolAndCheckCommand(t *testing.T) {
 				// it carries a field or type protocol 3 did not know.
 				b := string(mustEncode(t, tc.cmd))
 				if !strings.Contains(b, `"replicas"`) && !strings.Contains(b, `"in_sync"`) && !strings.Contains(b, `"drop"`) &&
-					!strings.Contains(b, "set_in_sync") && !strings.Contains(b, "replace_replica") {
+					!strings.Contains(b, "set_in_sync") && !strings.Contains(b, "replace_replica") && !strings.Contains(b, "force_promote") {
 					t.Errorf("refused, but the encoding has nothing new: %s", b)
 				}
 			}

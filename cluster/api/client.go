@@ -274,6 +274,21 @@ func (c *Client) MoveLUN(ctx context.Context, name, to string) (*LUN, error) {
 	return &l, c.Do(ctx, http.MethodPost, "/v1/luns/"+esc(name)+"/move", Move{To: to}, &l)
 }
 
+// ReplaceReplica replaces replica oldNode of a replicated LUN by newNode,
+// which starts out of sync.
+func (c *Client) ReplaceReplica(ctx context.Context, name, oldNode, newNode string) (*LUN, error) {
+	var l LUN
+	return &l, c.Do(ctx, http.MethodPost, "/v1/luns/"+esc(name)+"/replace-replica", ReplaceReplica{Old: oldNode, New: newNode}, &l)
+}
+
+// ForcePromote makes an out-of-sync replica the owner of a replicated LUN
+// that has no live in-sync replica, or with req.DryRun says what that
+// would override.
+func (c *Client) ForcePromote(ctx context.Context, name string, req ForcePromote) (*ForcePromoteResult, error) {
+	var r ForcePromoteResult
+	return &r, c.Do(ctx, http.MethodPost, "/v1/luns/"+esc(name)+"/force-promote", req, &r)
+}
+
 // DrainNode marks a node drained and moves the LUNs it owns to others.
 func (c *Client) DrainNode(ctx context.Context, name string) (*DrainResult, error) {
 	var r DrainResult

@@ -215,6 +215,37 @@ type Move struct {
 	To string `json:"to"`
 }
 
+// ReplaceReplica is POST /v1/luns/{name}/replace-replica: New, a node
+// holding no copy, takes the place of replica Old (not the owner). New
+// starts out of sync; the owner resyncs it.
+type ReplaceReplica struct {
+	Old string `json:"old"`
+	New string `json:"new"`
+}
+
+// ForcePromote is POST /v1/luns/{name}/force-promote: make To, a live
+// replica that is not in sync, the owner of a replicated LUN none of whose
+// in-sync replicas is alive. Writes acknowledged after To's copy fell out
+// of sync are lost. DryRun checks the promotion and says what it would
+// override, changing nothing.
+type ForcePromote struct {
+	To     string `json:"to"`
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// ForcePromoteResult is the answer of POST /v1/luns/{name}/force-promote.
+type ForcePromoteResult struct {
+	// LUN is the LUN after the promotion, or as it is for a dry run.
+	LUN LUN `json:"lun"`
+	// Overridden are the in-sync replicas (none of them alive) whose
+	// copies may hold writes the new owner's lacks; they stay replicas,
+	// out of sync.
+	Overridden []string `json:"overridden"`
+	DryRun     bool     `json:"dry_run,omitempty"`
+	// Generation holds the promotion; zero for a dry run.
+	Generation uint64 `json:"generation,omitempty"`
+}
+
 // DrainResult is the answer of POST /v1/nodes/{name}/drain: the LUNs moved
 // away from the node and where they went.
 type DrainResult struct {
@@ -255,16 +286,29 @@ type LUN struct {
 // Replica is one copy of a replicated LUN.
 type Replica struct {
 	Node string `json:"node"`
-	// State: in-sync, out-of-sync (missed writes, waiting for or in
-	// resync) or down (gossip sees the node gone).
+	// State: in-sync, out-of-sync (missed writes, waiting for a
+	// resync), resyncing (the owner is bringing it up to date; only the
+	// owner's view knows) or down (gossip sees the node gone).
 	State string `json:"state"`
 	Owner bool   `json:"owner,omitempty"`
+	// ResyncDone and ResyncTotal are the progress, in bytes, of the
+	// resync an out-of-sync replica is getting from the owner; both are
+	// absent when none runs (or the view has no progress to show). Done
+	// counts the bytes the current attempt copied or compared, Total adds
+	// those still to do; both restart with each attempt.
+	ResyncDone  int64 `json:"resync_done,omitempty"`
+	ResyncTotal int64 `json:"resync_total,omitempty"`
+	// ResyncPhase is the resync's phase (sealing, copying, comparing,
+	// readmitting, retrying); ResyncError why its last attempt failed.
+	ResyncPhase string `json:"resync_phase,omitempty"`
+	ResyncError string `json:"resync_error,omitempty"`
 }
 
 // Replica states.
 const (
 	ReplicaInSync    = "in-sync"
 	ReplicaOutOfSync = "out-of-sync"
+	ReplicaResyncing = "resyncing"
 	ReplicaDown      = "down"
 )
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -475,6 +476,119 @@ func TestCtlCommands(t *testing.T) {
 				"Mappings:\n  " + iqn + ":3\n",
 		},
 		{
+			name: "lun replace-replica",
+			args: []string{"lun", "replace-replica", "db0", "--old", "n2", "--new", "n4"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/replace-replica", body: `{"old":"n2","new":"n4"}`,
+				answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n3","state":"in-sync"},{"node":"n4","state":"out-of-sync"}`)}},
+			want: "LUN db0: n4 replaced n2 as a replica; it is out of sync until n1 has copied the LUN to it\n" +
+				"Replicas:  n1 in-sync (owner), n3 in-sync, n4 out-of-sync\n",
+		},
+		{
+			name: "lun replace-replica json",
+			args: []string{"lun", "replace-replica", "db0", "--old", "n2", "--new", "n4", "-o", "json"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/replace-replica", body: `{"old":"n2","new":"n4"}`,
+				answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n4","state":"out-of-sync"}`)}},
+			want: indented[api.LUN](t, replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n4","state":"out-of-sync"}`)),
+		},
+		{
+			name: "lun replace-replica of the owner",
+			args: []string{"lun", "replace-replica", "db0", "--old", "n1", "--new", "n4"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/replace-replica", body: `{"old":"n1","new":"n4"}`, status: http.StatusConflict,
+				answer: `{"error":{"code":"conflict","message":"node n1 owns LUN db0: move the LUN first (hatarget lun move db0 --to n3), then replace n1"}}`}},
+			wantErr: "node n1 owns LUN db0: move the LUN first",
+		},
+		{name: "lun replace-replica without --new", args: []string{"lun", "replace-replica", "db0", "--old", "n2"}, wantErr: "give --old NODE (the replica to replace) and --new NODE"},
+		{name: "lun replace-replica by itself", args: []string{"lun", "replace-replica", "db0", "--old", "n2", "--new", "n2"}, wantErr: "--old and --new are both n2"},
+		{
+			name:  "lun force-promote without --yes",
+			args:  []string{"lun", "force-promote", "db0", "--to", "n3"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/force-promote", body: `{"to":"n3","dry_run":true}`, answer: forcePlanJSON}},
+			want: "Force-promoting n3 to own LUN db0 overrides the in-sync copies on n1, n2 (none of them alive).\n" +
+				"Writes acknowledged after n3's copy fell out of sync are on those copies only: they will be lost,\n" +
+				"and initiators will read n3's older data instead.\n",
+			wantErr: "LUN db0 not promoted: run again with --yes to make n3 its owner anyway",
+		},
+		{
+			name:    "lun force-promote without --yes json",
+			args:    []string{"lun", "force-promote", "db0", "--to", "n3", "-o", "json"},
+			calls:   []call{{method: "POST", path: "/v1/luns/db0/force-promote", body: `{"to":"n3","dry_run":true}`, answer: forcePlanJSON}},
+			want:    indented[api.ForcePromoteResult](t, forcePlanJSON),
+			wantErr: "not promoted: run again with --yes",
+		},
+		{
+			name:  "lun force-promote --yes",
+			args:  []string{"lun", "force-promote", "db0", "--to", "n3", "--yes"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/force-promote", body: `{"to":"n3"}`, answer: forcedJSON}},
+			want: "LUN db0 is owned by n3 (epoch 5), its only in-sync copy\n" +
+				"overridden: n1, n2, out of sync now: resynced from n3 if they come back\n",
+		},
+		{
+			name:  "lun force-promote --yes json",
+			args:  []string{"lun", "force-promote", "db0", "--to=n3", "--yes", "-o", "json"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/force-promote", body: `{"to":"n3"}`, answer: forcedJSON}},
+			want:  indented[api.ForcePromoteResult](t, forcedJSON),
+		},
+		{
+			name: "lun force-promote with a live in-sync replica",
+			args: []string{"lun", "force-promote", "db0", "--to", "n3"},
+			calls: []call{{method: "POST", path: "/v1/luns/db0/force-promote", body: `{"to":"n3","dry_run":true}`, status: http.StatusConflict,
+				answer: `{"error":{"code":"conflict","message":"node n2 holds an in-sync copy of LUN db0 and is alive: use hatarget lun move db0 --to n2"}}`}},
+			wantErr: "node n2 holds an in-sync copy of LUN db0 and is alive: use hatarget lun move db0 --to n2",
+		},
+		{name: "lun force-promote without --to", args: []string{"lun", "force-promote", "db0", "--yes"}, wantErr: "--to NODE is required"},
+		{
+			name: "lun watch until in sync",
+			args: []string{"lun", "watch", "db0", "--until-in-sync", "--interval", "1ms"},
+			calls: []call{
+				{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"down"},` +
+					`{"node":"n4","state":"out-of-sync","resync_done":0,"resync_total":1073741824}`)},
+				{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"down"},` +
+					`{"node":"n4","state":"out-of-sync","resync_done":268435456,"resync_total":1073741824}`)},
+				{method: "GET", path: "/v1/luns/db0", status: http.StatusServiceUnavailable,
+					answer: `{"error":{"code":"unavailable","message":"the node is shutting down"}}`},
+				{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"down"},` +
+					`{"node":"n4","state":"out-of-sync","resync_done":805306368,"resync_total":1073741824}`)},
+				{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"in-sync"},` +
+					`{"node":"n4","state":"in-sync"}`)},
+			},
+			want: "10:00:00  LUN db0  owner n1 (epoch 4)\n" +
+				"  n1  in-sync (owner)\n" +
+				"  n2  down\n" +
+				"  n4  out-of-sync      [....................]   0.0%\n" +
+				"10:00:10  LUN db0  owner n1 (epoch 4)\n" +
+				"  n1  in-sync (owner)\n" +
+				"  n2  down\n" +
+				"  n4  out-of-sync      [#####...............]  25.0%  25.6 MiB/s  30s left\n" +
+				"10:00:20  db0: the node is shutting down\n" +
+				"10:00:30  LUN db0  owner n1 (epoch 4)\n" +
+				"  n1  in-sync (owner)\n" +
+				"  n2  down\n" +
+				"  n4  out-of-sync      [###############.....]  75.0%  25.6 MiB/s  10s left\n" +
+				"10:00:40  LUN db0  owner n1 (epoch 4)\n" +
+				"  n1  in-sync (owner)\n" +
+				"  n2  in-sync\n" +
+				"  n4  in-sync\n",
+		},
+		{
+			name:  "lun watch json",
+			args:  []string{"lun", "watch", "db0", "--until-in-sync", "-o", "json"},
+			calls: []call{{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true}`)}},
+			want:  indented[api.LUN](t, replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true}`)),
+		},
+		{
+			name:    "lun watch shared storage",
+			args:    []string{"lun", "watch", "db0"},
+			calls:   []call{{method: "GET", path: "/v1/luns/db0", answer: lunJSON}},
+			wantErr: "LUN db0 is on shared storage: it has no replicas to watch",
+		},
+		{
+			name:    "lun watch unknown LUN",
+			args:    []string{"lun", "watch", "nope"},
+			calls:   []call{{method: "GET", path: "/v1/luns/nope", status: http.StatusNotFound, answer: `{"error":{"code":"not_found","message":"no LUN named \"nope\""}}`}},
+			wantErr: `no LUN named "nope"`,
+		},
+		{name: "lun watch bad interval", args: []string{"lun", "watch", "db0", "--interval", "0s"}, wantErr: "--interval 0s: want a positive duration"},
+		{
 			name:  "import scst",
 			args:  []string{"import", "scst", confPath},
 			calls: []call{{method: "POST", path: "/v1/import/scst?file=scst.conf", body: conf, raw: true, answer: importJSON}},
@@ -519,6 +633,7 @@ func TestCtlCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			noEnv(t)
+			useWatchClock(t)
 			srv := fakeAPI(t, tt.calls...)
 			out, err := runCLI(t, tt.stdin, append(tt.args, "--addr", srv.URL)...)
 			checkErr(t, err, tt.wantErr)
@@ -526,6 +641,73 @@ func TestCtlCommands(t *testing.T) {
 				t.Errorf("output:\n%s\nwant:\n%s", out, tt.want)
 			}
 		})
+	}
+}
+
+// replicatedLUNJSON is db0, owned by n1 at epoch 4, with replicas (the
+// inside of a JSON list).
+func replicatedLUNJSON(replicas string) string {
+	return `{"name":"db0","handler":"fileio","path":"db0.img","size":1073741824,"block_size":512,"serial":"s1","naa":"n1",` +
+		`"owner":"n1","epoch":4,"non_owner":"active","mappings":[],"replicas":[` + replicas + `]}`
+}
+
+// Answers of POST /v1/luns/db0/force-promote: the dry run, and the
+// promotion of n3 over n1 and n2.
+var (
+	forcePlanJSON = `{"lun":` + replicatedLUNJSON(`{"node":"n1","state":"down","owner":true},{"node":"n2","state":"down"},{"node":"n3","state":"out-of-sync"}`) +
+		`,"overridden":["n1","n2"],"dry_run":true}`
+	forcedJSON = `{"lun":` + strings.Replace(replicatedLUNJSON(`{"node":"n1","state":"down"},{"node":"n2","state":"down"},{"node":"n3","state":"in-sync","owner":true}`),
+		`"owner":"n1","epoch":4`, `"owner":"n3","epoch":5`, 1) + `,"overridden":["n1","n2"],"generation":77}`
+)
+
+// useWatchClock makes lun watch read a clock that starts at 10:00:00 UTC
+// and advances ten seconds at every reading (one per frame).
+func useWatchClock(t *testing.T) {
+	next := time.Date(2025, 1, 1, 10, 0, 0, 0, time.UTC)
+	watchNow = func() time.Time {
+		now := next
+		next = next.Add(10 * time.Second)
+		return now
+	}
+	t.Cleanup(func() { watchNow = time.Now })
+}
+
+// On a terminal, lun watch redraws its frame in place: the cursor goes
+// back up over the previous frame, which is cleared, and nothing else
+// adds ANSI sequences.
+func TestLUNWatchRedrawsOnATerminal(t *testing.T) {
+	var out bytes.Buffer
+	w := &lunWatch{c: &ctl{format: outputTable, out: &out}, name: "db0", tty: true, now: time.Now}
+	w.draw([]string{"a", "b", "c"})
+	w.draw([]string{"d", "e"})
+	w.draw([]string{"f"})
+	want := "a\nb\nc\n" + "\x1b[3A\r\x1b[J" + "d\ne\n" + "\x1b[2A\r\x1b[J" + "f\n"
+	if out.String() != want {
+		t.Errorf("terminal output %q, want %q", out.String(), want)
+	}
+	if isTerminal(&out) {
+		t.Error("a buffer taken for a terminal")
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	for _, tc := range []struct {
+		done, total int64
+		want        string
+	}{
+		{0, 100, "[..........]"},
+		{9, 100, "[..........]"},
+		{10, 100, "[#.........]"},
+		{55, 100, "[#####.....]"},
+		{100, 100, "[##########]"},
+		{150, 100, "[##########]"},
+		{-5, 100, "[..........]"},
+		{5, 0, "[..........]"},
+		{1 << 50, 1 << 51, "[#####.....]"},
+	} {
+		if got := progressBar(tc.done, tc.total, 10); got != tc.want {
+			t.Errorf("progressBar(%d, %d) = %q, want %q", tc.done, tc.total, got, tc.want)
+		}
 	}
 }
 

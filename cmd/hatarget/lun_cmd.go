@@ -20,10 +20,13 @@ func newLUNCommand() *cobra.Command {
   hatarget lun resize db0 200G`)
 	cmd.Long = `LUN commands manage logical units: a named device (a file, a block device
 or nullio) mapped at a LUN number of a target. Backing files and devices are
-on shared storage, at the same path on every node.`
+on shared storage, at the same path on every node, unless the LUN is
+replicated (lun create --replicas): then each replica keeps its own copy,
+and replace-replica, force-promote and watch act on those copies.`
 	addCtlFlags(cmd)
 	cmd.AddCommand(newLUNCreateCommand(), newLUNDeleteCommand(), newLUNResizeCommand(),
-		newLUNListCommand(), newLUNShowCommand(), newLUNMoveCommand())
+		newLUNListCommand(), newLUNShowCommand(), newLUNMoveCommand(),
+		newLUNReplaceReplicaCommand(), newLUNForcePromoteCommand(), newLUNWatchCommand())
 	return cmd
 }
 
