@@ -39,6 +39,7 @@ conformance: build
 bench: build
 	@./test/bench/bench.sh
 	@./test/bench/forward.sh
+	@./test/bench/replication.sh
 
 # The Linux kernel initiator (open-iscsi + dm-multipath in a QEMU guest) against
 # a three-node cluster: discovery, 3 paths, data verify, kill -9 of a node under

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The cost of synchronous replication: writes through the owner's portal to
+# a LUN with --replicas 3 against the same-size LUN with --replicas 1, on a
+# three-node cluster on 127.0.0.1-3, each node keeping its copies under its
+# own storage dir (on tmpfs by default, so every copy stays in the page
+# cache). Both LUNs are owned by the same node, every copy is filled before
+# the first run (no hole is ever written), and the two LUNs are measured in
+# turns -- replicas 1, replicas 3, replicas 1, ... -- BENCH_ROUNDS times per
+# workload; the figures are medians, the floor is replicas 3 >= 0.5 x
+# replicas 1.
+#
+# The load comes from `hatarget bench` (hatarget's own initiator, one
+# session): libiscsi's iscsi-perf only issues READ(16), it has no write mode.
+#
+# Environment: BENCH_ROUNDS=3, BENCH_SECONDS=10, BENCH_ENFORCE=0 (1: exit
+# non-zero below a floor), BENCH_OUT=/tmp (bench-replication.md is written
+# there), BENCH_STORAGE=/dev/shm (parent of the nodes' storage dirs; falls
+# back to the temp dir when /dev/shm is not writable), BENCH_PROFILE=0 (1:
+# an extra, unscored replicas-3 4 KiB run while the owner's CPU profile is
+# taken, written to BENCH_OUT/replication-owner-cpu.pprof and its top
+# printed), HATARGET_BIN (default bin/hatarget). The copies take 4 GiB of
+# RAM on tmpfs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${HATARGET_BIN:-$PWD/bin/hatarget}
+ROUNDS=${BENCH_ROUNDS:-3}
+SECS=${BENCH_SECONDS:-10}
+ENFORCE=${BENCH_ENFORCE:-0}
+OUT=${BENCH_OUT:-/tmp}
+STORAGE=${BENCH_STORAGE:-/dev/shm}
+PROFILE=${BENCH_PROFILE:-0}
+FLOOR=0.5
+SIZE=1G
+IQN=iqn.2025-01.io.hatarget:replication-bench
+PORTS=(24260 30260 30261 30262 30264 30263 30265) # iSCSI, API, Raft, gossip, forwarding, replication, pprof
+# The workloads: id | label | pattern | I/O size | queue depth | unit shown
+WORKLOADS=(
+	"rand4k|4 KiB random write, QD32|randwrite|4k|32|IOPS"
+	"seq128k|128 KiB sequential write, QD8|write|128k|8|MB/s"
+)
+
+log() { printf '[replication-bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { log "ERROR: $*" >&2; exit 1; }
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+[[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
+[[ -x $BIN ]] || die "$BIN missing: make build"
+command -v ss >/dev/null || die "ss not installed (apt-get install iproute2)"
+for ip in 127.0.0.1 127.0.0.2 127.0.0.3; do
+	for p in "${PORTS[@]}"; do
+		! ss -Htln "src $ip:$p" | grep -q . || die "$ip:$p is in use"
+	done
+done
+
+WORK=$(mktemp -d)
+if [[ -d $STORAGE && -w $STORAGE ]]; then STORE=$(mktemp -d "$STORAGE/hatarget-replbench.XXXXXX"); else STORE=$WORK/storage; fi
+PIDS=()
+BELOW_FLOOR=0 # the run itself worked: no node logs to show
+cleanup() {
+	local rc=$? pid
+	trap - EXIT INT TERM
+	for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if ((rc != 0 && !BELOW_FLOOR)); then
+		for f in "$WORK"/n?.log; do [[ -s $f ]] && { echo "--- $f" >&2; tail -15 "$f" >&2; }; done
+	fi
+	rm -rf "$WORK" "$STORE"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for i in 1 2 3; do
+	joins=()
+	for j in 1 2 3; do [[ $j == "$i" ]] || joins+=(--join "127.0.0.$j:${PORTS[3]}"); done
+	# setsid: a Ctrl-C reaches the script and its client, not the agents;
+	# cleanup stops them once the client has finished.
+	setsid "$BIN" agent --name "n$i" --bind "127.0.0.$i" --data-dir "$WORK/n$i" --storage-dir "$STORE/n$i" \
+		--bootstrap-expect 3 "${joins[@]}" --iscsi-port "${PORTS[0]}" --api-port "${PORTS[1]}" \
+		--raft-port "${PORTS[2]}" --gossip-port "${PORTS[3]}" --forward-port "${PORTS[4]}" --replication-port "${PORTS[5]}" \
+		--debug-addr "127.0.0.$i:${PORTS[6]}" --log-level warn >"$WORK/n$i.log" 2>&1 &
+	PIDS+=($!)
+done
+AGENTS=("${PIDS[@]}")
+ctl() { "$BIN" "$@" --addr "127.0.0.1:${PORTS[1]}"; }
+for _ in $(seq 100); do
+	ctl cluster status -o json 2>/dev/null | grep -q '"leader": "n' && break
+	sleep 0.2
+done
+ctl cluster status -o json | grep -q '"leader": "n' || die "no leader after 20s"
+ctl target create "$IQN" >/dev/null
+ctl lun create "$IQN" 0 --name repl1 --size "$SIZE" --replicas 1 >/dev/null
+ctl lun create "$IQN" 1 --name repl3 --size "$SIZE" --replicas 3 >/dev/null
+owner_of() { ctl lun show "$1" -o json | sed -n 's/^  "owner": "n\([0-9]\)".*/\1/p'; }
+owner=$(owner_of repl1)
+[[ $owner =~ ^[123]$ ]] || die "no owner for repl1"
+# Measure both LUNs through one node: repl3 has a copy everywhere, so it
+# can move to repl1's owner.
+if [[ $(owner_of repl3) != "$owner" ]]; then ctl lun move repl3 --to "n$owner" >/dev/null; fi
+for _ in $(seq 50); do [[ $(owner_of repl3) == "$owner" ]] && break; sleep 0.2; done
+[[ $(owner_of repl3) == "$owner" ]] || die "repl3 did not move to n$owner"
+insync=$(ctl lun show repl3 -o json | grep -c '"state": "in-sync"' || true)
+((insync == 3)) || die "repl3 has $insync in-sync replicas, not 3"
+
+# Fill every copy (identical zeros) before any I/O, so that no run pays
+# for allocating pages that an earlier run already allocated.
+copies=("$STORE/n$owner/repl1.img" "$STORE/n1/repl3.img" "$STORE/n2/repl3.img" "$STORE/n3/repl3.img")
+for f in "${copies[@]}"; do
+	for _ in $(seq 50); do [[ -f $f ]] && break; sleep 0.2; done
+	[[ -f $f ]] || die "copy $f was not created"
+	dd if=/dev/zero of="$f" bs=1M count="$(($(stat -c %s "$f") >> 20))" conv=notrunc status=none
+done
+
+portal=127.0.0.$owner:${PORTS[0]}
+# bench LUN PATTERN BS QD SECS: one `hatarget bench` run, its whole output
+# in $WORK/bench.txt; prints the result line.
+bench() {
+	timeout --foreground -k 5 $(($5 + 60)) "$BIN" bench --portal "$portal" --target "$IQN" --lun "$1" \
+		--pattern "$2" --bs "$3" --qd "$4" --duration "${5}s" --log-level warn >"$WORK/bench.txt" 2>&1 || true
+	grep -E '^[0-9]+ ops in ' "$WORK/bench.txt" || true
+}
+for lun in 0 1; do
+	ok=
+	for _ in $(seq 20); do
+		[[ -n $(bench "$lun" randwrite 4k 8 1) ]] && { ok=1; break; }
+		sleep 0.5
+	done
+	[[ -n $ok ]] || die "LUN $lun is not writable through $portal"
+done
+log "owner n$owner ($portal) for both LUNs; copies under $STORE ($(df --output=fstype "$STORE" | tail -1)); $ROUNDS rounds of ${SECS}s"
+
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+cluster_ticks() {
+	local t=0 pid
+	for pid in "${AGENTS[@]}"; do t=$((t + $(cpu_ticks "$pid"))); done
+	echo "$t"
+}
+CLK_TCK=$(getconf CLK_TCK)
+declare -A SAMPLES CPU
+# run_once WORKLOAD REPLICAS: one scored run; records the figure shown and
+# the CPU the three agents spent per I/O.
+run_once() {
+	local id label pattern bs qd unit
+	IFS='|' read -r id label pattern bs qd unit <<<"$1"
+	local lun=0 res t0 t1 iops v cpu lat
+	[[ $2 == 3 ]] && lun=1
+	t0=$(cluster_ticks)
+	res=$(bench "$lun" "$pattern" "$bs" "$qd" "$SECS")
+	t1=$(cluster_ticks)
+	[[ -n $res && $res == *", 0 errors" ]] || { tail -5 "$WORK/bench.txt" >&2; die "hatarget bench $id on replicas $2 failed"; }
+	iops=$(sed -n 's/.*: \([0-9]*\) IOPS, .*/\1/p' <<<"$res")
+	if [[ $unit == IOPS ]]; then v=$iops; else v=$(sed -n 's/.* IOPS, \([0-9.]*\) MB\/s.*/\1/p' <<<"$res"); fi
+	[[ $v =~ ^[0-9.]+$ ]] || die "cannot parse: $res"
+	cpu=$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$iops" -v s="$SECS" 'BEGIN {printf "%.1f", d / hz * 1e6 / (n * s)}')
+	SAMPLES[$id:$2]+="$v " CPU[$id:$2]+="$cpu "
+	lat=${res#*latency mean } lat=${lat%% p90*}
+	log "  replicas $2  $(printf '%-32s' "$label") $(printf '%9s' "$v") $unit  agents' CPU $cpu µs/IO  (latency mean $lat)"
+}
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+for r in $(seq "$ROUNDS"); do
+	log "round $r/$ROUNDS, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	for w in "${WORKLOADS[@]}"; do
+		run_once "$w" 1
+		run_once "$w" 3
+	done
+done
+
+if [[ $PROFILE == 1 ]] && ! command -v curl >/dev/null; then log "curl not found: profile skipped"; PROFILE=0; fi
+if [[ $PROFILE == 1 ]]; then
+	prof=$OUT/replication-owner-cpu.pprof
+	log "profiling n$owner for 10s under 4 KiB random writes to repl3 (extra run, not scored)"
+	bench 1 randwrite 4k 32 13 >"$OUT/replication-profile-run.txt" &
+	PIDS+=($!)
+	sleep 1
+	if curl -fsS -o "$prof" "http://127.0.0.$owner:${PORTS[6]}/debug/pprof/profile?seconds=10"; then
+		if command -v go >/dev/null; then go tool pprof -top -nodecount=30 "$prof" 2>/dev/null | sed -n '1,40p' || true; fi
+		log "profile written to $prof"
+	else
+		log "fetching the profile failed"
+	fi
+	wait "${PIDS[-1]}" || true
+fi
+
+FAILS=0
+{
+	echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average at end $(cut -d' ' -f1-3 /proc/loadavg); owner n$owner, copies on $(df --output=fstype "$STORE" | tail -1); hatarget bench, one session"
+	echo
+	echo "| workload (median of $ROUNDS x ${SECS}s) | replicas 1 | replicas 3 | ratio | floor | agents' CPU µs/IO, 1 / 3 |"
+	echo "|---|---:|---:|---:|---|---:|"
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r id label _ _ _ unit <<<"$w"
+		a=$(median "${SAMPLES[$id:1]}") b=$(median "${SAMPLES[$id:3]}")
+		ratio=$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}')
+		verdict=$(awk -v r="$ratio" -v f="$FLOOR" 'BEGIN {print (r >= f) ? "pass" : "FAIL"}')
+		echo "| $label ($unit) | $a | $b | $ratio | $FLOOR: $verdict | $(median "${CPU[$id:1]}") / $(median "${CPU[$id:3]}") |"
+	done
+	echo
+	echo "Samples, replicas 1 ; replicas 3:"
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r id label _ <<<"$w"
+		echo "- $label: ${SAMPLES[$id:1]% }; ${SAMPLES[$id:3]% }"
+	done
+} >"$WORK/result.md"
+FAILS=$(grep -c 'FAIL |' "$WORK/result.md" || true)
+cp "$WORK/result.md" "$OUT/bench-replication.md"
+cat "$WORK/result.md"
+((FAILS == 0 || ENFORCE != 1)) || { BELOW_FLOOR=1; die "$FAILS ratio(s) below the floor"; }
+((FAILS == 0)) || log "$FAILS ratio(s) below the floor (not enforced; BENCH_ENFORCE=1 fails the run)"
