@@ -422,12 +422,14 @@ func (n *Node) lunView(s *fsm.State, d *fsm.Device) api.LUN {
 }
 
 // replicaViews describes the copies of a replicated LUN, as this node
-// sees them: the in-sync set from Raft, liveness from gossip.
+// sees them: the in-sync set from Raft, liveness from gossip, and, when
+// this node owns the LUN, the progress of the resyncs it runs.
 func (n *Node) replicaViews(d *fsm.Device) []api.Replica {
 	if !d.Replicated() {
 		return nil
 	}
 	view := n.clusterView()
+	progress := n.resyncProgress(d)
 	out := make([]api.Replica, 0, len(d.Replicas))
 	for _, node := range d.Replicas {
 		r := api.Replica{Node: node, State: api.ReplicaOutOfSync, Owner: node == d.Owner}
@@ -436,6 +438,10 @@ func (n *Node) replicaViews(d *fsm.Device) []api.Replica {
 			r.State = api.ReplicaDown
 		case d.IsInSync(node):
 			r.State = api.ReplicaInSync
+		}
+		if p, ok := progress[node]; ok && r.State == api.ReplicaOutOfSync {
+			r.State = api.ReplicaResyncing
+			r.ResyncDone, r.ResyncTotal, r.ResyncPhase, r.ResyncError = p.Done, p.Total, p.State, p.Err
 		}
 		out = append(out, r)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/fsm"
+	"github.com/hatarget/hatarget/target"
 )
 
 // Membership changes replicated LUNs' in-sync sets for the dataplane
@@ -33,6 +34,34 @@ func (m *Membership) Drop(ctx context.Context, device string, epoch uint64, node
 	}
 	m.n.log.Warn("dropping a replica from the in-sync set", "lun", device, "replica", node, "epoch", epoch)
 	return m.n.commitInSync(ctx, &fsm.SetInSync{Device: device, Epoch: epoch, Remove: []string{node}})
+}
+
+// Readmit adds node, resynchronised, to device's in-sync set in epoch, and
+// returns once the change is committed; an error means it may not be.
+func (m *Membership) Readmit(ctx context.Context, device string, epoch uint64, node string) error {
+	if m.n == nil {
+		return errors.New("cluster: membership not started")
+	}
+	m.n.log.Info("readmitting a resynchronised replica to the in-sync set", "lun", device, "replica", node, "epoch", epoch)
+	return m.n.commitInSync(ctx, &fsm.SetInSync{Device: device, Epoch: epoch, Add: []string{node}})
+}
+
+// resyncReporter is the dataplane's view of its resyncs
+// (target.Server.ResyncProgress).
+type resyncReporter interface {
+	ResyncProgress(device string) map[string]target.ResyncProgress
+}
+
+// resyncProgress is the progress of the resyncs of d this node runs as
+// its owner, by node; nil when it runs none (or does not own d).
+func (n *Node) resyncProgress(d *fsm.Device) map[string]target.ResyncProgress {
+	if d.Owner != n.cfg.Name {
+		return nil
+	}
+	if r, ok := n.cfg.Dataplane.(resyncReporter); ok {
+		return r.ResyncProgress(d.Name)
+	}
+	return nil
 }
 
 // commitInSync commits an in-sync set change: proposed here on the

@@ -137,10 +137,12 @@ func dataplaneConfig(s *fsm.State, me localNode, view clusterView) target.Config
 }
 
 // replication describes every owned replicated device: its owner and
-// epoch (whose writes the copies take) and where the other in-sync copies
-// are (where the owner writes). An in-sync node gossip lost stays listed:
-// the owner must fail to reach it and drop it from the in-sync set before
-// acknowledging writes without it.
+// epoch (whose writes the copies take), where the other in-sync copies
+// are (where the owner writes), and the copies out of the in-sync set
+// that gossip sees alive (those the owner resyncs and readmits). An
+// in-sync node gossip lost stays listed: the owner must fail to reach it
+// and drop it from the in-sync set before acknowledging writes without
+// it.
 func replication(s *fsm.State, view clusterView) map[string]target.Replication {
 	out := map[string]target.Replication{}
 	for name, d := range s.Devices {
@@ -151,6 +153,11 @@ func replication(s *fsm.State, view clusterView) map[string]target.Replication {
 		for _, node := range d.InSync {
 			if node != d.Owner {
 				r.Peers = append(r.Peers, target.Replica{Node: node, Addr: view.repl[node]})
+			}
+		}
+		for _, node := range d.Replicas {
+			if node != d.Owner && !d.IsInSync(node) && view.alive[node] && view.repl[node] != "" {
+				r.Resync = append(r.Resync, target.Replica{Node: node, Addr: view.repl[node]})
 			}
 		}
 		out[name] = r

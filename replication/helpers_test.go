@@ -20,6 +20,7 @@ type memDevice struct {
 	mu      sync.Mutex
 	data    []byte
 	writes  int
+	written int64 // bytes
 	unmaps  int
 	flushes int
 	closed  bool
@@ -71,7 +72,10 @@ func (d *memDevice) WriteAt(p []byte, off int64, durable bool) error {
 	gate, entered := d.gate, d.entered
 	d.mu.Unlock()
 	if gate != nil {
-		entered <- struct{}{}
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
 		<-gate
 	}
 	d.mu.Lock()
@@ -84,6 +88,7 @@ func (d *memDevice) WriteAt(p []byte, off int64, durable bool) error {
 	}
 	copy(d.data[off:], p)
 	d.writes++
+	d.written += int64(len(p))
 	return nil
 }
 
@@ -118,6 +123,18 @@ func (d *memDevice) Close() error {
 	defer d.mu.Unlock()
 	d.closed = true
 	return nil
+}
+
+func (d *memDevice) bytesWritten() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.written
+}
+
+func (d *memDevice) setFail(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failErr = err
 }
 
 func (d *memDevice) snapshot() []byte {
@@ -190,11 +207,16 @@ func testLogger(testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// fakeMembership records drops; err, when set, makes them fail.
+// fakeMembership records drops and readmissions; err, when set, makes
+// drops fail, readmitErr readmissions. onReadmit, when set, runs before a
+// readmission returns.
 type fakeMembership struct {
-	mu    sync.Mutex
-	drops []string
-	err   error
+	mu         sync.Mutex
+	drops      []string
+	readmits   []string
+	err        error
+	readmitErr error
+	onReadmit  func(node string)
 }
 
 func (m *fakeMembership) Drop(ctx context.Context, device string, epoch uint64, node string) error {
@@ -202,6 +224,25 @@ func (m *fakeMembership) Drop(ctx context.Context, device string, epoch uint64, 
 	defer m.mu.Unlock()
 	m.drops = append(m.drops, fmt.Sprintf("%s@%d:%s", device, epoch, node))
 	return m.err
+}
+
+func (m *fakeMembership) Readmit(ctx context.Context, device string, epoch uint64, node string) error {
+	m.mu.Lock()
+	f := m.onReadmit
+	m.mu.Unlock()
+	if f != nil {
+		f(node)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.readmits = append(m.readmits, fmt.Sprintf("%s@%d:%s", device, epoch, node))
+	return m.readmitErr
+}
+
+func (m *fakeMembership) readmitted() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.readmits...)
 }
 
 func (m *fakeMembership) dropped() []string {

@@ -101,6 +101,10 @@ type Peer struct {
 
 	tags atomic.Uint32
 	cur  atomic.Pointer[peerConn]
+	// conns counts the connections installed: a resync that saw it
+	// change cannot tell whether the replica restarted (and lost what it
+	// had not made durable) in between.
+	conns atomic.Uint64
 
 	mu     sync.Mutex
 	closed bool
@@ -281,6 +285,7 @@ func (p *Peer) install(cn *peerConn) {
 		return
 	}
 	p.cur.Store(cn)
+	p.conns.Add(1)
 	p.wg.Add(1)
 	go cn.run()
 	for _, c := range p.waiting {

@@ -20,6 +20,12 @@ type Membership interface {
 	// removal is committed (or node was not in the set); an error means
 	// it was not, for instance for want of a quorum.
 	Drop(ctx context.Context, device string, epoch uint64, node string) error
+	// Readmit adds node to the in-sync set of device, conditional on
+	// epoch still being the device's epoch. It returns nil only once the
+	// addition is committed; an error means it may or may not be (the
+	// volume then makes sure it is not, with Drop, before it counts
+	// without node again).
+	Readmit(ctx context.Context, device string, epoch uint64, node string) error
 }
 
 // VolumeConfig describes the owner's replicated device.
@@ -34,6 +40,10 @@ type VolumeConfig struct {
 	Self string
 	// InSync are the other members of the device's in-sync set.
 	InSync []*Peer
+	// Resync are replicas of the device out of its in-sync set that can
+	// be reached: the volume brings each up to date while it serves, and
+	// readmits it through Membership (resync.go).
+	Resync []*Peer
 	// Membership drops a replica that fails. Nil: a failing replica makes
 	// the write fail.
 	Membership Membership
@@ -45,6 +55,10 @@ type VolumeConfig struct {
 	// RegionSize is the granularity of dirty bitmaps. Default
 	// DefaultRegionSize.
 	RegionSize int64
+	// ResyncRate bounds the bytes per second all the volume's resyncs
+	// together read and compare or copy. Zero: DefaultResyncRate;
+	// negative: unlimited.
+	ResyncRate int64
 	// Logger receives membership and fencing events; nil discards them.
 	Logger *slog.Logger
 }
@@ -52,6 +66,8 @@ type VolumeConfig struct {
 const (
 	defaultVolumeTimeout = time.Second
 	defaultDropTimeout   = 10 * time.Second
+	// DefaultResyncRate is VolumeConfig.ResyncRate's default: 400 MiB/s.
+	DefaultResyncRate = 400 << 20
 )
 
 var (
@@ -107,6 +123,24 @@ type Volume struct {
 	unflushed, flushing *Bitmap
 	drops               map[string]*dropOp
 
+	// Resyncs (resync.go). resyncs are the nodes being brought up to
+	// date, by node; joining the members whose readmission is not known
+	// to be committed yet, which Update keeps among the members whatever
+	// the in-sync set it is given says (as it does readmitted ones until
+	// it has seen them in it); verify the nodes whose dirty regions must
+	// be compared by checksum rather than copied (the volume does not
+	// know what they hold); volatile, per node being resynced, the
+	// regions it acknowledged without making them durable.
+	resyncs       map[string]*resync
+	joining       map[string]*joinOp
+	readmitted    map[string]bool
+	verify        map[string]bool
+	volatile      map[string]*Bitmap
+	resyncStopped bool
+	resyncIdle    sync.Cond // on mu: an asynchronous write to a resyncing node completed
+	resyncWG      sync.WaitGroup
+	limiter       rateLimiter
+
 	ops sync.Pool
 }
 
@@ -134,6 +168,9 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ResyncRate == 0 {
+		cfg.ResyncRate = DefaultResyncRate
+	}
 	size := cfg.Local.Size()
 	unflushed, err := NewBitmap(size, cfg.RegionSize)
 	if err != nil {
@@ -150,8 +187,19 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 		unflushed: unflushed,
 		flushing:  flushing,
 		drops:     make(map[string]*dropOp),
+
+		resyncs:    make(map[string]*resync),
+		joining:    make(map[string]*joinOp),
+		readmitted: make(map[string]bool),
+		verify:     make(map[string]bool),
+		volatile:   make(map[string]*Bitmap),
+		limiter:    rateLimiter{rate: float64(cfg.ResyncRate)},
 	}
+	v.resyncIdle.L = &v.mu
 	v.members = v.uniquePeers(cfg.InSync)
+	v.mu.Lock()
+	v.setResyncsLocked(cfg.Resync)
+	v.mu.Unlock()
 	return v, nil
 }
 
@@ -229,11 +277,15 @@ func (v *Volume) Dirty(node string) *Bitmap {
 }
 
 // Update applies a new committed state: the epoch this node owns the
-// device in and its in-sync set (the other members). An older epoch is
-// ignored; a newer one lifts the fence. A node that leaves the set gets a
-// dirty bitmap (with the regions not yet flushed); one that joins keeps
-// any bitmap it has until a resync clears it.
-func (v *Volume) Update(epoch uint64, inSync []*Peer) {
+// device in, its in-sync set (the other members) and the replicas out of
+// the set to resync (those that can be reached). An older epoch is
+// ignored; a newer one lifts the fence and restarts every resync. A node
+// that leaves the set gets a dirty bitmap (with the regions not yet
+// flushed); one that joins keeps any bitmap it has until a resync clears
+// it. A node the volume is readmitting stays a member whatever inSync
+// says, until the readmission is settled: Update may be given a state
+// committed before it.
+func (v *Volume) Update(epoch uint64, inSync, resync []*Peer) {
 	members := v.uniquePeers(inSync)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -246,6 +298,26 @@ func (v *Volume) Update(epoch uint64, inSync []*Peer) {
 		if v.fenced.Swap(false) {
 			v.log.Info("replication volume unfenced", "epoch", epoch)
 		}
+		// The new epoch's set is the whole truth: readmissions of the
+		// old one are settled in it, and resyncs sealed the old epoch.
+		for node, rs := range v.resyncs {
+			rs.cancel()
+			delete(v.resyncs, node)
+		}
+		clear(v.joining)
+		clear(v.readmitted)
+	}
+	for _, p := range members {
+		node := p.Node()
+		delete(v.readmitted, node)
+		if j := v.joining[node]; j != nil && j.started {
+			delete(v.joining, node) // its readmission committed
+		}
+	}
+	for _, p := range v.members {
+		if node := p.Node(); !containsNode(members, node) && (v.joining[node] != nil || v.readmitted[node]) {
+			members = append(members, p)
+		}
 	}
 	for _, p := range v.members {
 		if !containsNode(members, p.Node()) {
@@ -253,6 +325,7 @@ func (v *Volume) Update(epoch uint64, inSync []*Peer) {
 		}
 	}
 	v.members = members
+	v.setResyncsLocked(resync)
 	v.rebuildOutOfSyncLocked()
 }
 
@@ -278,12 +351,20 @@ func (v *Volume) markLeftLocked(node string) {
 	b.Or(v.flushing)
 }
 
+// rebuildOutOfSyncLocked lists the bitmaps every write marks: those of
+// the nodes that do not get writes, neither as members nor as resyncing
+// nodes.
 func (v *Volume) rebuildOutOfSyncLocked() {
+	clear(v.outOfSync)
 	v.outOfSync = v.outOfSync[:0]
 	for node, b := range v.dirty {
-		if !containsNode(v.members, node) {
-			v.outOfSync = append(v.outOfSync, b)
+		if containsNode(v.members, node) {
+			continue
 		}
+		if rs := v.resyncs[node]; rs != nil && rs.sending {
+			continue
+		}
+		v.outOfSync = append(v.outOfSync, b)
 	}
 }
 
@@ -292,6 +373,9 @@ type volOp struct {
 	peers []*Peer
 	calls []*call
 	errs  []error
+	// async are the resyncing nodes the request also goes to, without
+	// waiting for them (resync.go).
+	async []*resync
 }
 
 func (v *Volume) getOp() *volOp {
@@ -306,13 +390,16 @@ func (v *Volume) putOp(op *volOp) {
 	clear(op.peers)
 	clear(op.calls)
 	clear(op.errs)
-	op.peers, op.calls, op.errs = op.peers[:0], op.calls[:0], op.errs[:0]
+	clear(op.async)
+	op.peers, op.calls, op.errs, op.async = op.peers[:0], op.calls[:0], op.errs[:0], op.async[:0]
 	v.ops.Put(op)
 }
 
 // begin checks that the volume may write and snapshots its members into
-// op; it marks [off, off+n) in the bitmaps of the nodes out of sync.
-func (v *Volume) begin(op *volOp, off, n int64) (uint64, error) {
+// op, and the resyncing nodes that get the request too; it marks [off,
+// off+n) in the bitmaps of the nodes that do not. data is the bytes the
+// request carries.
+func (v *Volume) begin(op *volOp, off, n, data int64) (uint64, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.usable(); err != nil {
@@ -322,6 +409,9 @@ func (v *Volume) begin(op *volOp, off, n int64) (uint64, error) {
 		b.Set(off, n)
 	}
 	op.peers = append(op.peers, v.members...)
+	if len(v.resyncs) > 0 {
+		v.reserveAsyncLocked(op, off, n, data)
+	}
 	return v.epoch, nil
 }
 
@@ -408,7 +498,7 @@ func (v *Volume) replicate(kind opKind, data []byte, off, n int64, durable bool)
 	defer v.ranges.release(ticket)
 	op := v.getOp()
 	defer v.putOp(op)
-	epoch, err := v.begin(op, off, n)
+	epoch, err := v.begin(op, off, n, int64(len(data)))
 	if err != nil {
 		return err
 	}
@@ -420,6 +510,9 @@ func (v *Volume) replicate(kind opKind, data []byte, off, n int64, durable bool)
 		} else {
 			op.calls = append(op.calls, p.startUnmap(v.cfg.Device, epoch, seq, off, n))
 		}
+	}
+	if len(op.async) > 0 {
+		v.sendAsync(op, kind, epoch, seq, off, n, data, durable)
 	}
 	var localErr error
 	if kind == opWrite {
@@ -530,7 +623,10 @@ func (v *Volume) dropFailed(op *volOp, epoch uint64) error {
 }
 
 // drop removes node from the in-sync set through Membership, once for
-// all the requests that saw it fail at the same time.
+// all the requests that saw it fail at the same time. A node being
+// readmitted is dropped only once its readmission is settled, so that the
+// removal commits after the addition; one never proposed for readmission
+// is not in the set, and leaves the members at once.
 func (v *Volume) drop(node string, epoch uint64) error {
 	v.mu.Lock()
 	if d := v.drops[node]; d != nil {
@@ -542,10 +638,20 @@ func (v *Volume) drop(node string, epoch uint64) error {
 		v.mu.Unlock()
 		return nil
 	}
+	j := v.joining[node]
+	if j != nil && !j.started {
+		v.removeMemberLocked(node)
+		v.log.Warn("replica failed while rejoining the in-sync set", "replica", node, "epoch", epoch)
+		v.mu.Unlock()
+		return nil
+	}
 	d := &dropOp{done: make(chan struct{})}
 	v.drops[node] = d
 	v.mu.Unlock()
 
+	if j != nil {
+		<-j.done
+	}
 	var err error
 	if v.cfg.Membership == nil {
 		err = errors.New("no membership to drop it through")
@@ -557,9 +663,7 @@ func (v *Volume) drop(node string, epoch uint64) error {
 
 	v.mu.Lock()
 	if err == nil {
-		v.members = slices.DeleteFunc(slices.Clone(v.members), func(p *Peer) bool { return p.Node() == node })
-		v.markLeftLocked(node)
-		v.rebuildOutOfSyncLocked()
+		v.removeMemberLocked(node)
 		v.log.Warn("replica dropped from the in-sync set", "replica", node, "epoch", epoch)
 	} else {
 		v.log.Error("cannot drop failed replica: not acknowledging", "replica", node, "epoch", epoch, "err", err)
@@ -569,6 +673,18 @@ func (v *Volume) drop(node string, epoch uint64) error {
 	close(d.done)
 	v.mu.Unlock()
 	return err
+}
+
+// removeMemberLocked takes node out of the members: it gets a dirty
+// bitmap and writes mark it.
+func (v *Volume) removeMemberLocked(node string) {
+	if containsNode(v.members, node) {
+		v.members = slices.DeleteFunc(slices.Clone(v.members), func(p *Peer) bool { return p.Node() == node })
+		v.markLeftLocked(node)
+	}
+	delete(v.joining, node)
+	delete(v.readmitted, node)
+	v.rebuildOutOfSyncLocked()
 }
 
 // fence stops the volume: a replica has seen a newer epoch than epoch.
@@ -645,7 +761,17 @@ func (v *Volume) Seal(ctx context.Context) error {
 		wg.Go(func() { op.errs[i] = v.sealOne(ctx, p, epoch) })
 	}
 	wg.Wait()
-	return v.settle(op, epoch, nil, func(*Bitmap) {})
+	// A replica that cannot be sealed is dropped before the regions the
+	// old owner had in flight are reconciled: what it holds that this
+	// copy does not may be anywhere, so its resync compares everything.
+	v.mu.Lock()
+	for i, err := range op.errs {
+		if err != nil && asStale(err) == nil {
+			v.verify[op.peers[i].Node()] = true
+		}
+	}
+	v.mu.Unlock()
+	return v.settle(op, epoch, nil, func(b *Bitmap) { b.Set(0, v.size) })
 }
 
 // sealWait bounds how long a new owner waits for a replica to learn of
@@ -706,7 +832,7 @@ func (v *Volume) copyOut(p []byte, off int64) error {
 	}
 	op := v.getOp()
 	defer v.putOp(op)
-	epoch, err := v.begin(op, off, n)
+	epoch, err := v.begin(op, off, n, n)
 	if err != nil {
 		return err
 	}
@@ -714,6 +840,9 @@ func (v *Volume) copyOut(p []byte, off int64) error {
 	deadline := time.Now().Add(v.cfg.Timeout)
 	for _, peer := range op.peers {
 		op.calls = append(op.calls, peer.startWrite(v.cfg.Device, epoch, seq, off, p, true))
+	}
+	if len(op.async) > 0 {
+		v.sendAsync(op, opWrite, epoch, seq, off, n, p, true)
 	}
 	v.awaitAll(op, deadline)
 	return v.settle(op, epoch, nil, func(b *Bitmap) { b.Set(off, n) })
@@ -728,8 +857,8 @@ func (v *Volume) ReadOnly() bool { return v.local.ReadOnly() }
 // NVCache reports the local copy's cache; replicas are configured alike.
 func (v *Volume) NVCache() bool { return v.local.NVCache() }
 
-// Close refuses further I/O and closes the local copy. The peers are the
-// caller's.
+// Close refuses further I/O, stops the resyncs, waits for them and
+// closes the local copy. The peers are the caller's.
 func (v *Volume) Close() error {
 	v.mu.Lock()
 	if v.closed.Swap(true) {
@@ -737,5 +866,7 @@ func (v *Volume) Close() error {
 		return nil
 	}
 	v.mu.Unlock()
+	v.StopResync()
+	v.resyncWG.Wait()
 	return v.local.Close()
 }

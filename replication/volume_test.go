@@ -267,11 +267,11 @@ func TestStaleEpochFences(t *testing.T) {
 	if len(c.members.dropped()) != 0 {
 		t.Fatalf("a fenced volume dropped %v", c.members.dropped())
 	}
-	v.Update(1, c.peers) // not newer: still fenced
+	v.Update(1, c.peers, nil) // not newer: still fenced
 	if !v.Fenced() {
 		t.Fatal("an update in the same epoch lifted the fence")
 	}
-	v.Update(2, c.peers)
+	v.Update(2, c.peers, nil)
 	if err := v.Seal(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestReconcile(t *testing.T) {
 func TestUpdateMembership(t *testing.T) {
 	c := newCluster(t, time.Second, "b", "c")
 	v := c.vol
-	v.Update(1, c.peers[:1]) // c leaves
+	v.Update(1, c.peers[:1], nil) // c leaves
 	if err := v.WriteAt(pattern(4096, 1), 1<<20, false); err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestUpdateMembership(t *testing.T) {
 	if bm := v.Dirty("c"); bm == nil || bm.Count() != 1 {
 		t.Fatal("the write c missed is not recorded")
 	}
-	v.Update(1, c.peers) // c is back (resynced): its bitmap stays until cleared
+	v.Update(1, c.peers, nil) // c is back (resynced): its bitmap stays until cleared
 	if err := v.WriteAt(pattern(4096, 2), 2<<20, false); err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestUpdateMembership(t *testing.T) {
 	if bm := v.Dirty("c"); bm.Count() != 1 {
 		t.Fatalf("c's bitmap has %d regions", bm.Count())
 	}
-	v.Update(0, nil) // older: ignored
+	v.Update(0, nil, nil) // older: ignored
 	if got := v.InSync(); len(got) != 2 {
 		t.Fatalf("an older update applied: %v", got)
 	}

@@ -26,6 +26,10 @@ type Replication struct {
 	// Peers are the in-sync replicas other than the owner, with their
 	// replication addresses: where the owner writes.
 	Peers []Replica
+	// Resync are the replicas out of the in-sync set that can be reached:
+	// the owner brings each up to date while it serves, and readmits it
+	// to the set (replication/resync.go).
+	Resync []Replica
 }
 
 // Replica is a node holding a copy, and where its replication server is.
@@ -45,8 +49,13 @@ type ReplicationOptions struct {
 	// Dial opens a node connection (the cluster's one dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Membership removes a replica that failed from the in-sync set (a
-	// Raft commit) before the owner acknowledges a write without it.
+	// Raft commit) before the owner acknowledges a write without it, and
+	// readmits a resynchronised one.
 	Membership replication.Membership
+	// ResyncRate bounds the bytes per second the resyncs of one device
+	// read and copy: 0 is replication.DefaultResyncRate, negative
+	// unlimited.
+	ResyncRate int64
 }
 
 // replicaAnswerTimeout bounds a replica's answer to one write; one that
@@ -79,12 +88,16 @@ func (s *Server) luDevice(cfg Config, d Device, u *unit) (backend.Device, error)
 		return nil, fmt.Errorf("device %s: %w", d.Name, err)
 	}
 	if u.vol != nil && u.vol.Epoch() == repl.Epoch {
-		u.vol.Update(repl.Epoch, peers)
+		// updateVolumes gives it the new state once the configuration is
+		// applied.
 		return u.vol.Device(), nil
 	}
+	// Resyncs start once the configuration is applied (updateVolumes): a
+	// volume left behind by a configuration that fails must not write.
 	vol, err := replication.NewVolume(replication.VolumeConfig{
 		Device: d.Name, Local: u.dev, Epoch: repl.Epoch, Self: s.repl.Self, InSync: peers,
-		Membership: s.repl.Membership, Timeout: replicaAnswerTimeout, Logger: s.log.With("lun", d.Name),
+		Membership: s.repl.Membership, Timeout: replicaAnswerTimeout, ResyncRate: s.repl.ResyncRate,
+		Logger: s.log.With("lun", d.Name),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.Name, err)
@@ -143,6 +156,62 @@ func (s *Server) replicaPeers(replicas []Replica) ([]*replication.Peer, error) {
 	return out, nil
 }
 
+// updateVolumes runs once cfg is applied: it hands every replicated
+// volume this node owns its in-sync set and the replicas to resync, stops
+// the resyncs of the volumes no longer used, and publishes the volumes
+// for ResyncProgress. Only the writable unit of a device resyncs.
+func (s *Server) updateVolumes(cfg Config, next map[unitKey]*unit) {
+	vols := map[string]*replication.Volume{}
+	for k, u := range next {
+		if u.vol == nil {
+			continue
+		}
+		repl := cfg.Replication[k.device]
+		peers, err := s.replicaPeers(repl.Peers)
+		if err != nil {
+			s.log.Error("replicated volume not updated", "lun", k.device, "err", err)
+			continue
+		}
+		var resync []*replication.Peer
+		if !k.readOnly {
+			if resync, err = s.replicaPeers(repl.Resync); err != nil {
+				s.log.Error("out-of-sync replicas not resynced", "lun", k.device, "err", err)
+				resync = nil
+			}
+			vols[k.device] = u.vol
+		}
+		u.vol.Update(repl.Epoch, peers, resync)
+	}
+	for k, u := range s.units {
+		if u.vol != nil && (next[k] == nil || next[k].vol != u.vol) {
+			u.vol.StopResync()
+		}
+	}
+	s.volMu.Lock()
+	s.vols = vols
+	s.volMu.Unlock()
+}
+
+// ResyncProgress is where the resync of one out-of-sync replica stands.
+type ResyncProgress = replication.ResyncProgress
+
+// ResyncProgress reports the resyncs of the out-of-sync replicas of a
+// replicated device this node owns, by node; nil when it owns no such
+// device or resyncs none.
+func (s *Server) ResyncProgress(device string) map[string]ResyncProgress {
+	s.volMu.Lock()
+	vol := s.vols[device]
+	s.volMu.Unlock()
+	if vol == nil {
+		return nil
+	}
+	p := vol.Resync()
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
 // closeUnusedPeers closes the connections no replicated device of cfg
 // writes through any more.
 func (s *Server) closeUnusedPeers(cfg Config) {
@@ -150,6 +219,9 @@ func (s *Server) closeUnusedPeers(cfg Config) {
 	for name, r := range cfg.Replication {
 		if s.ownsHere(cfg, name) {
 			for _, p := range r.Peers {
+				used[p.Node+"@"+p.Addr] = true
+			}
+			for _, p := range r.Resync {
 				used[p.Node+"@"+p.Addr] = true
 			}
 		}

@@ -91,6 +91,10 @@ type Server struct {
 	repl    ReplicationOptions
 	replSrv *replication.Server
 	peers   map[string]*replication.Peer
+	// vols are the replicated volumes this node owns, by device, for
+	// ResyncProgress (volMu: Apply holds mu while it promotes).
+	volMu sync.Mutex
+	vols  map[string]*replication.Volume
 	// units are the opened devices with their logical units, by device
 	// name and, for read-only mappings of writable devices, a second LU.
 	units map[unitKey]*unit
@@ -250,6 +254,7 @@ func (s *Server) Apply(cfg Config) error {
 		}
 	}
 	s.replSrv.SetDevices(replicaDevices(cfg, next))
+	s.updateVolumes(cfg, next)
 	s.closeUnusedPeers(cfg)
 	s.units, s.clients = next, clients
 	s.cfg = cfg
@@ -660,6 +665,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.replSrv.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.updateVolumes(Config{}, nil) // stops every resync
 	for key, p := range s.peers {
 		p.Close()
 		delete(s.peers, key)
