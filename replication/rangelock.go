@@ -35,6 +35,28 @@ func (l *rangeLock) register(off, n int64, excl bool) uint64 {
 	return l.next
 }
 
+// tryLock registers a request on [off, off+n) and reports whether it
+// holds its range at once: false when an earlier registration conflicts,
+// in which case the ticket stays registered, in order, for wait.
+func (l *rangeLock) tryLock(off, n int64, excl bool) (id uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cond.L == nil {
+		l.cond.L = &l.mu
+	}
+	l.next++
+	me := rangeHold{id: l.next, off: off, end: off + n, excl: excl}
+	ok = true
+	for i := range l.held {
+		if h := &l.held[i]; (h.excl || excl) && h.off < me.end && off < h.end {
+			ok = false
+			break
+		}
+	}
+	l.held = append(l.held, me)
+	return me.id, ok
+}
+
 // wait blocks until no earlier registration conflicts with ticket id.
 func (l *rangeLock) wait(id uint64) {
 	l.mu.Lock()

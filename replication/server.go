@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bufio"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,12 +25,14 @@ type ServerConfig struct {
 	// Logger receives connection and epoch events; nil discards them.
 	Logger *slog.Logger
 
-	// MaxInFlight bounds the requests of one connection received and not
-	// yet answered; the server stops reading beyond it, which bounds the
-	// buffers a peer can make it hold. Default 256.
+	// MaxInFlight bounds the requests of one connection handed to
+	// workers and not yet answered; the server stops reading beyond it,
+	// which bounds the buffers a peer can make it hold (besides the
+	// connection's 1 MiB input buffer, and the one quick write the reader
+	// may be executing itself). Default 256.
 	MaxInFlight int
-	// Workers bounds the requests of one connection executing at once.
-	// Default 64.
+	// Workers bounds the requests of one connection executing at once
+	// on workers (the reader executes quick writes itself). Default 64.
 	Workers int
 	// HelloTimeout bounds the handshake of a new connection. Default 10 s.
 	HelloTimeout time.Duration
@@ -111,6 +112,18 @@ type devState struct {
 
 	al     activityLog
 	ranges rangeLock
+	// lat is a moving average of the time its inline writes took, in
+	// nanoseconds: only a device that writes fast gets inline writes.
+	lat atomic.Int64
+}
+
+// observe adds the duration of an inline write to st.lat. Concurrent
+// updates (from several connections) may lose one another's samples,
+// which an average can afford.
+func (st *devState) observe(d time.Duration) {
+	d = min(d, 4*inlineLatency) // one stall moves it by half the limit at most
+	old := st.lat.Load()
+	st.lat.Store(old + (int64(d)-old)/8)
 }
 
 // NewServer returns a server holding no devices; it serves nothing until
@@ -314,36 +327,91 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// serverConn is one connection from an owner. The reader decodes requests
-// and hands them to workers; workers execute them and queue the answers
-// for the connection's writer.
+// Inline writes. The reader executes a write itself, instead of handing
+// it to a worker, when it can start at once and should be quick: not
+// durable, at most maxInlineWrite bytes, on a device whose recent inline
+// writes took under inlineLatency on average, with no earlier request
+// holding an overlapping range, and no inline write of the connection
+// taken over (below) still running. The data is written from where it
+// landed in the reader's buffer, and the answer is queued and sent with
+// the others before the reader next reads from the connection (or after
+// flushAnswers of them). This saves a goroutine switch and a copy per
+// write, and one writev answers a whole read's worth of writes.
+//
+// Only inline writes are timed: a worker's time includes waiting for the
+// others (a file takes one buffered write at a time), which would keep a
+// busy device out of the inline path for good. So while a device is deemed
+// slow, one eligible write in probeEvery still goes inline, to measure it
+// again.
+//
+// A write that turns out slow (a disk stall, an epoch change waiting for
+// older requests) must not hold up the connection: a watchdog, ticking
+// every watchPeriod while the reader writes inline, sees an inline write
+// still running a whole period later and starts a new reader, so pings
+// and other requests are served meanwhile; the old one finishes its write
+// like a worker. Durable writes, which may wait for the disk, and other
+// requests always go to workers.
+const (
+	maxInlineWrite = 256 << 10
+	inlineLatency  = 100 * time.Microsecond
+	probeEvery     = 64
+	flushAnswers   = 32
+	watchPeriod    = 10 * time.Millisecond
+)
+
+// errHandedOff ends a reader whose reading was taken over.
+var errHandedOff = errors.New("replication: reading handed over")
+
+// serverConn is one connection from an owner. The reader decodes requests,
+// executes quick writes itself and hands the others to workers; answers
+// are queued on w, which the reader and the workers flush.
 type serverConn struct {
 	srv  *Server
 	nc   net.Conn
-	br   *bufio.Reader
-	w    frameWriter
+	br   *frameReader
+	w    respWriter
 	node string // authenticated in the handshake
 
-	// tokens holds one entry per request received and not yet answered.
+	// tokens holds one entry per request handed to a worker and not yet
+	// answered.
 	tokens  chan struct{}
 	pending sync.WaitGroup
 
-	work    chan *stask
-	idle    atomic.Int32 // workers waiting for work
-	started int          // reader only
+	work chan *stask
+	idle atomic.Int32 // workers waiting for work
+
+	// Owned by the reader, and handed over with the reading.
+	started  int       // workers
+	serving  bool      // the handshake is over
+	extended time.Time // when the read deadline was last extended
+	inPlace  int       // bytes of br an inline write uses
+	answered int       // inline answers queued since the last flush
+	probe    int       // writes not inline because their device was slow
+
+	// inlineSeq counts the reader's inline writes, twice: it is odd
+	// while one runs. The watchdog takes the reading over from an inline
+	// write by moving it to even itself.
+	inlineSeq  atomic.Uint64
+	watch      *time.Timer
+	watchArmed atomic.Bool
+	watchSeen  atomic.Uint64
+	handMu     sync.Mutex   // orders a handover's accounting before its write ends
+	slow       atomic.Int32 // inline writes taken over and still running
+	readEnd    chan error   // why the reading ended, when it was handed over
 
 	lost atomic.Bool // the connection ended: drop what has not started
 }
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
 	sc := &serverConn{
-		srv:    s,
-		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
-		tokens: make(chan struct{}, s.cfg.MaxInFlight),
-		work:   make(chan *stask, s.cfg.MaxInFlight),
+		srv:     s,
+		nc:      nc,
+		tokens:  make(chan struct{}, s.cfg.MaxInFlight),
+		work:    make(chan *stask, s.cfg.MaxInFlight),
+		readEnd: make(chan error, 1),
 	}
-	sc.w.init(nc)
+	sc.w.init(nc, func(error) { nc.Close() })
+	sc.br = newFrameReader(nc, sc.beforeRead)
 	return sc
 }
 
@@ -358,24 +426,28 @@ func (sc *serverConn) serve() {
 	if err := sc.handshake(); err != nil {
 		sc.srv.log.Warn("replication handshake failed", "remote", sc.remote(), "node", sc.node, "err", err)
 		sc.nc.Close()
+		sc.br.free()
 		return
 	}
 	sc.srv.log.Debug("replication connection", "remote", sc.remote(), "node", sc.node)
-	writerDone := make(chan struct{})
-	go func() {
-		sc.w.run(func(error) { sc.nc.Close() })
-		close(writerDone)
-	}()
+	sc.watch = time.AfterFunc(time.Hour, sc.watchdog)
+	sc.watch.Stop()
 	err := sc.readLoop()
+	if errors.Is(err, errHandedOff) {
+		err = <-sc.readEnd
+	}
 	sc.lost.Store(true)
-	sc.w.close(err)
+	sc.watch.Stop()
+	sc.w.close()
 	sc.nc.Close()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !sc.srv.isClosing() {
 		sc.srv.log.Warn("replication connection failed", "remote", sc.remote(), "node", sc.node, "err", err)
 	}
+	// Workers and taken-over inline writes; each has flushed, or had its
+	// frame released, before it counts as done.
 	sc.pending.Wait()
 	close(sc.work)
-	<-writerDone
+	sc.br.free()
 }
 
 // handshake runs the server's half of the hello and authentication.
@@ -383,11 +455,11 @@ func (sc *serverConn) handshake() error {
 	s := sc.srv
 	sc.nc.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	var hb [ClientHelloLen + MaxNameLen]byte
-	if _, err := io.ReadFull(sc.br, hb[:ClientHelloLen]); err != nil {
+	if err := sc.br.readFull(hb[:ClientHelloLen]); err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
 	n := ClientHelloLen + int(hb[ClientHelloLen-1])
-	if _, err := io.ReadFull(sc.br, hb[ClientHelloLen:n]); err != nil {
+	if err := sc.br.readFull(hb[ClientHelloLen:n]); err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
 	ch, err := DecodeClientHello(hb[:n])
@@ -417,7 +489,7 @@ func (sc *serverConn) handshake() error {
 		return errors.New("authentication mismatch: this node has a cluster secret and the peer has none")
 	}
 	var proof [ProofLen]byte
-	if _, err := io.ReadFull(sc.br, proof[:]); err != nil {
+	if err := sc.br.readFull(proof[:]); err != nil {
 		return fmt.Errorf("read proof: %w", err)
 	}
 	v := ServerVerdict{Status: VerdictOK}
@@ -437,18 +509,29 @@ func (sc *serverConn) handshake() error {
 	return nil
 }
 
+// beforeRead runs before each read from the connection, which may wait:
+// it sends the answers queued, and pushes the idle deadline back.
+func (sc *serverConn) beforeRead() {
+	sc.answered = 0
+	sc.w.flush()
+	if !sc.serving {
+		return // the handshake has its own deadline
+	}
+	if now := time.Now(); now.Sub(sc.extended) > sc.srv.cfg.IdleTimeout/4 {
+		sc.nc.SetReadDeadline(now.Add(sc.srv.cfg.IdleTimeout))
+		sc.extended = now
+	}
+}
+
+// readLoop reads until the connection fails, or returns errHandedOff when
+// the watchdog took the reading over from it.
 func (sc *serverConn) readLoop() error {
 	var hb [HeaderLen]byte
-	idle := sc.srv.cfg.IdleTimeout
-	var extended time.Time
+	sc.serving = true
 	for {
-		if now := time.Now(); now.Sub(extended) > idle/4 {
-			sc.nc.SetReadDeadline(now.Add(idle))
-			extended = now
-		}
-		if _, err := io.ReadFull(sc.br, hb[:]); err != nil {
+		if err := sc.br.readFull(hb[:]); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return fmt.Errorf("silent for %s", idle)
+				return fmt.Errorf("silent for %s", sc.srv.cfg.IdleTimeout)
 			}
 			return err
 		}
@@ -458,7 +541,7 @@ func (sc *serverConn) readLoop() error {
 		}
 		switch {
 		case h.Type == FramePing:
-			if sc.w.send(outFrame{head: AppendPing(nil, h.Tag, true)}) {
+			if sc.w.pong(h.Tag) {
 				continue
 			}
 			return nil
@@ -472,22 +555,154 @@ func (sc *serverConn) readLoop() error {
 	}
 }
 
-// readRequest reads one request and hands it to a worker.
+// readRequest reads one request, and executes it inline or hands it to a
+// worker.
 func (sc *serverConn) readRequest(h Header) error {
-	// Blocking here is the backpressure: workers always finish, and each
-	// returns a token.
-	sc.tokens <- struct{}{}
-	sc.pending.Add(1)
 	t := newTask(sc)
 	if err := t.read(h); err != nil {
-		t.release()
+		t.free()
 		return err
 	}
-	if t.st = sc.srv.lookup(t.device); t.st != nil && t.ranged {
-		t.ticket = t.st.ranges.register(t.off, t.length, t.excl)
+	t.st = sc.srv.lookup(t.device)
+	registered := false
+	if h.Type == FrameWrite {
+		if t.st != nil && sc.inline(t) {
+			// The data, where it landed in the reader's buffer.
+			n := int(t.length)
+			data, err := sc.br.peek(n)
+			if err != nil {
+				t.free()
+				return err
+			}
+			// Registered in arrival order either way: a later
+			// overlapping request waits for this one.
+			t.ticket, t.granted = t.st.ranges.tryLock(t.off, t.length, t.excl)
+			registered = true
+			if t.granted {
+				t.data = data
+				return sc.runInline(t)
+			}
+			t.in = backend.GetBuffer(n)
+			t.data = t.in.B[:n]
+			copy(t.data, data)
+			sc.br.discard(n)
+		} else if err := t.readData(); err != nil {
+			t.free()
+			return err
+		}
 	}
+	if t.st != nil && t.ranged && !registered {
+		t.ticket, t.granted = t.st.ranges.tryLock(t.off, t.length, t.excl)
+	}
+	// Blocking here is the backpressure: workers always finish, and each
+	// returns a token.
+	select {
+	case sc.tokens <- struct{}{}:
+	default:
+		sc.w.flush()
+		sc.tokens <- struct{}{}
+	}
+	sc.pending.Add(1)
 	sc.submit(t)
 	return nil
+}
+
+// inline tells whether the reader should execute the write t itself, if
+// its range is free.
+func (sc *serverConn) inline(t *stask) bool {
+	if t.durable || t.length > maxInlineWrite || sc.slow.Load() != 0 {
+		return false
+	}
+	if t.st.lat.Load() < int64(inlineLatency) {
+		return true
+	}
+	sc.probe++
+	return sc.probe%probeEvery == 0
+}
+
+// runInline executes the write t, whose data is in the reader's buffer, on
+// the reader. Its answer is queued for the reader's next flush, unless the
+// watchdog took the reading over meanwhile: then this goroutine answers
+// like a worker, and returns errHandedOff.
+func (sc *serverConn) runInline(t *stask) error {
+	sc.inPlace = int(t.length)
+	t.inline = true
+	seq := sc.inlineSeq.Add(1)
+	if !sc.watchArmed.Load() && sc.watchArmed.CompareAndSwap(false, true) {
+		sc.watch.Reset(watchPeriod)
+	}
+	// ok is false only once the connection is lost, which the reader
+	// itself declares after it stops: never here; but no answer then.
+	status, epoch, _, msg, ok := t.execute()
+	if sc.inlineSeq.CompareAndSwap(seq, seq+1) {
+		sc.br.discard(sc.inPlace)
+		sc.inPlace = 0
+		if ok {
+			sc.w.answer(t.h.Tag, status, epoch, msg)
+		}
+		t.free()
+		if sc.answered++; sc.answered >= flushAnswers {
+			// Enough waited for a read to end.
+			sc.answered = 0
+			sc.w.flush()
+		}
+		return nil
+	}
+	// Taken over: the handover has counted this write as pending.
+	sc.handMu.Lock()
+	sc.handMu.Unlock()
+	if ok && sc.w.answer(t.h.Tag, status, epoch, msg) {
+		sc.w.flush()
+	}
+	t.free()
+	sc.slow.Add(-1)
+	sc.pending.Done()
+	return errHandedOff
+}
+
+// watchdog runs every watchPeriod while the reader executes writes inline.
+// An inline write that was already running at the previous tick has its
+// reading taken over.
+func (sc *serverConn) watchdog() {
+	s := sc.inlineSeq.Load()
+	if last := sc.watchSeen.Swap(s); s == last {
+		if s&1 == 1 {
+			sc.handOver(s)
+		} else {
+			// Nothing ran inline for a whole period: sleep until the
+			// reader arms the timer again, unless it just started one
+			// without seeing the timer disarmed.
+			sc.watchArmed.Store(false)
+			if sc.inlineSeq.Load() == s || !sc.watchArmed.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}
+	if !sc.lost.Load() {
+		sc.watch.Reset(watchPeriod)
+	}
+}
+
+// handOver starts a new reader in place of the one executing inline write
+// s, unless that write has finished.
+func (sc *serverConn) handOver(s uint64) {
+	sc.handMu.Lock()
+	defer sc.handMu.Unlock()
+	if !sc.inlineSeq.CompareAndSwap(s, s+1) {
+		return
+	}
+	// The reading has not ended (it is in the write), so serve is not
+	// waiting for pending yet.
+	sc.pending.Add(1)
+	sc.slow.Add(1)
+	go func() {
+		// The write still uses the old buffer.
+		sc.br = sc.br.detach(sc.inPlace)
+		sc.inPlace = 0
+		if err := sc.readLoop(); !errors.Is(err, errHandedOff) {
+			sc.readEnd <- err
+		}
+	}()
 }
 
 // submit hands t to an idle worker or starts one, up to Workers; beyond
@@ -528,12 +743,14 @@ type stask struct {
 	durable bool
 	data    []byte
 
-	st     *devState
-	ranged bool
-	excl   bool
-	ticket uint64
+	st      *devState
+	ranged  bool
+	excl    bool
+	ticket  uint64
+	granted bool // the ticket held its range at once
+	inline  bool // executed by the reader
 
-	headBuf [HeaderLen + responseFixed + MaxMessageLen]byte
+	headBuf [HeaderLen + responseFixed]byte
 	doneFn  func() // t.release, bound once
 }
 
@@ -558,7 +775,7 @@ func (t *stask) read(h Header) error {
 		return t.readWrite(h)
 	}
 	payload := t.meta[:h.Length] // DecodeHeader bounds it by maxRequestMeta
-	if _, err := io.ReadFull(br, payload); err != nil {
+	if err := br.readFull(payload); err != nil {
 		return err
 	}
 	switch h.Type {
@@ -607,73 +824,86 @@ func (t *stask) read(h Header) error {
 	return nil
 }
 
+// readWrite reads and decodes a write's metadata; its data, t.length
+// bytes, is still to be read (readData, or in place).
 func (t *stask) readWrite(h Header) error {
 	br := t.sc.br
-	if _, err := io.ReadFull(br, t.meta[:writeFixedLen]); err != nil {
+	if err := br.readFull(t.meta[:writeFixedLen]); err != nil {
 		return err
 	}
 	metaLen := writeFixedLen + int(t.meta[8])
 	if metaLen > int(h.Length) {
 		return protoErr("write of %d bytes, shorter than its device name", h.Length)
 	}
-	if _, err := io.ReadFull(br, t.meta[writeFixedLen:metaLen]); err != nil {
+	if err := br.readFull(t.meta[writeFixedLen:metaLen]); err != nil {
 		return err
 	}
 	w, err := decodeWriteMeta(h, t.meta[:metaLen])
 	if err != nil {
 		return err
 	}
-	n := writeDataLen(h, &w)
-	if n > 0 {
-		t.in = backend.GetBuffer(n)
-		w.Data = t.in.B[:n]
-		if _, err := io.ReadFull(br, w.Data); err != nil {
-			return err
-		}
-	}
-	t.epoch, t.device, t.off, t.length, t.durable, t.data = w.Epoch, w.Device, w.Offset, int64(n), w.Durable, w.Data
+	t.epoch, t.device, t.off, t.length, t.durable = w.Epoch, w.Device, w.Offset, int64(writeDataLen(h, &w)), w.Durable
 	t.ranged, t.excl = true, true
 	return nil
 }
 
-// run executes the request and answers it.
+// readData reads a write's data into a pooled buffer.
+func (t *stask) readData() error {
+	n := int(t.length)
+	if n == 0 {
+		return nil
+	}
+	t.in = backend.GetBuffer(n)
+	t.data = t.in.B[:n]
+	return t.sc.br.readFull(t.data)
+}
+
+// run executes the request on a worker and answers it.
 func (t *stask) run() {
-	sc, st := t.sc, t.st
-	if st == nil {
-		t.answer(StatusUnknownDevice, 0, nil, "")
+	status, epoch, payload, msg, ok := t.execute()
+	if !ok {
+		t.release()
 		return
 	}
+	t.answer(status, epoch, payload, msg)
+}
+
+// execute executes the request; a payload is in t.out. False when the
+// connection was lost before it started.
+func (t *stask) execute() (status Status, epoch uint64, payload []byte, msg string, ok bool) {
+	sc, st := t.sc, t.st
+	if st == nil {
+		return StatusUnknownDevice, 0, nil, "", true
+	}
 	if t.ranged {
-		st.ranges.wait(t.ticket)
+		if !t.granted {
+			st.ranges.wait(t.ticket)
+		}
 		defer st.ranges.release(t.ticket)
 	}
 	if sc.lost.Load() {
 		// Nobody will read the answer, and the owner, seeing the
 		// connection fail, counts the request as failed.
-		t.release()
-		return
+		return 0, 0, nil, "", false
 	}
-	status, epoch := st.admit(sc.node, t.epoch, sc.srv.log)
+	status, epoch = st.admit(sc.node, t.epoch, sc.srv.log)
 	if status != StatusOK {
-		t.answer(status, epoch, nil, "")
-		return
+		return status, epoch, nil, "", true
 	}
 	// Held shared from the epoch check until the storage is done with a
 	// request that changes it; reads only need the check.
 	dev := st.dev
 	switch t.h.Type {
 	case FrameWrite, FrameUnmap, FrameFlush:
-		status, msg := t.modify(st, dev)
+		status, msg = t.modify(st, dev)
 		st.gate.RUnlock()
-		t.answer(status, epoch, nil, msg)
 	case FrameSeal:
 		st.gate.RUnlock()
-		t.answer(StatusOK, epoch, nil, "")
 	case FrameRead, FrameChecksum, FrameActivity:
 		st.gate.RUnlock()
-		status, payload, msg := t.query(st, dev)
-		t.answer(status, epoch, payload, msg)
+		status, payload, msg = t.query(st, dev)
 	}
+	return status, epoch, payload, msg, true
 }
 
 // inRange checks the request's range against the device.
@@ -699,7 +929,13 @@ func (t *stask) modify(st *devState, dev backend.Device) (Status, string) {
 	st.al.add(t.off, t.length)
 	var err error
 	if t.h.Type == FrameWrite {
-		err = dev.WriteAt(t.data, t.off, t.durable)
+		if t.inline {
+			start := time.Now()
+			err = dev.WriteAt(t.data, t.off, t.durable)
+			st.observe(time.Since(start))
+		} else {
+			err = dev.WriteAt(t.data, t.off, t.durable)
+		}
 	} else {
 		err = unmap(dev, t.off, t.length)
 	}
@@ -762,26 +998,43 @@ func (t *stask) query(st *devState, dev backend.Device) (Status, []byte, string)
 	return StatusOK, sums, ""
 }
 
-// answer queues the response; the task is released once it is written.
+// answer sends a worker's response, and releases the task once it is
+// written (or never will be).
 func (t *stask) answer(status Status, epoch uint64, payload []byte, msg string) {
-	if len(msg) > MaxMessageLen {
-		msg = msg[:MaxMessageLen]
-	}
-	head := AppendResponse(t.headBuf[:0], t.h.Tag, status, epoch, len(payload)+len(msg))
-	head = append(head, msg...)
-	if !t.sc.w.send(outFrame{head: head, data: payload, done: t.doneFn}) {
+	sc := t.sc
+	if len(payload) == 0 {
+		// Copied: the task is free at once.
+		if sc.w.answer(t.h.Tag, status, epoch, msg) {
+			sc.w.flush()
+		}
 		t.release()
+		return
 	}
+	head := AppendResponse(t.headBuf[:0], t.h.Tag, status, epoch, len(payload))
+	// Until this flush returns, even if whoever writes the frame releases
+	// t first: serve waits for every flusher.
+	sc.pending.Add(1)
+	defer sc.pending.Done()
+	if !sc.w.send(outFrame{head: head, data: payload, done: t.doneFn}) {
+		t.release()
+		return
+	}
+	sc.w.flush()
 }
 
-// release returns the task and its buffers, and lets the reader take one
-// more request.
-func (t *stask) release() {
-	sc := t.sc
+// free returns the task and its buffers to their pools.
+func (t *stask) free() {
 	backend.PutBuffer(t.in)
 	backend.PutBuffer(t.out)
 	*t = stask{doneFn: t.doneFn}
 	taskPool.Put(t)
+}
+
+// release frees a task a worker ran, and lets the reader take one more
+// request.
+func (t *stask) release() {
+	sc := t.sc
+	t.free()
 	<-sc.tokens
 	sc.pending.Done()
 }
