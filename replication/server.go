@@ -648,8 +648,11 @@ func (sc *serverConn) runInline(t *stask) error {
 		}
 		return nil
 	}
-	// Taken over: the handover has counted this write as pending.
+	// Taken over: the handover has counted this write as pending. Taking
+	// handMu waits until the handover that holds it is complete, so the
+	// answer below goes out through the new reader's writer state.
 	sc.handMu.Lock()
+	//lint:ignore SA2001 the lock is a barrier: nothing needs guarding here
 	sc.handMu.Unlock()
 	if ok && sc.w.answer(t.h.Tag, status, epoch, msg) {
 		sc.w.flush()

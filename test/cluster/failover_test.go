@@ -141,15 +141,6 @@ func (c *checker) resumedAfter(fault time.Time) time.Duration {
 	return end.Sub(fault)
 }
 
-// longestPause is the longest time between two acknowledgements.
-func (c *checker) longestPause() time.Duration {
-	var longest time.Duration
-	for i := 1; i < len(c.ackAt); i++ {
-		longest = max(longest, c.ackAt[i].Sub(c.ackAt[i-1]))
-	}
-	return longest
-}
-
 // fault is one way an owner fails, and how the test undoes it.
 type fault struct {
 	name   string
