@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/nodeconn"
 )
 
 // ServerConfig describes the replica side.
@@ -88,11 +89,7 @@ type Server struct {
 	devices map[string]*devState
 	setMu   sync.Mutex // serializes SetDevices
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*serverConn]struct{}
-	closing   bool
-	wg        sync.WaitGroup // connections
+	conns nodeconn.Set[*serverConn]
 }
 
 // devState is what the server knows of one device.
@@ -130,8 +127,7 @@ func (st *devState) observe(d time.Duration) {
 // Serve or ServeConn.
 func NewServer(cfg ServerConfig) *Server {
 	cfg = cfg.withDefaults()
-	return &Server{cfg: cfg, log: cfg.Logger, devices: make(map[string]*devState),
-		listeners: make(map[net.Listener]struct{}), conns: make(map[*serverConn]struct{})}
+	return &Server{cfg: cfg, log: cfg.Logger, devices: make(map[string]*devState)}
 }
 
 // SetDevices replaces the set of devices this node holds replicas of,
@@ -257,73 +253,30 @@ var ErrServerClosed = errors.New("replication: server closed")
 // Serve accepts connections on l (a listener of the node network) until l
 // fails or the server is closed.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	err := s.conns.Serve(l, s.ServeConn)
+	if errors.Is(err, nodeconn.ErrClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return ErrServerClosed
-			}
-			return fmt.Errorf("replication: accept: %w", err)
-		}
-		go s.ServeConn(nc)
-	}
+	return fmt.Errorf("replication: accept: %w", err)
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
+func (s *Server) isClosing() bool { return s.conns.Closing() }
 
 // ServeConn serves one connection until it ends. A node network that
 // multiplexes several channels on one listener hands its replication
 // connections here.
 func (s *Server) ServeConn(nc net.Conn) {
 	sc := newServerConn(s, nc)
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.conns.Run(sc, sc.serve) {
 		nc.Close()
-		return
 	}
-	s.conns[sc] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, sc)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
-	sc.serve()
 }
 
 // Close stops accepting, closes every connection and waits until no
 // request is executing. Answers not yet sent are dropped: their owners see
 // the connection fail.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	for sc := range s.conns {
-		sc.nc.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.conns.Close(func(sc *serverConn) { sc.nc.Close() })
 	return nil
 }
 

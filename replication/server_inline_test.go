@@ -147,12 +147,8 @@ func TestInlineWriteTakenOver(t *testing.T) {
 
 // inlineWrites counts the writes the readers of srv executed themselves.
 func inlineWrites(srv *Server) uint64 {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
 	var n uint64
-	for sc := range srv.conns {
-		n += sc.inlineSeq.Load() / 2
-	}
+	srv.conns.Each(func(sc *serverConn) { n += sc.inlineSeq.Load() / 2 })
 	return n
 }
 

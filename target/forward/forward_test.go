@@ -294,15 +294,7 @@ func TestAbortQueuedAndRunningCommands(t *testing.T) {
 	<-entered // tag 1 runs on the only worker
 	go write(2, 11)
 	eventually(t, "tag 2 queued at the owner", func() bool {
-		r.srv.mu.Lock()
-		defer r.srv.mu.Unlock()
-		for sc := range r.srv.conns {
-			sc.mu.Lock()
-			queued := len(sc.tasks) == 2
-			sc.mu.Unlock()
-			return queued
-		}
-		return false
+		return connHolds(r.srv, func(sc *serverConn) bool { return len(sc.tasks) == 2 })
 	})
 	if got := r.fwd.Abort(n, 2) + r.fwd.Abort(n, 1); got != 2 {
 		t.Fatalf("aborts sent for %d commands, want 2", got)
@@ -313,11 +305,7 @@ func TestAbortQueuedAndRunningCommands(t *testing.T) {
 	// Abort frames travel behind the requests; once the owner has marked
 	// both, the running write may finish.
 	eventually(t, "both commands marked aborted", func() bool {
-		r.srv.mu.Lock()
-		defer r.srv.mu.Unlock()
-		for sc := range r.srv.conns {
-			sc.mu.Lock()
-			defer sc.mu.Unlock()
+		return connHolds(r.srv, func(sc *serverConn) bool {
 			marked := 0
 			for _, task := range sc.tasks {
 				if task.aborted.Load() {
@@ -325,8 +313,7 @@ func TestAbortQueuedAndRunningCommands(t *testing.T) {
 				}
 			}
 			return marked == 2
-		}
-		return false
+		})
 	})
 	release()
 	for range 2 {
@@ -358,14 +345,7 @@ func TestServerCloseDrains(t *testing.T) {
 		results <- res
 	}()
 	eventually(t, "second write queued", func() bool {
-		r.srv.mu.Lock()
-		defer r.srv.mu.Unlock()
-		for sc := range r.srv.conns {
-			sc.mu.Lock()
-			defer sc.mu.Unlock()
-			return len(sc.tasks) == 2
-		}
-		return false
+		return connHolds(r.srv, func(sc *serverConn) bool { return len(sc.tasks) == 2 })
 	})
 	closed := make(chan struct{})
 	go func() {
@@ -465,4 +445,16 @@ func TestProtocolErrorEndsOnlyThatConnection(t *testing.T) {
 	if res, _ := r.forward(n, cdbTUR(), nil, 0); res.Status != scsi.StatusGood {
 		t.Fatalf("good peer: status %#x", res.Status)
 	}
+}
+
+// connHolds reports whether fn holds for a connection of s, asked with
+// the connection's lock taken.
+func connHolds(s *Server, fn func(sc *serverConn) bool) bool {
+	held := false
+	s.conns.Each(func(sc *serverConn) {
+		sc.mu.Lock()
+		held = held || fn(sc)
+		sc.mu.Unlock()
+	})
+	return held
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/nodeconn"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -78,11 +79,7 @@ type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*serverConn]struct{}
-	closing   bool
-	wg        sync.WaitGroup // connections
+	conns nodeconn.Set[*serverConn]
 }
 
 // NewServer returns a server; it serves nothing until Serve or ServeConn.
@@ -91,8 +88,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, listeners: make(map[net.Listener]struct{}),
-		conns: make(map[*serverConn]struct{})}, nil
+	return &Server{cfg: cfg, log: cfg.Logger}, nil
 }
 
 // ErrServerClosed is what Serve returns after Close.
@@ -101,34 +97,11 @@ var ErrServerClosed = errors.New("forward: server closed")
 // Serve accepts connections on l (a listener of the node network) until l
 // fails or the server is closed.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	err := s.conns.Serve(l, s.ServeConn)
+	if errors.Is(err, nodeconn.ErrClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if s.isClosing() {
-				return ErrServerClosed
-			}
-			return fmt.Errorf("forward: accept: %w", err)
-		}
-		go s.ServeConn(nc)
-	}
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
+	return fmt.Errorf("forward: accept: %w", err)
 }
 
 // ServeConn serves one connection until it ends. A node network that
@@ -136,22 +109,9 @@ func (s *Server) isClosing() bool {
 // connections here.
 func (s *Server) ServeConn(nc net.Conn) {
 	sc := newServerConn(s, nc)
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.conns.Run(sc, sc.serve) {
 		nc.Close()
-		return
 	}
-	s.conns[sc] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, sc)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
-	sc.serve()
 }
 
 // Close stops accepting, refuses commands that have not started
@@ -159,16 +119,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 // answers, and closes every connection. When it returns no command this
 // server received is executing.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	for sc := range s.conns {
-		sc.drain()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.conns.Close(func(sc *serverConn) { sc.drain() })
 	return nil
 }
 

@@ -202,31 +202,20 @@ func TestAbortForwardedThroughTheLU(t *testing.T) {
 	<-entered // tag 1 runs on the only worker
 	go write(2, 11)
 	eventually(t, "tag 2 queued at the owner", func() bool {
-		r.srv.mu.Lock()
-		defer r.srv.mu.Unlock()
-		for sc := range r.srv.conns {
-			sc.mu.Lock()
-			defer sc.mu.Unlock()
-			return len(sc.tasks) == 2
-		}
-		return false
+		return connHolds(r.srv, func(sc *serverConn) bool { return len(sc.tasks) == 2 })
 	})
 	if got := nonOwner.AbortForwarded(n, 2); got != 1 {
 		t.Fatalf("abort sent for %d commands, want 1", got)
 	}
 	eventually(t, "tag 2 marked aborted at the owner", func() bool {
-		r.srv.mu.Lock()
-		defer r.srv.mu.Unlock()
-		for sc := range r.srv.conns {
-			sc.mu.Lock()
-			defer sc.mu.Unlock()
+		return connHolds(r.srv, func(sc *serverConn) bool {
 			for _, task := range sc.tasks {
 				if task.aborted.Load() {
 					return true
 				}
 			}
-		}
-		return false
+			return false
+		})
 	})
 	release()
 	var good, aborted int
