@@ -330,11 +330,9 @@ type serverConn struct {
 	tokens  chan struct{}
 	pending sync.WaitGroup
 
-	work chan *stask
-	idle atomic.Int32 // workers waiting for work
+	work *nodeconn.Workers[*stask]
 
 	// Owned by the reader, and handed over with the reading.
-	started  int       // workers
 	serving  bool      // the handshake is over
 	extended time.Time // when the read deadline was last extended
 	inPlace  int       // bytes of br an inline write uses
@@ -360,7 +358,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		srv:     s,
 		nc:      nc,
 		tokens:  make(chan struct{}, s.cfg.MaxInFlight),
-		work:    make(chan *stask, s.cfg.MaxInFlight),
+		work:    nodeconn.NewWorkers(s.cfg.Workers, s.cfg.MaxInFlight, (*stask).run),
 		readEnd: make(chan error, 1),
 	}
 	sc.w.init(nc, func(error) { nc.Close() })
@@ -399,7 +397,7 @@ func (sc *serverConn) serve() {
 	// Workers and taken-over inline writes; each has flushed, or had its
 	// frame released, before it counts as done.
 	sc.pending.Wait()
-	close(sc.work)
+	sc.work.Close()
 	sc.br.free()
 }
 
@@ -556,7 +554,7 @@ func (sc *serverConn) readRequest(h Header) error {
 		sc.tokens <- struct{}{}
 	}
 	sc.pending.Add(1)
-	sc.submit(t)
+	sc.work.Submit(t)
 	return nil
 }
 
@@ -659,27 +657,6 @@ func (sc *serverConn) handOver(s uint64) {
 			sc.readEnd <- err
 		}
 	}()
-}
-
-// submit hands t to an idle worker or starts one, up to Workers; beyond
-// that t waits in the channel, whose capacity (MaxInFlight) the tokens
-// keep it within, so submit never blocks.
-func (sc *serverConn) submit(t *stask) {
-	if sc.idle.Add(-1) < 0 {
-		sc.idle.Add(1)
-		if sc.started < sc.srv.cfg.Workers {
-			sc.started++
-			go sc.worker()
-		}
-	}
-	sc.work <- t
-}
-
-func (sc *serverConn) worker() {
-	for t := range sc.work {
-		t.run()
-		sc.idle.Add(1)
-	}
 }
 
 // stask is one request at the replica, recycled through taskPool.

@@ -137,9 +137,7 @@ type serverConn struct {
 	// pending counts the same commands, for the end of the connection.
 	pending sync.WaitGroup
 
-	work    chan *stask
-	idle    atomic.Int32 // workers waiting for work
-	started int          // workers started; reader only
+	work *nodeconn.Workers[*stask]
 
 	mu    sync.Mutex
 	tasks map[uint32]*stask // received and not answered, by tag, for aborts
@@ -160,7 +158,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		nc:      nc,
 		br:      bufio.NewReaderSize(nc, 64<<10),
 		tokens:  make(chan struct{}, s.cfg.MaxInFlight),
-		work:    make(chan *stask, s.cfg.MaxInFlight),
+		work:    nodeconn.NewWorkers(s.cfg.Workers, s.cfg.MaxInFlight, (*stask).run),
 		tasks:   make(map[uint32]*stask),
 		nexuses: make(map[string]*scsi.Nexus),
 		devices: make(map[string]string),
@@ -201,7 +199,7 @@ func (sc *serverConn) serve() {
 func (sc *serverConn) end() {
 	sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.cfg.DrainTimeout))
 	sc.pending.Wait()
-	close(sc.work)
+	sc.work.Close()
 	sc.w.flush() // a pong the reader queued last
 	close(sc.stop)
 	sc.nc.Close()
@@ -288,7 +286,7 @@ func (sc *serverConn) readRequest(h Header) error {
 		t.release()
 		return protoErr("tag %#x reused while in flight", h.Tag)
 	}
-	sc.submit(t)
+	sc.work.Submit(t)
 	return nil
 }
 
@@ -316,29 +314,6 @@ func (sc *serverConn) abort(tag uint32) {
 		t.aborted.Store(true)
 	}
 	sc.mu.Unlock()
-}
-
-// submit hands t to an idle worker or starts one, up to Workers; beyond
-// that t waits in the channel, whose capacity (MaxInFlight) the tokens
-// keep it within, so submit never blocks.
-func (sc *serverConn) submit(t *stask) {
-	if sc.idle.Add(-1) < 0 {
-		sc.idle.Add(1)
-		if sc.started < sc.srv.cfg.Workers {
-			sc.started++
-			go sc.worker()
-		}
-	}
-	sc.work <- t
-}
-
-// worker runs commands; it announces itself idle only between commands, so
-// a new worker takes the command it was started for.
-func (sc *serverConn) worker() {
-	for t := range sc.work {
-		t.run()
-		sc.idle.Add(1)
-	}
 }
 
 // nexusOf returns the Nexus of a request's nexus fields, the same value
