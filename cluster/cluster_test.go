@@ -222,9 +222,9 @@ func testForwardedWrites(t *testing.T, c *clustertest.Cluster) {
 	if tg.IQN != iqn || tg.Alias != "forwarded" || !tg.Enabled || len(tg.Portals) != 3 {
 		t.Errorf("created target: %+v", tg)
 	}
-	lun := must(cl.CreateLUN(t.Context(), api.CreateLUN{Target: iqn, LUN: 0, Name: "lun0", Size: 64 * mib})).get(t)
-	returned := time.Now()
 	wantPath := filepath.Join(c.StorageDir, "lun0.img")
+	lun := must(cl.CreateLUN(t.Context(), api.CreateLUN{Target: iqn, LUN: 0, Name: "lun0", Size: 64 * mib, Shared: true, Path: wantPath})).get(t)
+	returned := time.Now()
 	if lun.Name != "lun0" || lun.Handler != fsm.HandlerFileIO || lun.Size != 64*mib || lun.Path != wantPath ||
 		lun.Serial == "" || lun.NAA == "" || len(lun.Mappings) != 1 || lun.Mappings[0].Target != iqn {
 		t.Errorf("created LUN: %+v; want fileio lun0, 64 MiB at %s, mapped to %s", lun, wantPath, iqn)
@@ -396,7 +396,8 @@ func testConcurrentCreates(t *testing.T, c *clustertest.Cluster) {
 		check  func(t *testing.T, s *fsm.State)
 	}{
 		{"same LUN name", func(ctx context.Context, cl *api.Client, g int) error {
-			_, err := cl.CreateLUN(ctx, api.CreateLUN{Target: iqn, LUN: uint64(g), Name: "racelun", Size: 8 * mib})
+			_, err := cl.CreateLUN(ctx, api.CreateLUN{Target: iqn, LUN: uint64(g), Name: "racelun", Size: 8 * mib,
+				Shared: true, Path: filepath.Join(c.StorageDir, "racelun.img")})
 			return err
 		}, func(t *testing.T, s *fsm.State) {
 			if s.Devices["racelun"] == nil {

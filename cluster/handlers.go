@@ -281,11 +281,10 @@ func fillIdentity(d *fsm.Device) {
 	}
 }
 
-// storagePath checks the backing storage of a new LUN on the leader (the
-// storage is shared, so what the leader sees every node sees) and
-// completes the device: where a new file goes, or the size of an
-// existing one.
-func (n *Node) storagePath(req api.CreateLUN, d *fsm.Device) error {
+// storagePath checks, on the leader, the backing storage of a new LUN on
+// shared storage (what the leader sees every node sees) and completes the
+// device: a new file at the path, or the size of an existing one.
+func storagePath(req api.CreateLUN, d *fsm.Device) error {
 	if d.Handler == fsm.HandlerNullIO {
 		if req.Path != "" {
 			return badRequest("the nullio handler has no backing storage; drop --path")
@@ -295,16 +294,7 @@ func (n *Node) storagePath(req api.CreateLUN, d *fsm.Device) error {
 		}
 		return nil
 	}
-	switch {
-	case req.Size > 0 && req.Path == "":
-		d.Path, d.Create = filepath.Join(n.storageDir(), req.Name+".img"), true
-	case req.Size > 0:
-		d.Path, d.Create = req.Path, true
-	case req.Path != "":
-		d.Path = req.Path
-	default:
-		return badRequest("give --size for a new backing file, or --path for an existing file or device")
-	}
+	d.Path, d.Create = req.Path, req.Size > 0
 	if !filepath.IsAbs(d.Path) {
 		return badRequest("path %q must be absolute: every node opens it", d.Path)
 	}
@@ -336,9 +326,8 @@ func (n *Node) storagePath(req api.CreateLUN, d *fsm.Device) error {
 func replicatedPath(req api.CreateLUN, d *fsm.Device) error {
 	switch {
 	case req.Size <= 0:
-		return badRequest("a replicated LUN needs --size: every replica creates or checks its copy at that size")
-	case d.Handler == fsm.HandlerNullIO:
-		return badRequest("the nullio handler stores nothing to replicate; drop --replicas")
+		return badRequest("a replicated LUN needs --size: every replica creates its copy at that size (or uses the file or device at --path, " +
+			"when it holds that much); for a file or device on storage every node reaches, give --shared")
 	case req.Path == "":
 		d.Path, d.Create = req.Name+".img", true
 	case !filepath.IsAbs(req.Path):
@@ -360,8 +349,8 @@ func (n *Node) removeCreatedFiles(before, after *fsm.State) {
 		inUse[d.Path] = true
 	}
 	for name, d := range before.Devices {
-		// Each replica of a replicated LUN has its own copy, not the
-		// leader's to remove (a known limit: they stay on disk).
+		// Each replica of a replicated LUN removes its own copy when its
+		// dataplane applies the deletion (target.Device.OwnCopy).
 		if after.Devices[name] != nil || !d.Create || d.Path == "" || inUse[d.Path] || d.Replicated() {
 			continue
 		}
@@ -412,24 +401,24 @@ func sortedMappings(ms []fsm.Mapping) []api.Mapping {
 	return out
 }
 
-func (n *Node) lunView(s *fsm.State, d *fsm.Device) api.LUN {
+// describeLUN renders d as the API shows it, with what view and the
+// owner's account of its resyncs (see lunViews) say of its replicas.
+func describeLUN(s *fsm.State, d *fsm.Device, view clusterView, resyncs lunResyncs) api.LUN {
 	return api.LUN{
 		Name: d.Name, Handler: d.Handler, Path: d.Path, Size: d.Size, BlockSize: d.BlockSize,
 		ReadOnly: d.ReadOnly, NVCache: d.NVCache, WriteThrough: d.WriteThrough, Thin: d.Thin, Removable: d.Removable,
 		Serial: d.Serial, NAA: d.NAA, Owner: d.Owner, Epoch: d.Epoch, NonOwner: nonOwnerPolicy(d), Mappings: sortedMappings(s.Mappings(d.Name)),
-		Replicas: n.replicaViews(d),
+		Replicas: replicaViews(d, view, resyncs.progress), ResyncUnavailable: resyncs.unavailable,
 	}
 }
 
-// replicaViews describes the copies of a replicated LUN, as this node
-// sees them: the in-sync set from Raft, liveness from gossip, and, when
-// this node owns the LUN, the progress of the resyncs it runs.
-func (n *Node) replicaViews(d *fsm.Device) []api.Replica {
+// replicaViews describes the copies of a replicated LUN: the in-sync set
+// from Raft, liveness from gossip (view), and the progress of the resyncs
+// the owner runs, by node.
+func replicaViews(d *fsm.Device, view clusterView, progress map[string]api.ResyncProgress) []api.Replica {
 	if !d.Replicated() {
 		return nil
 	}
-	view := n.clusterView()
-	progress := n.resyncProgress(d)
 	out := make([]api.Replica, 0, len(d.Replicas))
 	for _, node := range d.Replicas {
 		r := api.Replica{Node: node, State: api.ReplicaOutOfSync, Owner: node == d.Owner}
@@ -441,7 +430,7 @@ func (n *Node) replicaViews(d *fsm.Device) []api.Replica {
 		}
 		if p, ok := progress[node]; ok && r.State == api.ReplicaOutOfSync {
 			r.State = api.ReplicaResyncing
-			r.ResyncDone, r.ResyncTotal, r.ResyncPhase, r.ResyncError = p.Done, p.Total, p.State, p.Err
+			r.ResyncDone, r.ResyncTotal, r.ResyncPhase, r.ResyncError = p.Done, p.Total, p.Phase, p.Error
 		}
 		out = append(out, r)
 	}

@@ -71,9 +71,7 @@ func (n *Node) gossipGone(node string) bool {
 
 // handleForcePromote makes an out-of-sync replica the owner of a
 // replicated LUN none of whose in-sync replicas is alive, or with dry_run
-// says what that would override. It runs under ownerMu, like the leader's
-// own failovers, so that no lease is granted to the old owner between the
-// check and the commit.
+// says what that would override.
 func (n *Node) handleForcePromote(w http.ResponseWriter, r *http.Request) {
 	var req api.ForcePromote
 	if err := decodeBody(r, &req); err != nil {
@@ -84,41 +82,62 @@ func (n *Node) handleForcePromote(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	n.ownerMu.Lock()
-	defer n.ownerMu.Unlock()
-	s := n.fsm.State()
-	c, d, err := n.planForcePromote(s, r.PathValue("name"), req.To)
+	p, err := n.forcePromote(r.PathValue("name"), req)
 	if err != nil {
 		writeErr(w, err)
 		return
+	}
+	// Rendered once ownerMu is released: the view may wait for the owner's
+	// answer about its resyncs.
+	res := api.ForcePromoteResult{LUN: n.lunView(r.Context(), p.state, p.device), Overridden: p.overridden, DryRun: req.DryRun, Generation: p.gen}
+	if !req.DryRun {
+		w.Header().Set(api.HeaderGeneration, strconv.FormatUint(p.gen, 10))
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// promotion is a forced promotion done, or checked by a dry run: the LUN
+// in the state that holds it, the in-sync copies it overrides and the
+// generation that committed it (0 for a dry run).
+type promotion struct {
+	state      *fsm.State
+	device     *fsm.Device
+	overridden []string
+	gen        uint64
+}
+
+// forcePromote checks and, unless req.DryRun, commits a forced promotion
+// under ownerMu, like the leader's own failovers, so that no lease is
+// granted to the old owner between the check and the commit.
+func (n *Node) forcePromote(name string, req api.ForcePromote) (promotion, error) {
+	n.ownerMu.Lock()
+	defer n.ownerMu.Unlock()
+	s := n.fsm.State()
+	c, d, err := n.planForcePromote(s, name, req.To)
+	if err != nil {
+		return promotion{}, err
 	}
 	overridden := slices.Clone(d.InSync)
 	if req.DryRun {
 		if err := fsm.CheckCommand(c, n.voterPeers()); err != nil {
-			writeErr(w, err)
-			return
+			return promotion{}, err
 		}
 		if err := n.precheck(c); err != nil {
-			writeErr(w, err)
-			return
+			return promotion{}, err
 		}
-		writeJSON(w, http.StatusOK, api.ForcePromoteResult{LUN: n.lunView(s, d), Overridden: overridden, DryRun: true})
-		return
+		return promotion{state: s, device: d, overridden: overridden}, nil
 	}
 	res, gen, err := n.propose(c)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return promotion{}, err
 	}
 	promoted, _ := res.(*fsm.Device)
 	if promoted == nil {
-		writeErr(w, fmt.Errorf("force_promote returned %T", res))
-		return
+		return promotion{}, fmt.Errorf("force_promote of LUN %s returned %T", name, res)
 	}
 	n.log.Warn("LUN force-promoted to an out-of-sync replica: writes only the overridden copies had are lost",
 		"lun", promoted.Name, "owner", promoted.Owner, "epoch", promoted.Epoch, "overridden", overridden)
-	w.Header().Set(api.HeaderGeneration, strconv.FormatUint(gen, 10))
-	writeJSON(w, http.StatusOK, api.ForcePromoteResult{LUN: n.lunView(n.fsm.State(), promoted), Overridden: overridden, Generation: gen})
+	return promotion{state: n.fsm.State(), device: promoted, overridden: overridden, gen: gen}, nil
 }
 
 // planForcePromote checks that to may be forced to own LUN name and

@@ -75,6 +75,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /v1/internal/reservation", n.write(n.buildReservation))
 	mux.HandleFunc("POST /v1/internal/lease", n.handleLease)
 	mux.HandleFunc("POST /v1/internal/in-sync", n.write(n.buildSetInSync))
+	mux.HandleFunc("GET /v1/internal/resync", n.handleResync)
 	return n.authenticate(mux)
 }
 

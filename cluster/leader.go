@@ -188,11 +188,56 @@ func (n *Node) reconcileMembers() {
 			}
 		}
 		if rec := nodeRecord(m); !sameNode(state.Nodes[name], rec) {
+			if state.Nodes[name] == nil && !n.forgetCopies(state, name) {
+				continue
+			}
 			if _, _, err := n.proposeWithin(&fsm.RegisterNode{Node: rec}, backgroundTimeout); err != nil {
 				n.log.Warn("registering node", "member", name, "err", err)
 			}
 		}
 	}
+}
+
+// forgetCopies gives a new epoch, under the same owner, to every
+// replicated LUN that lists node as a replica although node is not
+// registered: it was removed (`cluster remove`, which leaves it among the
+// replicas, out of sync) and now joins again, maybe with its disk wiped.
+// The owner then replaces its replication volume by one that knows
+// nothing of the node's copy, so the resync compares all of it. The old
+// volume's dirty bitmap covers only what the node missed while it was a
+// member, and copying that alone would leave a wiped copy holding zeros
+// everywhere else: a copy that could later be promoted.
+//
+// It runs before the node is registered again, so that a leader that
+// fails in between leaves the node unregistered and its successor does
+// it again. It reports whether every such LUN has its new epoch.
+func (n *Node) forgetCopies(state *fsm.State, node string) bool {
+	if n.renewed == nil {
+		n.renewed = map[string]uint64{}
+	}
+	ok := true
+	for _, name := range fsm.SortedKeys(state.Devices) {
+		d := state.Devices[name]
+		if !d.Replicated() || !d.HasReplica(node) || d.Owner == "" || d.Owner == node {
+			continue
+		}
+		if n.renewed[name] == d.Epoch {
+			// Renewed already and not moved since: the registration
+			// failed, and a new epoch for every retry would stall I/O.
+			continue
+		}
+		res, _, err := n.proposeWithin(&fsm.SetOwner{Device: name, Owner: d.Owner, Epoch: d.Epoch}, backgroundTimeout)
+		if err != nil {
+			n.log.Warn("renewing the epoch of a LUN a removed replica rejoins", "lun", name, "replica", node, "err", err)
+			ok = false
+			continue
+		}
+		epoch := res.(*fsm.Device).Epoch
+		n.renewed[name] = epoch
+		n.log.Info("a removed replica rejoins: new epoch for the LUN, so that its owner compares the replica's whole copy",
+			"lun", name, "replica", node, "owner", d.Owner, "epoch", epoch)
+	}
+	return ok
 }
 
 func nodeRecord(m member) fsm.Node {

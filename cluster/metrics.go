@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hatarget/hatarget/cluster/api"
 )
 
 // metrics are the control plane's Prometheus metrics. Gauges are read at
@@ -62,6 +64,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			func() float64 { return float64(n.fsm.State().Index) }),
 		newStateCollector(n),
 		newOwnershipCollector(n),
+		newReplicationCollector(n),
 	)
 	return m
 }
@@ -158,6 +161,88 @@ func (c *ownershipCollector) Collect(ch chan<- prometheus.Metric) {
 			if me != nil && g.ID == me.PortGroup {
 				ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, name, g.State.String())
 			}
+		}
+	}
+}
+
+// replicaStates are the states hatarget_lun_replica_state reports, each
+// replica having a series for every one so that a change is a value
+// change, not a series appearing.
+var replicaStates = []string{api.ReplicaInSync, api.ReplicaOutOfSync, api.ReplicaResyncing, api.ReplicaDown}
+
+// replicationCollector reports the replicated LUNs at scrape time. Every
+// node reports each LUN's copies and in-sync copies from the applied
+// state, so that an alert on a degraded LUN works whichever node is
+// scraped; the owner alone reports each replica's state and the progress
+// of its resyncs, which only its dataplane knows.
+type replicationCollector struct {
+	n        *Node
+	replicas *prometheus.Desc
+	inSync   *prometheus.Desc
+	state    *prometheus.Desc
+	done     *prometheus.Desc
+	total    *prometheus.Desc
+	copied   *prometheus.Desc
+	phase    *prometheus.Desc
+}
+
+func newReplicationCollector(n *Node) *replicationCollector {
+	replica := []string{"lun", "node"}
+	return &replicationCollector{
+		n: n,
+		replicas: prometheus.NewDesc("hatarget_lun_replicas",
+			"Nodes holding a copy of the replicated LUN.", []string{"lun"}, nil),
+		inSync: prometheus.NewDesc("hatarget_lun_replicas_in_sync",
+			"Copies of the replicated LUN in its in-sync set; fewer than hatarget_lun_replicas means degraded.", []string{"lun"}, nil),
+		state: prometheus.NewDesc("hatarget_lun_replica_state",
+			"1 for the state of each replica of a LUN this node owns (in-sync, out-of-sync, resyncing, down), 0 for the others.",
+			[]string{"lun", "node", "state"}, nil),
+		done: prometheus.NewDesc("hatarget_lun_resync_done_bytes",
+			"Bytes the current attempt of a replica's resync has copied or compared (on the owner, while it runs).", replica, nil),
+		total: prometheus.NewDesc("hatarget_lun_resync_total_bytes",
+			"Bytes done plus still dirty in the current attempt of a replica's resync (on the owner, while it runs).", replica, nil),
+		copied: prometheus.NewDesc("hatarget_lun_resync_copied_bytes_total",
+			"Bytes the current attempt of a replica's resync wrote to it (on the owner); it restarts from 0 with each attempt, which rate() takes as a counter reset.",
+			replica, nil),
+		phase: prometheus.NewDesc("hatarget_lun_resync_phase",
+			"1 for the phase of a replica's running resync (sealing, copying, comparing, readmitting, retrying), on the owner.",
+			[]string{"lun", "node", "phase"}, nil),
+	}
+}
+
+func (c *replicationCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.replicas, c.inSync, c.state, c.done, c.total, c.copied, c.phase} {
+		ch <- d
+	}
+}
+
+func (c *replicationCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.fsm.State()
+	view := c.n.clusterView()
+	for name, d := range s.Devices {
+		if !d.Replicated() {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(len(d.Replicas)), name)
+		ch <- prometheus.MustNewConstMetric(c.inSync, prometheus.GaugeValue, float64(len(d.InSync)), name)
+		if d.Owner != c.n.cfg.Name {
+			continue
+		}
+		local := c.n.resyncProgress(d)
+		for _, r := range replicaViews(d, view, apiResyncs(local)) {
+			for _, state := range replicaStates {
+				v := 0.0
+				if state == r.State {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, name, r.Node, state)
+			}
+		}
+		for node, p := range local {
+			ch <- prometheus.MustNewConstMetric(c.done, prometheus.GaugeValue, float64(p.Done), name, node)
+			ch <- prometheus.MustNewConstMetric(c.total, prometheus.GaugeValue, float64(p.Total), name, node)
+			ch <- prometheus.MustNewConstMetric(c.copied, prometheus.CounterValue, float64(p.Copied), name, node)
+			ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, 1, name, node, p.State)
 		}
 	}
 }

@@ -112,8 +112,12 @@ type Node struct {
 	gossip *memberEvents
 	// leases is the owner lease bookkeeping (lease.go); ownerMu orders
 	// the leader's failovers and lease grants.
-	leases       leases
-	ownerMu      sync.Mutex
+	leases  leases
+	ownerMu sync.Mutex
+	// renewed is, per replicated LUN, the epoch the leader loop gave it
+	// so that its owner forgets a rejoining replica's copy (leader.go);
+	// only the leader loop uses it.
+	renewed      map[string]uint64
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once

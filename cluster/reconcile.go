@@ -240,7 +240,15 @@ func dataplaneDevice(d *fsm.Device, me localNode) target.Device {
 		Thin:          d.Thin,
 		Removable:     d.Removable,
 		AllowSanitize: d.AllowSanitize,
+		OwnCopy:       ownCopy(d, me),
 	}
+}
+
+// ownCopy reports whether this node's storage of d is a copy the cluster
+// created under its --storage-dir, which it deletes with the LUN. A copy
+// at an absolute --path may be the operator's file or device: it stays.
+func ownCopy(d *fsm.Device, me localNode) bool {
+	return d.Replicated() && d.Create && d.HasReplica(me.name) && d.Handler != fsm.HandlerNullIO && !filepath.IsAbs(d.Path)
 }
 
 // localStorage is where this node keeps a device's blocks: the shared

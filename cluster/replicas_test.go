@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ func TestReplicaCommands(t *testing.T) {
 	const iqn = iqnPrefix + "replicas"
 	cl := c.Client(1)
 	must(cl.CreateTarget(ctx, api.CreateTarget{IQN: iqn})).get(t)
-	must(cl.CreateLUN(ctx, api.CreateLUN{Target: iqn, LUN: 1, Name: "shared0", Size: 16 * mib})).get(t)
+	must(cl.CreateLUN(ctx, api.CreateLUN{Target: iqn, LUN: 1, Name: "shared0", Size: 16 * mib, Shared: true, Path: filepath.Join(c.StorageDir, "shared0.img")})).get(t)
 	lun := must(cl.CreateLUN(ctx, api.CreateLUN{Target: iqn, LUN: 0, Name: "r0", Size: 16 * mib, Replicas: 2})).get(t)
 	owner, epoch := lun.Owner, lun.Epoch
 	var other, outsider string

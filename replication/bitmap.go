@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/bits"
+	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // DefaultRegionSize is the granularity of dirty bitmaps: a write anywhere
@@ -22,6 +24,12 @@ type Bitmap struct {
 	size   int64
 	words  []uint64
 	count  int64
+	// ver counts the changes, so that a persister rewrites only the
+	// bitmaps that changed; marks, when set, is bumped whenever a region
+	// becomes marked, so that a writer can tell whether a mark it made is
+	// on disk yet (persist.go).
+	ver   uint64
+	marks *atomic.Uint64
 }
 
 // NewBitmap returns an empty bitmap of a device of size bytes in regions
@@ -60,19 +68,43 @@ func (b *Bitmap) regions(off, n int64) (first, last int64, ok bool) {
 }
 
 // Set marks every region [off, off+n) touches.
-func (b *Bitmap) Set(off, n int64) {
+func (b *Bitmap) Set(off, n int64) { b.set(off, n, true) }
+
+// setMoved is Set for regions the caller moves from another watched
+// bitmap: they are not new marks to persist.
+func (b *Bitmap) setMoved(off, n int64) { b.set(off, n, false) }
+
+func (b *Bitmap) set(off, n int64, mark bool) {
 	first, last, ok := b.regions(off, n)
 	if !ok {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	count := b.count
 	for r := first; r <= last; r++ {
 		w, m := r/64, uint64(1)<<(r%64)
 		if b.words[w]&m == 0 {
 			b.words[w] |= m
 			b.count++
 		}
+	}
+	if mark {
+		b.markedLocked(count)
+	} else if b.count != count {
+		b.ver++
+	}
+}
+
+// markedLocked notes a change that marked regions if the count grew from
+// before.
+func (b *Bitmap) markedLocked(before int64) {
+	if b.count == before {
+		return
+	}
+	b.ver++
+	if b.count > before && b.marks != nil {
+		b.marks.Add(1)
 	}
 }
 
@@ -85,6 +117,7 @@ func (b *Bitmap) Clear(off, n int64) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	count := b.count
 	for r := first; r <= last; r++ {
 		w, m := r/64, uint64(1)<<(r%64)
 		if b.words[w]&m != 0 {
@@ -92,6 +125,7 @@ func (b *Bitmap) Clear(off, n int64) {
 			b.count--
 		}
 	}
+	b.markedLocked(count)
 }
 
 // ClearAll unmarks every region.
@@ -101,6 +135,7 @@ func (b *Bitmap) ClearAll() {
 	if b.count != 0 {
 		clear(b.words)
 		b.count = 0
+		b.ver++
 	}
 }
 
@@ -117,13 +152,29 @@ func (b *Bitmap) Or(o *Bitmap) error {
 	defer o.mu.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	before := b.count
 	var count int64
 	for i, w := range o.words {
 		b.words[i] |= w
 		count += int64(bits.OnesCount64(b.words[i]))
 	}
 	b.count = count
+	b.markedLocked(before)
 	return nil
+}
+
+// version returns the count of changes so far.
+func (b *Bitmap) version() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ver
+}
+
+// clone returns a copy of b, unwatched.
+func (b *Bitmap) clone() *Bitmap {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return &Bitmap{region: b.region, size: b.size, words: slices.Clone(b.words), count: b.count}
 }
 
 // Count is the number of marked regions.
@@ -225,8 +276,11 @@ func (b *Bitmap) UnmarshalBinary(data []byte) error {
 	switch {
 	case string(body[:4]) != bitmapMagic:
 		return fmt.Errorf("%w: magic %q", ErrBadBitmap, body[:4])
-	case binary.BigEndian.Uint16(body[4:]) != bitmapVersion || binary.BigEndian.Uint16(body[6:]) != 0:
-		return fmt.Errorf("%w: version %d", ErrBadBitmap, binary.BigEndian.Uint16(body[4:]))
+	case binary.BigEndian.Uint16(body[4:]) != bitmapVersion:
+		return fmt.Errorf("%w: unknown version %d (this build reads version %d)", ErrBadBitmap,
+			binary.BigEndian.Uint16(body[4:]), bitmapVersion)
+	case binary.BigEndian.Uint16(body[6:]) != 0:
+		return fmt.Errorf("%w: reserved bits set", ErrBadBitmap)
 	case crc32.Checksum(body, crc32c) != sum:
 		return fmt.Errorf("%w: checksum mismatch", ErrBadBitmap)
 	}
@@ -253,5 +307,9 @@ func (b *Bitmap) UnmarshalBinary(data []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.region, b.size, b.words, b.count = int64(region), int64(size), words, count
+	b.ver++
+	if count > 0 && b.marks != nil {
+		b.marks.Add(1)
+	}
 	return nil
 }

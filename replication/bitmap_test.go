@@ -155,8 +155,8 @@ func TestActivityLog(t *testing.T) {
 	if got := a.extents(); !equalExtents(got, want) {
 		t.Fatalf("activity %v, want %v", got, want)
 	}
-	if a.n != 3 {
-		t.Fatalf("%d entries", a.n)
+	if a.seq != 3 {
+		t.Fatalf("%d entries", a.seq)
 	}
 	// It keeps the last ActivityEntries writes only.
 	for i := range ActivityEntries {

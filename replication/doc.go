@@ -10,6 +10,6 @@
 // requests still running: a former owner's writes can never land after
 // its successor took over. See DESIGN.md.
 //
-// It imports only the standard library and target/backend: the cluster
-// hands it plain values and the Membership interface.
+// It imports only the standard library, target/backend and target/nodeconn:
+// the cluster hands it plain values and the Membership interface.
 package replication

@@ -203,7 +203,7 @@ func (v *Volume) volatileLocked(node string) *Bitmap {
 	b := v.volatile[node]
 	if b == nil {
 		b, _ = NewBitmap(v.size, v.cfg.RegionSize)
-		v.volatile[node] = b
+		v.volatile[node] = v.watch(b)
 	}
 	return b
 }
@@ -460,6 +460,7 @@ func (v *Volume) copyRegions(rs *resync, epoch uint64, bm *Bitmap, verify bool) 
 		v.mu.Lock()
 		rs.done += n
 		v.mu.Unlock()
+		v.saveDirtyLazily(false)
 		if pc != nil {
 			window, inflight = append(window, pc), inflight+pc.n
 			for inflight >= resyncWindow || len(window) >= resyncWindowChunks {
@@ -490,11 +491,9 @@ func (v *Volume) copyChunk(rs *resync, epoch uint64, bm *Bitmap, off, n, region 
 	if err := v.usable(); err != nil {
 		return nil, err
 	}
-	bm.Clear(off, n)
 	buf := backend.GetBuffer(int(n))
 	p := buf.B[:n]
 	if err := v.local.ReadAt(p, off); err != nil {
-		bm.Set(off, n)
 		backend.PutBuffer(buf)
 		return nil, err
 	}
@@ -503,16 +502,24 @@ func (v *Volume) copyChunk(rs *resync, epoch uint64, bm *Bitmap, off, n, region 
 		piece = region
 	}
 	pc := &pendingCopy{buf: buf, n: n}
-	seq := v.seq.Add(1)
 	for o := int64(0); o < n; o += piece {
 		k := min(piece, n-o)
 		if sums != nil && int(o/piece) < len(sums) && sha256.Sum256(p[o:o+k]) == sums[o/piece] {
 			continue
 		}
-		v.mu.Lock()
-		v.volatileLocked(rs.node).Set(off+o, k)
-		v.mu.Unlock()
-		pc.writes = append(pc.writes, pieceWrite{c: rs.peer.startWrite(v.cfg.Device, epoch, seq, off+o, p[o:o+k], false), off: off + o, n: k})
+		pc.writes = append(pc.writes, pieceWrite{off: off + o, n: k})
+	}
+	// The regions sent move from the dirty bitmap to the volatile one at
+	// once, so that a saved state file has them in either (persist.go).
+	v.mu.Lock()
+	for _, w := range pc.writes {
+		v.volatileLocked(rs.node).setMoved(w.off, w.n)
+	}
+	bm.Clear(off, n)
+	v.mu.Unlock()
+	seq := v.seq.Add(1)
+	for i, w := range pc.writes {
+		pc.writes[i].c = rs.peer.startWrite(v.cfg.Device, epoch, seq, w.off, p[w.off-off:][:w.n], false)
 	}
 	if len(pc.writes) == 0 {
 		backend.PutBuffer(buf)
@@ -597,7 +604,7 @@ func (v *Volume) rejoin(rs *resync, epoch, conns uint64, start, copyStart time.T
 	// it is readmitted.
 	j := &joinOp{done: make(chan struct{})}
 	v.joining[node] = j
-	v.members = append(slices.Clone(v.members), rs.peer)
+	v.setMembersLocked(append(slices.Clone(v.members), rs.peer))
 	rs.sending = false
 	rs.state = ResyncReadmitting
 	v.rebuildOutOfSyncLocked()
@@ -660,6 +667,7 @@ func (v *Volume) rejoin(rs *resync, epoch, conns uint64, start, copyStart time.T
 		v.finishResyncLocked(rs)
 		v.mu.Unlock()
 		rs.cancel()
+		v.saveDirtyLazily(true)
 		v.log.Info("replica resynchronised and readmitted to the in-sync set", "replica", node, "epoch", epoch,
 			"took", time.Since(start).Round(time.Millisecond), "sealed", copyStart.Sub(start).Round(time.Millisecond),
 			"copying", copying.Round(time.Millisecond), "processed", done, "copied", copied,

@@ -77,6 +77,10 @@ type ReplicaDevice struct {
 	Owner string
 	// Epoch is the device's epoch this node knows from Raft.
 	Epoch uint64
+	// ActivityFile keeps the device's activity log (activity.go), so
+	// that it survives a crash of this node; read when the device is
+	// added. Empty: the log lives in memory.
+	ActivityFile string
 }
 
 // Server is the replica side: it applies the writes owners send it to the
@@ -90,6 +94,11 @@ type Server struct {
 	setMu   sync.Mutex // serializes SetDevices
 
 	conns nodeconn.Set[*serverConn]
+
+	// byNode is each owner's live connection: a newer one from the same
+	// node supersedes it (supersede).
+	nodeMu sync.Mutex
+	byNode map[string]*serverConn
 }
 
 // devState is what the server knows of one device.
@@ -127,7 +136,7 @@ func (st *devState) observe(d time.Duration) {
 // Serve or ServeConn.
 func NewServer(cfg ServerConfig) *Server {
 	cfg = cfg.withDefaults()
-	return &Server{cfg: cfg, log: cfg.Logger, devices: make(map[string]*devState)}
+	return &Server{cfg: cfg, log: cfg.Logger, devices: make(map[string]*devState), byNode: make(map[string]*serverConn)}
 }
 
 // SetDevices replaces the set of devices this node holds replicas of,
@@ -151,7 +160,14 @@ func (s *Server) SetDevices(devices map[string]ReplicaDevice) {
 		}
 		st := old[name]
 		if st == nil {
-			next[name] = &devState{name: name, dev: rd.Device, owner: rd.Owner, highest: rd.Epoch}
+			st = &devState{name: name, dev: rd.Device, owner: rd.Owner, highest: rd.Epoch}
+			if rd.ActivityFile != "" {
+				if err := st.al.open(rd.ActivityFile, rd.Device.Size()); err != nil {
+					// Writes fail until the log can cover them.
+					s.log.Error("replica device's activity log", "device", name, "err", err)
+				}
+			}
+			next[name] = st
 			continue
 		}
 		st.gate.RLock()
@@ -177,6 +193,9 @@ func (s *Server) SetDevices(devices map[string]ReplicaDevice) {
 			st.removed = true
 			st.dev = nil
 			st.gate.Unlock()
+			if err := st.al.close(); err != nil {
+				s.log.Warn("closing a replica device's activity log", "device", name, "err", err)
+			}
 		}
 	}
 }
@@ -350,7 +369,8 @@ type serverConn struct {
 	slow       atomic.Int32 // inline writes taken over and still running
 	readEnd    chan error   // why the reading ended, when it was handed over
 
-	lost atomic.Bool // the connection ended: drop what has not started
+	lost  atomic.Bool   // the connection ended: drop what has not started
+	ended chan struct{} // closed once nothing of the connection runs
 }
 
 func newServerConn(s *Server, nc net.Conn) *serverConn {
@@ -360,6 +380,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		tokens:  make(chan struct{}, s.cfg.MaxInFlight),
 		work:    nodeconn.NewWorkers(s.cfg.Workers, s.cfg.MaxInFlight, (*stask).run),
 		readEnd: make(chan error, 1),
+		ended:   make(chan struct{}),
 	}
 	sc.w.init(nc, func(error) { nc.Close() })
 	sc.br = newFrameReader(nc, sc.beforeRead)
@@ -381,6 +402,9 @@ func (sc *serverConn) serve() {
 		return
 	}
 	sc.srv.log.Debug("replication connection", "remote", sc.remote(), "node", sc.node)
+	defer close(sc.ended)
+	defer sc.srv.forget(sc)
+	sc.srv.supersede(sc)
 	sc.watch = time.AfterFunc(time.Hour, sc.watchdog)
 	sc.watch.Stop()
 	err := sc.readLoop()
@@ -399,6 +423,38 @@ func (sc *serverConn) serve() {
 	sc.pending.Wait()
 	sc.work.Close()
 	sc.br.free()
+}
+
+// supersede makes sc the connection of its node, and closes and waits
+// for the end of the one it replaces. An owner opens a new connection
+// only after giving up on the old one, whose requests may still arrive:
+// a write the owner abandoned, retransmitted by the network once a
+// partition heals, after the owner resynced this copy in the same epoch,
+// would overwrite newer data. Once the old connection is closed nothing
+// more of it is read, and once it ended nothing of it runs; only then
+// does sc read its first request.
+func (s *Server) supersede(sc *serverConn) {
+	s.nodeMu.Lock()
+	old := s.byNode[sc.node]
+	s.byNode[sc.node] = sc
+	s.nodeMu.Unlock()
+	if old == nil {
+		return
+	}
+	s.log.Info("new replication connection from the owner supersedes the old one", "node", sc.node, "old", old.remote(), "new", sc.remote())
+	old.lost.Store(true) // what it buffered and has not started never runs
+	old.nc.Close()
+	<-old.ended
+}
+
+// forget removes sc as its node's connection, unless a newer one
+// superseded it.
+func (s *Server) forget(sc *serverConn) {
+	s.nodeMu.Lock()
+	if s.byNode[sc.node] == sc {
+		delete(s.byNode, sc.node)
+	}
+	s.nodeMu.Unlock()
 }
 
 // handshake runs the server's half of the hello and authentication.
@@ -859,7 +915,9 @@ func (t *stask) modify(st *devState, dev backend.Device) (Status, string) {
 	if t.length == 0 {
 		return StatusOK, ""
 	}
-	st.al.add(t.off, t.length)
+	if err := st.al.add(t.off, t.length); err != nil {
+		return StatusIOError, fmt.Sprintf("device %s: %v", st.name, err)
+	}
 	var err error
 	if t.h.Type == FrameWrite {
 		if t.inline {

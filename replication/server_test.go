@@ -492,3 +492,39 @@ func TestNewPeer(t *testing.T) {
 		t.Fatalf("request on a closed peer: %v", err)
 	}
 }
+
+// TestNewerConnectionSupersedes: once an owner's new connection is served,
+// nothing of its old one runs any more. A write the owner gave up on,
+// still in the network when it reconnected and resynced the copy, would
+// otherwise overwrite newer data in the same epoch.
+func TestNewerConnectionSupersedes(t *testing.T) {
+	r, d := replicaWith(t, "b", "", "a", 1)
+	oldEnd, srvEnd := net.Pipe()
+	defer oldEnd.Close()
+	go r.srv.ServeConn(srvEnd)
+	stale := &Peer{cfg: PeerConfig{Node: "b", Self: "a"}}
+	if err := stale.handshake(oldEnd); err != nil {
+		t.Fatal(err)
+	}
+
+	p := r.peer(t, "a", "", time.Second)
+	if err := p.Write(context.Background(), "lun", 1, 2, 0, pattern(4096, 2), false); err != nil {
+		t.Fatal(err)
+	}
+	frame, err := AppendWrite(nil, Write{Tag: 1, Epoch: 1, Seq: 1, Offset: 0, Data: pattern(4096, 1)}, "lun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldEnd.SetWriteDeadline(time.Now().Add(time.Second))
+	if _, err := oldEnd.Write(append(frame, pattern(4096, 1)...)); err == nil {
+		t.Fatal("the superseded connection still takes requests")
+	}
+	// A request through the live connection is ordered after whatever
+	// the old one could still have run.
+	if err := p.Flush(context.Background(), "lun", 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.snapshot()[:4096]; !bytes.Equal(got, pattern(4096, 2)) {
+		t.Fatal("the superseded connection's write landed over the newer one")
+	}
+}

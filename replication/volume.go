@@ -61,6 +61,10 @@ type VolumeConfig struct {
 	ResyncRate int64
 	// Logger receives membership and fencing events; nil discards them.
 	Logger *slog.Logger
+	// StateDir keeps the replicas' dirty bitmaps, so that the volume of a
+	// later run in the same epoch resumes their resyncs (persist.go); only
+	// this volume's files are kept in it. Empty: bitmaps live in memory.
+	StateDir string
 }
 
 const (
@@ -104,7 +108,10 @@ type Volume struct {
 	flushMu sync.Mutex // one flush at a time
 
 	fenced atomic.Bool // mirrors; changed under mu
-	closed atomic.Bool
+	// networked mirrors len(members) > 0 for NetworkedWrites; changed
+	// under mu.
+	networked atomic.Bool
+	closed    atomic.Bool
 
 	mu      sync.Mutex
 	epoch   uint64
@@ -140,6 +147,7 @@ type Volume struct {
 	resyncIdle    sync.Cond // on mu: an asynchronous write to a resyncing node completed
 	resyncWG      sync.WaitGroup
 	limiter       rateLimiter
+	store         *dirtyStore // nil without StateDir
 
 	ops sync.Pool
 }
@@ -196,7 +204,13 @@ func NewVolume(cfg VolumeConfig) (*Volume, error) {
 		limiter:    rateLimiter{rate: float64(cfg.ResyncRate)},
 	}
 	v.resyncIdle.L = &v.mu
-	v.members = v.uniquePeers(cfg.InSync)
+	v.setMembersLocked(v.uniquePeers(cfg.InSync))
+	if cfg.StateDir != "" {
+		v.store = &dirtyStore{dir: cfg.StateDir, written: make(map[string]savedState)}
+		if err := v.loadDirty(); err != nil {
+			return nil, err
+		}
+	}
 	v.mu.Lock()
 	v.setResyncsLocked(cfg.Resync)
 	v.mu.Unlock()
@@ -324,10 +338,20 @@ func (v *Volume) Update(epoch uint64, inSync, resync []*Peer) {
 			v.markLeftLocked(p.Node())
 		}
 	}
-	v.members = members
+	v.setMembersLocked(members)
 	v.setResyncsLocked(resync)
 	v.rebuildOutOfSyncLocked()
 }
+
+// setMembersLocked makes m the replicas writes wait for.
+func (v *Volume) setMembersLocked(m []*Peer) {
+	v.members = m
+	v.networked.Store(len(m) > 0)
+}
+
+// NetworkedWrites reports whether a write waits for another node now
+// (backend.Networked): not while this copy is the only one in sync.
+func (v *Volume) NetworkedWrites() bool { return v.networked.Load() }
 
 func containsNode(peers []*Peer, node string) bool {
 	return slices.ContainsFunc(peers, func(p *Peer) bool { return p.Node() == node })
@@ -338,7 +362,15 @@ func (v *Volume) dirtyLocked(node string) *Bitmap {
 	b := v.dirty[node]
 	if b == nil {
 		b, _ = NewBitmap(v.size, v.cfg.RegionSize) // the geometry of unflushed, which was accepted
-		v.dirty[node] = b
+		v.dirty[node] = v.watch(b)
+	}
+	return b
+}
+
+// watch makes b count its marks for the volume's state files.
+func (v *Volume) watch(b *Bitmap) *Bitmap {
+	if v.store != nil {
+		b.marks = &v.store.marks
 	}
 	return b
 }
@@ -514,10 +546,14 @@ func (v *Volume) replicate(kind opKind, data []byte, off, n int64, durable bool)
 	if len(op.async) > 0 {
 		v.sendAsync(op, kind, epoch, seq, off, n, data, durable)
 	}
-	var localErr error
-	if kind == opWrite {
+	// What the nodes that do not get it miss is on disk before this copy
+	// has it (persist.go).
+	localErr := v.syncDirty()
+	switch {
+	case localErr != nil:
+	case kind == opWrite:
 		localErr = v.local.WriteAt(data, off, durable)
-	} else {
+	default:
 		localErr = v.local.(backend.Unmapper).Unmap(off, n)
 	}
 	v.awaitAll(op, deadline)
@@ -526,9 +562,10 @@ func (v *Volume) replicate(kind opKind, data []byte, off, n int64, durable bool)
 	if kind == opUnmap || !durable {
 		v.unflushed.Set(off, n)
 	}
-	// A node dropped while this was in flight may or may not have it.
+	// A node dropped while this was in flight may or may not have it; one
+	// being dropped may lose it from a volatile cache.
 	for _, p := range op.peers {
-		if !containsNode(v.members, p.Node()) {
+		if !containsNode(v.members, p.Node()) || v.drops[p.Node()] != nil {
 			v.dirtyLocked(p.Node()).Set(off, n)
 		}
 	}
@@ -574,6 +611,11 @@ func (v *Volume) settle(op *volOp, epoch uint64, localErr error, mark func(*Bitm
 		}
 		v.rebuildOutOfSyncLocked()
 		v.mu.Unlock()
+	}
+	// Nothing is acknowledged without a node before what it missed is on
+	// disk.
+	if err := v.syncDirty(); err != nil {
+		return err
 	}
 	if localErr != nil {
 		return localErr
@@ -643,19 +685,24 @@ func (v *Volume) drop(node string, epoch uint64) error {
 		v.removeMemberLocked(node)
 		v.log.Warn("replica failed while rejoining the in-sync set", "replica", node, "epoch", epoch)
 		v.mu.Unlock()
-		return nil
+		return v.syncDirty()
 	}
 	d := &dropOp{done: make(chan struct{})}
 	v.drops[node] = d
+	// What it may not have made durable is on disk before it may leave
+	// the set; writes it completes meanwhile mark its bitmap too.
+	v.markLeftLocked(node)
 	v.mu.Unlock()
 
 	if j != nil {
 		<-j.done
 	}
-	var err error
-	if v.cfg.Membership == nil {
+	err := v.syncDirty()
+	switch {
+	case err != nil:
+	case v.cfg.Membership == nil:
 		err = errors.New("no membership to drop it through")
-	} else {
+	default:
 		ctx, cancel := context.WithTimeout(context.Background(), v.cfg.DropTimeout)
 		err = v.cfg.Membership.Drop(ctx, v.cfg.Device, epoch, node)
 		cancel()
@@ -679,7 +726,7 @@ func (v *Volume) drop(node string, epoch uint64) error {
 // bitmap and writes mark it.
 func (v *Volume) removeMemberLocked(node string) {
 	if containsNode(v.members, node) {
-		v.members = slices.DeleteFunc(slices.Clone(v.members), func(p *Peer) bool { return p.Node() == node })
+		v.setMembersLocked(slices.DeleteFunc(slices.Clone(v.members), func(p *Peer) bool { return p.Node() == node }))
 		v.markLeftLocked(node)
 	}
 	delete(v.joining, node)
@@ -868,5 +915,6 @@ func (v *Volume) Close() error {
 	v.mu.Unlock()
 	v.StopResync()
 	v.resyncWG.Wait()
+	v.saveDirtyLazily(true)
 	return v.local.Close()
 }

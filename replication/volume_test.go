@@ -211,6 +211,9 @@ func TestDropFailureFailsWrite(t *testing.T) {
 
 func TestFailedReplicaDropped(t *testing.T) {
 	c := newCluster(t, time.Second, "b", "c")
+	if !c.vol.NetworkedWrites() {
+		t.Fatal("writes with two replicas in sync do not wait for the network")
+	}
 	c.devs[0].mu.Lock()
 	c.devs[0].failErr = errInjected
 	c.devs[0].mu.Unlock()
@@ -228,6 +231,9 @@ func TestFailedReplicaDropped(t *testing.T) {
 	}
 	if got := c.vol.InSync(); len(got) != 0 {
 		t.Fatalf("in sync %v", got)
+	}
+	if c.vol.NetworkedWrites() {
+		t.Fatal("writes without replicas in sync still wait for the network")
 	}
 }
 
@@ -315,8 +321,10 @@ func TestSealFencesOldOwner(t *testing.T) {
 
 func TestReconcile(t *testing.T) {
 	c := newCluster(t, time.Second, "b")
-	// b holds a write the owner does not (in flight at a former owner).
-	p := c.replicas[0].peer(t, "a", "k", time.Second)
+	// b holds a write the owner does not (in flight at a former owner):
+	// sent around the volume, on its own connection, since a second one
+	// from the same node would supersede it.
+	p := c.peers[0]
 	if err := p.Write(context.Background(), "lun", 1, 1, 2<<20, pattern(4096, 7), false); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/hatarget/hatarget/target/nodeconn"
 )
 
 // Wire format, all integers big-endian.
@@ -76,7 +78,7 @@ const (
 	ClientHelloLen = 4 + 2 + 2 + NonceLen + 1 // without the name
 	ServerHelloLen = 4 + 2 + 2 + NonceLen
 	VerdictLen     = 4 + ProofLen
-	HeaderLen      = 12
+	HeaderLen      = nodeconn.HeaderLen
 	MaxNameLen     = 255
 	MaxDataLen     = 8 << 20
 	MaxMessageLen  = 1024
@@ -370,59 +372,42 @@ func ServerProof(secret string, client, server [NonceLen]byte, name []byte) [Pro
 	return p
 }
 
-// Header is a frame header.
-type Header struct {
-	Type FrameType
-	Tag  uint32
-	// Length is the payload length, after the header.
-	Length uint32
-}
+// Header is a frame header (nodeconn.HeaderLen bytes).
+type Header = nodeconn.Header[FrameType]
 
 // AppendHeader appends h.
-func AppendHeader(b []byte, h Header) []byte {
-	b = append(b, byte(h.Type), 0, 0, 0)
-	b = be.AppendUint32(b, h.Tag)
-	return be.AppendUint32(b, h.Length)
-}
+func AppendHeader(b []byte, h Header) []byte { return nodeconn.AppendHeader(b, h) }
 
 // DecodeHeader decodes a frame header and checks its length against what
 // its type allows, so that the reader knows what it may buffer before
 // reading the payload.
 func DecodeHeader(b []byte) (Header, error) {
-	if len(b) != HeaderLen {
-		return Header{}, protoErr("header of %d bytes", len(b))
-	}
-	h := Header{Type: FrameType(b[0]), Tag: be.Uint32(b[4:]), Length: be.Uint32(b[8:])}
-	if b[1] != 0 || be.Uint16(b[2:]) != 0 {
-		return Header{}, protoErr("%s: flags or reserved bytes set", h.Type)
-	}
-	var lo, hi uint32
-	switch h.Type {
+	return nodeconn.DecodeHeader(b, payloadBounds, ErrProtocol)
+}
+
+// payloadBounds is the range of payload lengths frames of type t may have.
+func payloadBounds(t FrameType) (lo, hi uint32, ok bool) {
+	switch t {
 	case FrameWrite:
-		lo, hi = writeFixedLen+1, writeFixedLen+MaxNameLen+MaxDataLen
+		return writeFixedLen + 1, writeFixedLen + MaxNameLen + MaxDataLen, true
 	case FrameUnmap:
-		lo, hi = unmapFixedLen+1, unmapFixedLen+MaxNameLen
+		return unmapFixedLen + 1, unmapFixedLen + MaxNameLen, true
 	case FrameFlush:
-		lo, hi = flushFixedLen+1, flushFixedLen+MaxNameLen
+		return flushFixedLen + 1, flushFixedLen + MaxNameLen, true
 	case FrameSeal:
-		lo, hi = sealFixedLen+1, sealFixedLen+MaxNameLen
+		return sealFixedLen + 1, sealFixedLen + MaxNameLen, true
 	case FrameRead:
-		lo, hi = readFixedLen+1, readFixedLen+MaxNameLen
+		return readFixedLen + 1, readFixedLen + MaxNameLen, true
 	case FrameChecksum:
-		lo, hi = checksumFixed+1, checksumFixed+MaxNameLen
+		return checksumFixed + 1, checksumFixed + MaxNameLen, true
 	case FrameActivity:
-		lo, hi = activityFixed+1, activityFixed+MaxNameLen
+		return activityFixed + 1, activityFixed + MaxNameLen, true
 	case FrameResponse:
-		lo, hi = responseFixed, responseFixed+maxResponseData
+		return responseFixed, responseFixed + maxResponseData, true
 	case FramePing, FramePong:
-		lo, hi = 0, 0
-	default:
-		return Header{}, protoErr("unknown %s", h.Type)
+		return 0, 0, true
 	}
-	if h.Length < lo || h.Length > hi {
-		return Header{}, protoErr("%s with a %d-byte payload", h.Type, h.Length)
-	}
-	return h, nil
+	return 0, 0, false
 }
 
 // AppendPing appends a ping (pong when pong is set) with tag.

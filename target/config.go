@@ -77,6 +77,11 @@ type Device struct {
 	Removable   bool
 	// AllowSanitize lets initiators erase the whole device with SANITIZE.
 	AllowSanitize bool
+	// OwnCopy says Backend.Path is a file the cluster created for this
+	// node's copy of a replicated device: Apply deletes it when the device
+	// leaves the configuration (the LUN was deleted). Never set for a
+	// path an operator gave.
+	OwnCopy bool
 }
 
 // Target is one iSCSI target.

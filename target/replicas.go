@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/hatarget/hatarget/replication"
@@ -97,7 +98,7 @@ func (s *Server) luDevice(cfg Config, d Device, u *unit) (backend.Device, error)
 	vol, err := replication.NewVolume(replication.VolumeConfig{
 		Device: d.Name, Local: u.dev, Epoch: repl.Epoch, Self: s.repl.Self, InSync: peers,
 		Membership: s.repl.Membership, Timeout: replicaAnswerTimeout, ResyncRate: s.repl.ResyncRate,
-		Logger: s.log.With("lun", d.Name),
+		Logger: s.log.With("lun", d.Name), StateDir: s.replStateDir(d.Name),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.Name, err)
@@ -236,16 +237,30 @@ func (s *Server) closeUnusedPeers(cfg Config) {
 
 // replicaDevices is what the replication server writes: this node's copy
 // of every replicated device it holds, for the device's owner.
-func replicaDevices(cfg Config, units map[unitKey]*unit) map[string]replication.ReplicaDevice {
+func (s *Server) replicaDevices(cfg Config, units map[unitKey]*unit) map[string]replication.ReplicaDevice {
 	out := map[string]replication.ReplicaDevice{}
 	for k, u := range units {
 		r, ok := cfg.Replication[k.device]
 		if !ok || k.readOnly || u.cfg.Backend.Handler == backend.NullIO {
 			continue
 		}
-		out[k.device] = replication.ReplicaDevice{Device: u.dev, Owner: r.Owner, Epoch: r.Epoch}
+		rd := replication.ReplicaDevice{Device: u.dev, Owner: r.Owner, Epoch: r.Epoch}
+		if dir := s.replStateDir(k.device); dir != "" {
+			rd.ActivityFile = filepath.Join(dir, "activity")
+		}
+		out[k.device] = rd
 	}
 	return out
+}
+
+// replStateDir is where a replicated device's state survives a restart:
+// the owner's dirty bitmaps of the other copies, and this copy's activity
+// log. Empty without a state dir.
+func (s *Server) replStateDir(device string) string {
+	if s.stateDir == "" {
+		return ""
+	}
+	return filepath.Join(s.stateDir, stateFileName(device)+".repl")
 }
 
 // ServeReplication takes, on l, the writes owners of replicated devices

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -253,8 +254,9 @@ func (s *Server) Apply(cfg Config) error {
 			go c.CloseWhenIdle(ownerSilence)
 		}
 	}
-	s.replSrv.SetDevices(replicaDevices(cfg, next))
+	s.replSrv.SetDevices(s.replicaDevices(cfg, next))
 	s.updateVolumes(cfg, next)
+	s.removeDeleted(next)
 	s.closeUnusedPeers(cfg)
 	s.units, s.clients = next, clients
 	s.cfg = cfg
@@ -527,13 +529,17 @@ func (s *Server) persister(key unitKey) scsi.Persister {
 	if s.stateDir == "" {
 		return nil
 	}
-	// Device names come from configuration: keep them inside the directory.
-	name := strings.ReplaceAll(key.device, "/", "%2F") + ".pr.json"
+	name := stateFileName(key.device) + ".pr.json"
 	if key.readOnly {
 		name = strings.TrimSuffix(name, ".pr.json") + ".ro.pr.json"
 	}
 	return scsi.NewFilePersister(filepath.Join(s.stateDir, name))
 }
+
+// stateFileName is a device's name as the state dir's files start with it:
+// device names come from configuration, so they are kept inside the
+// directory.
+func stateFileName(device string) string { return strings.ReplaceAll(device, "/", "%2F") }
 
 // parseNAA reads a 16-byte NAA designator in hex (with or without 0x).
 func parseNAA(s string) ([16]byte, error) {
@@ -628,6 +634,31 @@ func sameLUNMaps(a, b Target) bool {
 	return slices.Equal(a.LUNs, b.LUNs) && slices.EqualFunc(a.Groups, b.Groups, func(x, y InitiatorGroup) bool {
 		return x.Name == y.Name && slices.Equal(x.Initiators, y.Initiators) && slices.Equal(x.LUNs, y.LUNs)
 	})
+}
+
+// removeDeleted deletes what this node kept of the devices the new
+// configuration no longer has, once nothing uses them: the replication
+// state and the copy files the cluster created (Device.OwnCopy).
+func (s *Server) removeDeleted(next map[unitKey]*unit) {
+	for k, u := range s.units {
+		if k.readOnly || next[k] != nil {
+			continue
+		}
+		if dir := s.replStateDir(k.device); dir != "" {
+			if err := os.RemoveAll(dir); err != nil {
+				s.log.Warn("removing the replication state of a deleted device", "device", k.device, "err", err)
+			}
+		}
+		if !u.cfg.OwnCopy {
+			continue
+		}
+		path := u.cfg.Backend.Path
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("removing the copy of a deleted replicated device", "device", k.device, "path", path, "err", err)
+			continue
+		}
+		s.log.Info("removed the copy of a deleted replicated device", "device", k.device, "path", path)
+	}
 }
 
 // closeRemoved closes units the new configuration no longer uses.

@@ -182,8 +182,13 @@ type InitiatorGroup struct {
 }
 
 // CreateLUN is POST /v1/luns: a new LUN (device) mapped at LUN of Target.
-// Either Size (a new sparse file at Path, or under the cluster's storage
-// directory when Path is empty) or an existing Path.
+//
+// By default the LUN is replicated: Replicas nodes (when 0, three, or every
+// node of a smaller cluster) each keep a copy of Size bytes under their
+// storage directory, or at Path (an existing file or device there is used).
+// With Shared the storage is the file or device at Path that every node
+// reaches: a new sparse file with Size, an existing one without. The
+// nullio handler stores nothing and is neither.
 type CreateLUN struct {
 	Target    string `json:"target"`
 	LUN       uint64 `json:"lun"`
@@ -198,10 +203,13 @@ type CreateLUN struct {
 	// NonOwner is the ALUA state of the paths through nodes other than the
 	// owner: NonOwnerActive (default) or NonOwnerStandby.
 	NonOwner string `json:"non_owner,omitempty"`
-	// Replicas, when set, replicates the LUN synchronously on that many
-	// nodes, each with its own copy under its --storage-dir (or at Path on
-	// every replica); 0 keeps it on storage shared by every node.
+	// Replicas is how many nodes keep a synchronous copy, from 1 to the
+	// number of nodes; 0 lets the cluster choose (three, or every node of
+	// a smaller cluster).
 	Replicas int `json:"replicas,omitempty"`
+	// Shared puts the LUN on storage every node reaches at Path, not
+	// replicated; it excludes Replicas.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // Non-owner path policies.
@@ -281,14 +289,19 @@ type LUN struct {
 	// Replicas lists the nodes holding a copy of a replicated LUN; empty
 	// on shared storage.
 	Replicas []Replica `json:"replicas,omitempty"`
+	// ResyncUnavailable says why this view lacks the resync progress of
+	// replicas that are out of sync: only the owner knows it, and it is
+	// down or did not answer the node that made the view. Their state is
+	// then the one Raft knows (out-of-sync, never resyncing).
+	ResyncUnavailable string `json:"resync_unavailable,omitempty"`
 }
 
 // Replica is one copy of a replicated LUN.
 type Replica struct {
 	Node string `json:"node"`
 	// State: in-sync, out-of-sync (missed writes, waiting for a
-	// resync), resyncing (the owner is bringing it up to date; only the
-	// owner's view knows) or down (gossip sees the node gone).
+	// resync), resyncing (the owner is bringing it up to date) or down
+	// (gossip sees the node gone).
 	State string `json:"state"`
 	Owner bool   `json:"owner,omitempty"`
 	// ResyncDone and ResyncTotal are the progress, in bytes, of the
@@ -302,6 +315,21 @@ type Replica struct {
 	// readmitting, retrying); ResyncError why its last attempt failed.
 	ResyncPhase string `json:"resync_phase,omitempty"`
 	ResyncError string `json:"resync_error,omitempty"`
+}
+
+// ResyncStatus is GET /v1/internal/resync[?lun=NAME...], a node's own
+// account of the resyncs it runs: for every LUN asked (every LUN without
+// lun) that it owns in its own view, the progress by replica node, empty
+// when it runs none. Nodes ask the owner of a LUN for it to show the
+// progress of its replicas in their views.
+type ResyncStatus map[string]map[string]ResyncProgress
+
+// ResyncProgress is where the resync of one replica stands (see Replica).
+type ResyncProgress struct {
+	Done  int64  `json:"done"`
+	Total int64  `json:"total"`
+	Phase string `json:"phase"`
+	Error string `json:"error,omitempty"`
 }
 
 // Replica states.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -477,12 +478,16 @@ func Poll(timeout time.Duration, cond func() (bool, string)) string {
 // it is given and lets tests wait for one. Apply checks the configuration
 // with target.Config.Validate, as the real dataplane does, and refuses it
 // (after recording it) when invalid or when an error was set with Fail.
+// It runs no resync, but reports the progress a test sets with SetResync.
 type Dataplane struct {
 	mu      sync.Mutex
 	configs []target.Config
 	errs    []error
 	fail    error
 	changed chan struct{}
+	resyncs map[string]map[string]target.ResyncProgress
+	// resyncHeld, while set, is what ResyncProgress waits for.
+	resyncHeld chan struct{}
 }
 
 var _ cluster.Dataplane = (*Dataplane)(nil)
@@ -561,6 +566,49 @@ func (d *Dataplane) Wait(timeout time.Duration, pred func(target.Config) bool) (
 			return cfg, false
 		}
 	}
+}
+
+// SetResync makes ResyncProgress report p for device, as the dataplane
+// of its owner resyncing its replicas would; nil p reports none.
+func (d *Dataplane) SetResync(device string, p map[string]target.ResyncProgress) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.resyncs == nil {
+		d.resyncs = map[string]map[string]target.ResyncProgress{}
+	}
+	d.resyncs[device] = maps.Clone(p)
+}
+
+// HoldResync makes ResyncProgress wait until release is called, so that
+// the node's answers about its resyncs hang, as those of a node that
+// stopped answering would.
+func (d *Dataplane) HoldResync() (release func()) {
+	held := make(chan struct{})
+	d.mu.Lock()
+	d.resyncHeld = held
+	d.mu.Unlock()
+	return sync.OnceFunc(func() {
+		d.mu.Lock()
+		if d.resyncHeld == held {
+			d.resyncHeld = nil
+		}
+		d.mu.Unlock()
+		close(held)
+	})
+}
+
+// ResyncProgress reports what SetResync set for device, as the real
+// dataplane reports the resyncs it runs (target.Server.ResyncProgress).
+func (d *Dataplane) ResyncProgress(device string) map[string]target.ResyncProgress {
+	d.mu.Lock()
+	held := d.resyncHeld
+	d.mu.Unlock()
+	if held != nil {
+		<-held
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.resyncs[device])
 }
 
 // WaitFor is Wait that fails the test on timeout.

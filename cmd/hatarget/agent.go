@@ -88,7 +88,7 @@ SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
 	f.StringArrayVar(&o.join, "join", nil, "gossip address HOST[:PORT] of another node to join through, repeatable")
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many fresh nodes see each other")
 	f.StringVar(&o.token, "token", "", "require this bearer token on API calls (env HATARGET_TOKEN)")
-	f.StringVar(&o.storageDir, "storage-dir", "", "where LUNs created with --size but no --path get their files (default DATA-DIR/luns; shared storage: the same path on every node)")
+	f.StringVar(&o.storageDir, "storage-dir", "", "where this node keeps its copies of replicated LUNs created without --path (default DATA-DIR/luns)")
 	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address")
 	f.Uint16Var(&o.protocol, "advertise-protocol", 0, "advertise an older command protocol (testing the version gate)")

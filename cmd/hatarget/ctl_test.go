@@ -445,7 +445,43 @@ func TestCtlCommands(t *testing.T) {
 		{name: "lun create bad handler", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1G", "--handler", "vdisk"}, wantErr: `--handler "vdisk": want fileio, blockio or nullio`},
 		{name: "lun create bad block size", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1G", "--block-size", "1024"}, wantErr: "--block-size 1024: want 512 or 4096"},
 		{name: "lun create size not in blocks", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1000"}, wantErr: "not a multiple of the block size 512"},
-		{name: "lun create no storage", args: []string{"lun", "create", iqn, "0", "--name", "a"}, wantErr: "give --size for a new file, or --path"},
+		{
+			name: "lun create replicas",
+			args: []string{"lun", "create", iqn, "0", "--name", "db0", "--size", "1G", "--replicas", "2"},
+			calls: []call{{method: "POST", path: "/v1/luns",
+				body:   `{"target":"` + iqn + `","lun":0,"name":"db0","size":1073741824,"replicas":2}`,
+				answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n3","state":"in-sync"}`)}},
+			want: "created LUN db0 (1 GiB) at " + iqn + " LUN 0\nReplicas:  n1 in-sync (owner), n3 in-sync\n",
+		},
+		{
+			name: "lun create shared new file",
+			args: []string{"lun", "create", iqn, "1", "--name", "db1", "--shared", "--path", "/srv/san/db1.img", "--size", "1G"},
+			calls: []call{{method: "POST", path: "/v1/luns",
+				body: `{"target":"` + iqn + `","lun":1,"name":"db1","size":1073741824,"path":"/srv/san/db1.img","shared":true}`, answer: lunJSON}},
+			want: "created LUN db0 (1 GiB) at " + iqn + " LUN 1\n",
+		},
+		{
+			name: "lun create shared existing device",
+			args: []string{"lun", "create", iqn, "2", "--name", "logs", "--shared", "--path", "/dev/mapper/san-logs", "--handler", "blockio"},
+			calls: []call{{method: "POST", path: "/v1/luns",
+				body: `{"target":"` + iqn + `","lun":2,"name":"logs","path":"/dev/mapper/san-logs","handler":"blockio","shared":true}`, answer: lunJSON}},
+			want: "created LUN db0 (1 GiB) at " + iqn + " LUN 2\n",
+		},
+		{
+			name: "lun create nullio",
+			args: []string{"lun", "create", iqn, "3", "--name", "null0", "--size", "1T", "--handler", "nullio"},
+			calls: []call{{method: "POST", path: "/v1/luns",
+				body: `{"target":"` + iqn + `","lun":3,"name":"null0","size":1099511627776,"handler":"nullio"}`, answer: lunJSON}},
+			want: "created LUN db0 (1 GiB) at " + iqn + " LUN 3\n",
+		},
+		{name: "lun create no storage", args: []string{"lun", "create", iqn, "0", "--name", "a"}, wantErr: "give --size: every replica creates its copy"},
+		{name: "lun create existing path not shared", args: []string{"lun", "create", iqn, "0", "--name", "a", "--path", "/dev/sdb"}, wantErr: "for an existing file or device on storage every node reaches, add --shared"},
+		{name: "lun create shared without path", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1G", "--shared"}, wantErr: "--shared needs --path"},
+		{name: "lun create shared and replicas", args: []string{"lun", "create", iqn, "0", "--name", "a", "--path", "/srv/a.img", "--shared", "--replicas", "2"}, wantErr: "give --shared or --replicas, not both"},
+		{name: "lun create zero replicas", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1G", "--replicas", "0"}, wantErr: "--replicas 0: want 1 to the number of nodes"},
+		{name: "lun create negative replicas", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1G", "--replicas", "-1"}, wantErr: "--replicas -1: want 1 to the number of nodes"},
+		{name: "lun create nullio shared", args: []string{"lun", "create", iqn, "0", "--name", "a", "--size", "1G", "--handler", "nullio", "--shared"}, wantErr: "--handler nullio has no storage"},
+		{name: "lun create nullio without size", args: []string{"lun", "create", iqn, "0", "--name", "a", "--handler", "nullio"}, wantErr: "--handler nullio needs --size"},
 		{
 			name:  "lun delete",
 			args:  []string{"lun", "delete", iqn, "3"},
@@ -459,12 +495,14 @@ func TestCtlCommands(t *testing.T) {
 			want:  "LUN db0 is now 2 GiB (2147483648 bytes)\n",
 		},
 		{
-			name:  "lun list",
-			args:  []string{"lun", "list"},
-			calls: []call{{method: "GET", path: "/v1/luns", answer: `[` + lunJSON + `,{"name":"null0","handler":"nullio","size":1099511627776,"block_size":512,"mappings":[]}]`}},
-			want: "NAME   SIZE   HANDLER  PATH          MAPPED AT\n" +
-				"db0    1 GiB  fileio   /srv/db0.img  " + iqn + ":3\n" +
-				"null0  1 TiB  nullio   -             -\n",
+			name: "lun list",
+			args: []string{"lun", "list"},
+			calls: []call{{method: "GET", path: "/v1/luns", answer: `[` + lunJSON + `,{"name":"null0","handler":"nullio","size":1099511627776,"block_size":512,"mappings":[]},` +
+				strings.Replace(replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"out-of-sync"},{"node":"n3","state":"in-sync"}`), `"db0"`, `"r0"`, 1) + `]`}},
+			want: "NAME   SIZE   HANDLER  STORAGE                PATH          MAPPED AT\n" +
+				"db0    1 GiB  fileio   shared                 /srv/db0.img  " + iqn + ":3\n" +
+				"null0  1 TiB  nullio   -                      -             -\n" +
+				"r0     1 GiB  fileio   3 replicas, 2 in sync  db0.img       -\n",
 		},
 		{
 			name:  "lun show",
@@ -474,6 +512,22 @@ func TestCtlCommands(t *testing.T) {
 				"Size:           1 GiB (1073741824 bytes)\nBlock size:     512\nRead-only:      no\nThin:           no\n" +
 				"NV cache:       no\nWrite-through:  no\nRemovable:      no\nSerial:         s1\nNAA:            n1\nOwner:          - (not assigned yet)\nNon-owner:      -\nReplicas:       none (shared storage)\n" +
 				"Mappings:\n  " + iqn + ":3\n",
+		},
+		{
+			name: "lun show resyncing",
+			args: []string{"lun", "show", "db0"},
+			calls: []call{{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},` +
+				`{"node":"n2","state":"resyncing","resync_done":268435456,"resync_total":1073741824,"resync_phase":"copying"}`)}},
+			want: replicatedShow("Replicas:       n1 in-sync (owner), n2 resyncing 25% (copying)\n"),
+		},
+		{
+			name: "lun show resync unavailable",
+			args: []string{"lun", "show", "db0"},
+			calls: []call{{method: "GET", path: "/v1/luns/db0", answer: strings.Replace(
+				replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"out-of-sync"}`),
+				`"mappings"`, `"resync_unavailable":"progress unavailable: the owner n1 did not answer: timeout","mappings"`, 1)}},
+			want: replicatedShow("Replicas:       n1 in-sync (owner), n2 out-of-sync\n" +
+				"Resync:         progress unavailable: the owner n1 did not answer: timeout\n"),
 		},
 		{
 			name: "lun replace-replica",
@@ -570,6 +624,23 @@ func TestCtlCommands(t *testing.T) {
 				"  n4  in-sync\n",
 		},
 		{
+			name: "lun watch resync unavailable",
+			args: []string{"lun", "watch", "db0", "--until-in-sync", "--interval", "1ms"},
+			calls: []call{
+				{method: "GET", path: "/v1/luns/db0", answer: strings.Replace(
+					replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"out-of-sync"}`),
+					`"mappings"`, `"resync_unavailable":"progress unavailable: the owner n1 did not answer: timeout","mappings"`, 1)},
+				{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"in-sync"}`)},
+			},
+			want: "10:00:00  LUN db0  owner n1 (epoch 4)\n" +
+				"  n1  in-sync (owner)\n" +
+				"  n2  out-of-sync\n" +
+				"  progress unavailable: the owner n1 did not answer: timeout\n" +
+				"10:00:10  LUN db0  owner n1 (epoch 4)\n" +
+				"  n1  in-sync (owner)\n" +
+				"  n2  in-sync\n",
+		},
+		{
 			name:  "lun watch json",
 			args:  []string{"lun", "watch", "db0", "--until-in-sync", "-o", "json"},
 			calls: []call{{method: "GET", path: "/v1/luns/db0", answer: replicatedLUNJSON(`{"node":"n1","state":"in-sync","owner":true}`)}},
@@ -642,6 +713,15 @@ func TestCtlCommands(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replicatedShow is lun show's table of replicatedLUNJSON, with its
+// replica lines.
+func replicatedShow(replicaLines string) string {
+	return "Name:           db0\nHandler:        fileio\nPath:           db0.img\n" +
+		"Size:           1 GiB (1073741824 bytes)\nBlock size:     512\nRead-only:      no\nThin:           no\n" +
+		"NV cache:       no\nWrite-through:  no\nRemovable:      no\nSerial:         s1\nNAA:            n1\nOwner:          n1 (epoch 4)\nNon-owner:      active\n" +
+		replicaLines + "Mappings:       none\n"
 }
 
 // replicatedLUNJSON is db0, owned by n1 at epoch 4, with replicas (the

@@ -31,9 +31,12 @@ func newDemoCommand() *cobra.Command {
 		Short: "Run a local three-node cluster with a demo LUN (make run)",
 		Long: `Demo starts a cluster of agents on this machine, node i on 127.0.0.i with
 the default ports, each as its own process with a data dir under --data-dir.
-Once the cluster has a leader it creates the demo target and a 1 GiB LUN on a
-sparse file all nodes share (unless they exist from an earlier run), prints
-the cluster status and how to connect, and stops every node on Ctrl-C.`,
+Each node keeps its LUN files in its own storage dir (<node>/luns), as nodes
+with their own disks do. Once the cluster has a leader the demo creates the
+demo target and a 1 GiB LUN replicated as LUNs are by default (a copy on
+three nodes, or on every node of a smaller demo) unless they exist from an
+earlier run, prints the cluster status and how to connect, and stops every
+node on Ctrl-C.`,
 		Example: `  hatarget demo
   hatarget demo --data-dir /tmp/hatarget-demo`,
 		Args: cobra.NoArgs,
@@ -45,7 +48,7 @@ the cluster status and how to connect, and stops every node on Ctrl-C.`,
 			return runDemo(cmd.Context(), o, log, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory holding every node's data dir and the shared LUN files")
+	cmd.Flags().StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory holding every node's data dir, its LUN files included")
 	cmd.Flags().IntVar(&o.nodes, "nodes", 3, "number of nodes (1 to 9)")
 	return cmd
 }
@@ -72,17 +75,13 @@ func runDemo(ctx context.Context, o demoOptions, log *slog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
-	shared := filepath.Join(dataDir, "shared")
-	if err := os.MkdirAll(shared, 0o700); err != nil {
-		return err
-	}
 	nodes := make([]*demoNode, o.nodes)
 	for i := range nodes {
 		nodes[i] = &demoNode{name: "node" + strconv.Itoa(i+1), ip: "127.0.0." + strconv.Itoa(i+1)}
 	}
 	defer stopDemo(nodes, log)
 	for _, n := range nodes {
-		if err := n.start(self, dataDir, shared, nodes); err != nil {
+		if err := n.start(self, dataDir, nodes); err != nil {
 			return err
 		}
 	}
@@ -106,9 +105,10 @@ func runDemo(ctx context.Context, o demoOptions, log *slog.Logger, out io.Writer
 
 func (n *demoNode) addr(port int) string { return net.JoinHostPort(n.ip, strconv.Itoa(port)) }
 
-func (n *demoNode) start(self, dataDir, shared string, all []*demoNode) error {
+func (n *demoNode) start(self, dataDir string, all []*demoNode) error {
 	dir := filepath.Join(dataDir, n.name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	storage := filepath.Join(dir, "luns")
+	if err := os.MkdirAll(storage, 0o700); err != nil {
 		return err
 	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -116,7 +116,7 @@ func (n *demoNode) start(self, dataDir, shared string, all []*demoNode) error {
 		return err
 	}
 	args := []string{"agent", "--name", n.name, "--bind", n.ip, "--data-dir", dir,
-		"--storage-dir", shared, "--bootstrap-expect", strconv.Itoa(len(all))}
+		"--storage-dir", storage, "--bootstrap-expect", strconv.Itoa(len(all))}
 	for _, peer := range all {
 		if peer != n {
 			args = append(args, "--join", peer.ip)
@@ -202,7 +202,7 @@ func ensureDemoLUN(ctx context.Context, client *api.Client, out io.Writer) error
 		if _, err := client.CreateLUN(ctx, api.CreateLUN{Target: demoTarget, LUN: 0, Name: "demo", Size: demoSize}); err != nil {
 			return fmt.Errorf("creating the demo LUN: %w", err)
 		}
-		fmt.Fprintln(out, "created target", demoTarget, "with a 1 GiB LUN 0")
+		fmt.Fprintln(out, "created target", demoTarget, "with a 1 GiB replicated LUN 0")
 	} else if err != nil {
 		return err
 	}

@@ -19,10 +19,10 @@ func newLUNCommand() *cobra.Command {
   hatarget lun list
   hatarget lun resize db0 200G`)
 	cmd.Long = `LUN commands manage logical units: a named device (a file, a block device
-or nullio) mapped at a LUN number of a target. Backing files and devices are
-on shared storage, at the same path on every node, unless the LUN is
-replicated (lun create --replicas): then each replica keeps its own copy,
-and replace-replica, force-promote and watch act on those copies.`
+or nullio) mapped at a LUN number of a target. A LUN is replicated unless
+created with --shared: each of its replicas (three by default) keeps its own
+copy, and replace-replica, force-promote and watch act on those copies. A
+--shared LUN is one file or device every node reaches at the same path.`
 	addCtlFlags(cmd)
 	cmd.AddCommand(newLUNCreateCommand(), newLUNDeleteCommand(), newLUNResizeCommand(),
 		newLUNListCommand(), newLUNShowCommand(), newLUNMoveCommand(),
@@ -37,53 +37,67 @@ type lunCreateOptions struct {
 	nonOwner                  string
 	blockSize                 uint32
 	replicas                  int
-	thin, readOnly, nvCache   bool
+	// replicasSet: --replicas was given, so 0 is a mistake rather than
+	// the cluster's default.
+	replicasSet                     bool
+	shared, thin, readOnly, nvCache bool
 }
 
 func newLUNCreateCommand() *cobra.Command {
 	var o lunCreateOptions
 	cmd := &cobra.Command{
-		Use:   "create IQN LUN --name NAME (--size SIZE [--path FILE] | --path EXISTING)",
+		Use:   "create IQN LUN --name NAME (--size SIZE [--replicas N] [--path FILE] | --shared --path FILE [--size SIZE])",
 		Short: "Create a LUN and map it at a LUN number of a target",
 		Long: `Create makes a device named NAME and maps it at LUN (0 to 16383) of target
-IQN. With --size it creates a sparse file of that size, at --path or under
-the cluster's storage directory; with only --path it serves an existing
-file or block device at its current size.
+IQN.
 
-With --replicas N the LUN is replicated synchronously on N nodes, each
-keeping its own copy (under its --storage-dir, or at --path on every
-replica): a write is acknowledged once every in-sync copy has it, and any
-in-sync replica can take over when the owner fails. Without it the storage
-is shared: the same file or device on every node.
+By default the LUN is replicated synchronously: --replicas N nodes (from 1
+to the number of nodes; by default 3, or every node of a smaller cluster)
+each keep their own copy of SIZE bytes, a sparse file under their
+--storage-dir, or the file or device at --path on every replica (used as it
+is when it exists and holds SIZE bytes). A write is acknowledged once every
+in-sync copy has it, and any in-sync replica can take over when the owner
+fails.
+
+With --shared the LUN is not replicated: it is the file or device at --path,
+which every node reaches (shared storage). With --size a sparse file of that
+size is created there; without, the existing file or device is served at
+its current size. The nullio handler stores nothing: it takes --size only.
 
 SIZE is a number of bytes with an optional K, M, G, T or P suffix (or KiB,
 MiB, GiB, TiB, PiB; powers of 1024), a multiple of the block size.`,
 		Example: `  hatarget lun create iqn.2025-01.com.example:db 0 --name db0 --size 100G
-  hatarget lun create iqn.2025-01.com.example:db 1 --name db1 --size 2T --path /srv/san/db1.img --thin
-  hatarget lun create iqn.2025-01.com.example:db 2 --name logs --path /dev/mapper/san-logs --handler blockio --block-size 4096
-  hatarget lun create iqn.2025-01.com.example:bench 0 --name null0 --size 1T --handler nullio
-  hatarget lun create iqn.2025-01.com.example:db 3 --name db3 --size 100G --replicas 3`,
+  hatarget lun create iqn.2025-01.com.example:db 3 --name db3 --size 100G --replicas 2
+  hatarget lun create iqn.2025-01.com.example:db 4 --name db4 --size 100G --path /dev/vg0/db4
+  hatarget lun create iqn.2025-01.com.example:db 1 --name db1 --shared --path /srv/san/db1.img --size 2T --thin
+  hatarget lun create iqn.2025-01.com.example:db 2 --name logs --shared --path /dev/mapper/san-logs --handler blockio --block-size 4096
+  hatarget lun create iqn.2025-01.com.example:bench 0 --name null0 --size 1T --handler nullio`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeTargetArg,
-		RunE: ctlRun(func(ctx context.Context, c *ctl, args []string) error {
-			req, err := o.request(args[0], args[1])
-			if err != nil {
-				return err
-			}
-			l, err := c.client.CreateLUN(ctx, req)
-			if err != nil {
-				return err
-			}
-			return c.show(l, func(w io.Writer) {
-				fmt.Fprintf(w, "created LUN %s (%s) at %s LUN %d\n", l.Name, humanSize(l.Size), req.Target, req.LUN)
-			})
-		}),
 	}
+	cmd.RunE = ctlRun(func(ctx context.Context, c *ctl, args []string) error {
+		o.replicasSet = cmd.Flags().Changed("replicas")
+		req, err := o.request(args[0], args[1])
+		if err != nil {
+			return err
+		}
+		l, err := c.client.CreateLUN(ctx, req)
+		if err != nil {
+			return err
+		}
+		return c.show(l, func(w io.Writer) {
+			fmt.Fprintf(w, "created LUN %s (%s) at %s LUN %d\n", l.Name, humanSize(l.Size), req.Target, req.LUN)
+			if len(l.Replicas) > 0 {
+				fmt.Fprintf(w, "Replicas:\t%s\n", replicaText(l.Replicas))
+			}
+		})
+	})
 	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "", "device name, unique in the cluster: letters, digits, '-', '_', '.' (required)")
-	f.StringVar(&o.size, "size", "", "size of a new sparse file, e.g. 100G")
-	f.StringVar(&o.path, "path", "", "backing file or block device (the same path on every node, or on every replica with --replicas)")
-	f.IntVar(&o.replicas, "replicas", 0, "replicate synchronously on this many nodes, each with its own copy (default: shared storage)")
+	f.StringVar(&o.size, "size", "", "size of each replica's copy, or of a new --shared file, e.g. 100G")
+	f.StringVar(&o.path, "path", "", "backing file or block device: on every replica (default: under each one's --storage-dir), or with --shared the one every node reaches")
+	f.IntVar(&o.replicas, "replicas", 0, "nodes keeping a synchronous copy, 1 to the number of nodes (default 3, or every node of a smaller cluster)")
+	f.BoolVar(&o.shared, "shared", false, "not replicated: the file or device at --path, which every node reaches (shared storage)")
 	f.StringVar(&o.handler, "handler", "", "fileio, blockio or nullio (default fileio)")
 	f.Uint32Var(&o.blockSize, "block-size", 0, "logical block size, 512 or 4096 (default 512)")
 	f.BoolVar(&o.thin, "thin", false, "thin provisioned: UNMAP punches holes in the file")
@@ -109,22 +123,13 @@ func (o lunCreateOptions) request(iqn, lunArg string) (api.CreateLUN, error) {
 	}
 	req := api.CreateLUN{
 		Target: iqn, LUN: lun, Name: o.name, Path: o.path, Handler: o.handler, BlockSize: o.blockSize,
-		Thin: o.thin, ReadOnly: o.readOnly, NVCache: o.nvCache, NonOwner: o.nonOwner, Replicas: o.replicas,
+		Thin: o.thin, ReadOnly: o.readOnly, NVCache: o.nvCache, NonOwner: o.nonOwner, Replicas: o.replicas, Shared: o.shared,
 	}
-	if o.replicas < 0 {
-		return api.CreateLUN{}, fmt.Errorf("--replicas %d: want 1 or more (or leave it out for shared storage)", o.replicas)
-	}
-	if o.replicas > 0 && o.size == "" {
-		return api.CreateLUN{}, fmt.Errorf("--replicas needs --size: every replica creates its copy at that size")
+	if err := o.checkStorage(); err != nil {
+		return api.CreateLUN{}, err
 	}
 	if o.nonOwner != "" && o.nonOwner != api.NonOwnerActive && o.nonOwner != api.NonOwnerStandby {
 		return api.CreateLUN{}, fmt.Errorf("--non-owner %q: want %s or %s", o.nonOwner, api.NonOwnerActive, api.NonOwnerStandby)
-	}
-	if o.size == "" && o.path == "" {
-		return api.CreateLUN{}, fmt.Errorf("give --size for a new file, or --path for an existing file or device")
-	}
-	if err := checkHandler(o.handler, o.path); err != nil {
-		return api.CreateLUN{}, err
 	}
 	if o.blockSize != 0 && o.blockSize != 512 && o.blockSize != 4096 {
 		return api.CreateLUN{}, fmt.Errorf("--block-size %d: want 512 or 4096", o.blockSize)
@@ -137,18 +142,37 @@ func (o lunCreateOptions) request(iqn, lunArg string) (api.CreateLUN, error) {
 	return req, nil
 }
 
-func checkHandler(handler, path string) error {
-	switch handler {
+// checkStorage checks that the flags describe one kind of storage:
+// nullio, a replicated copy of --size on every replica, or a --shared
+// file or device.
+func (o lunCreateOptions) checkStorage() error {
+	switch o.handler {
 	case "", fsm.HandlerFileIO, fsm.HandlerBlockIO:
-		return nil
 	case fsm.HandlerNullIO:
-		if path != "" {
-			return fmt.Errorf("--handler nullio has no storage: leave out --path")
+		if o.path != "" || o.shared || o.replicasSet {
+			return fmt.Errorf("--handler nullio has no storage: leave out --path, --shared and --replicas")
+		}
+		if o.size == "" {
+			return fmt.Errorf("--handler nullio needs --size")
 		}
 		return nil
 	default:
-		return fmt.Errorf("--handler %q: want fileio, blockio or nullio", handler)
+		return fmt.Errorf("--handler %q: want fileio, blockio or nullio", o.handler)
 	}
+	switch {
+	case o.shared && o.replicasSet:
+		return fmt.Errorf("--shared storage is one copy every node reaches, not replicated: give --shared or --replicas, not both")
+	case o.shared && o.path == "":
+		return fmt.Errorf("--shared needs --path: the file or device every node reaches (with --size, a new sparse file there)")
+	case o.shared:
+		return nil
+	case o.replicasSet && o.replicas < 1:
+		return fmt.Errorf("--replicas %d: want 1 to the number of nodes (or --shared for storage every node reaches)", o.replicas)
+	case o.size == "":
+		return fmt.Errorf("give --size: every replica creates its copy at that size (or uses the file or device at --path); " +
+			"for an existing file or device on storage every node reaches, add --shared")
+	}
+	return nil
 }
 
 // lunSize parses a size and checks it against the block size (512 when
@@ -246,10 +270,28 @@ func newLUNListCommand() *cobra.Command {
 }
 
 func printLUNs(w io.Writer, ls []api.LUN) {
-	fmt.Fprintln(w, "NAME\tSIZE\tHANDLER\tPATH\tMAPPED AT")
+	fmt.Fprintln(w, "NAME\tSIZE\tHANDLER\tSTORAGE\tPATH\tMAPPED AT")
 	for _, l := range ls {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", l.Name, humanSize(l.Size), l.Handler, dash(l.Path), dash(mappingList(l.Mappings)))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, humanSize(l.Size), l.Handler, storageText(l), dash(l.Path), dash(mappingList(l.Mappings)))
 	}
+}
+
+// storageText says where a LUN's blocks are: how many replicas and how
+// many of them are in sync, shared storage, or none (nullio).
+func storageText(l api.LUN) string {
+	switch {
+	case len(l.Replicas) > 0:
+		inSync := 0
+		for _, r := range l.Replicas {
+			if r.State == api.ReplicaInSync {
+				inSync++
+			}
+		}
+		return fmt.Sprintf("%d replicas, %d in sync", len(l.Replicas), inSync)
+	case l.Handler == fsm.HandlerNullIO:
+		return "-"
+	}
+	return "shared"
 }
 
 // mappingList prints mappings as "iqn:lun"; a group mapping as
@@ -307,6 +349,9 @@ func printLUN(w io.Writer, l *api.LUN) {
 	fmt.Fprintf(w, "Owner:\t%s\n", ownerText(l))
 	fmt.Fprintf(w, "Non-owner:\t%s\n", dash(l.NonOwner))
 	fmt.Fprintf(w, "Replicas:\t%s\n", replicaText(l.Replicas))
+	if l.ResyncUnavailable != "" {
+		fmt.Fprintf(w, "Resync:\t%s\n", l.ResyncUnavailable)
+	}
 	if len(l.Mappings) == 0 {
 		fmt.Fprintln(w, "Mappings:\tnone")
 		return
@@ -325,6 +370,9 @@ func replicaText(rs []api.Replica) string {
 	parts := make([]string, 0, len(rs))
 	for _, r := range rs {
 		p := r.Node + " " + r.State
+		if r.State == api.ReplicaResyncing && r.ResyncTotal > 0 {
+			p += fmt.Sprintf(" %.0f%% (%s)", 100*float64(min(r.ResyncDone, r.ResyncTotal))/float64(r.ResyncTotal), r.ResyncPhase)
+		}
 		if r.Owner {
 			p += " (owner)"
 		}

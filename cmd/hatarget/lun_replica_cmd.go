@@ -153,8 +153,10 @@ func newLUNWatchCommand() *cobra.Command {
 		Use:   "watch NAME [--interval 1s] [--until-in-sync]",
 		Short: "Follow the state and resync progress of a replicated LUN's copies",
 		Long: `Watch polls the LUN every --interval and shows one line per replica: the
-node, its state (in-sync, out-of-sync or down) and, while the owner resyncs
-it, a progress bar with the percentage, the copy rate and the time left.
+node, its state (in-sync, out-of-sync, resyncing or down) and, while the
+owner resyncs it, a progress bar with the percentage, the copy rate and the
+time left. Any node can be watched: one that does not own the LUN asks the
+owner for the progress, and says so when the owner does not answer.
 
 On a terminal the lines are redrawn in place; otherwise (a pipe, a file)
 every poll prints a new snapshot of plain lines, headed by the time. With
@@ -296,6 +298,9 @@ func (w *lunWatch) frame(l *api.LUN) []string {
 	lines := []string{header}
 	for line := range strings.Lines(b.String()) {
 		lines = append(lines, strings.TrimRight(line, " \n"))
+	}
+	if l.ResyncUnavailable != "" {
+		lines = append(lines, "  "+l.ResyncUnavailable)
 	}
 	return lines
 }

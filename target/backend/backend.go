@@ -60,6 +60,14 @@ type Device interface {
 	Close() error
 }
 
+// Networked is implemented by devices whose writes wait for other
+// machines, such as a replicated volume: a write takes a network round
+// trip, so a transport must not run one where it holds up reading the
+// commands behind it.
+type Networked interface {
+	NetworkedWrites() bool
+}
+
 // ErrReadOnly is returned by writes to a read-only device.
 var ErrReadOnly = errors.New("device is read-only")
 

@@ -125,12 +125,12 @@ func (s *Server) Close() error {
 
 // serverConn is one connection from a non-owner node. The reader decodes
 // requests and hands them to workers; workers execute them and write the
-// answers themselves (frameWriter.flush).
+// answers themselves (nodeconn.Writer.Flush).
 type serverConn struct {
 	srv *Server
 	nc  net.Conn
 	br  *bufio.Reader
-	w   frameWriter
+	w   nodeconn.Writer
 
 	// tokens holds one entry per command received and not yet answered.
 	tokens chan struct{}
@@ -164,7 +164,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		devices: make(map[string]string),
 		stop:    make(chan struct{}),
 	}
-	sc.w.init(nc, func(error) { nc.Close() })
+	sc.w.Init(nc, yieldBelow, func(error) { nc.Close() })
 	return sc
 }
 
@@ -180,7 +180,7 @@ func (sc *serverConn) serve() {
 		sc.nc.Close()
 		return
 	}
-	go sc.w.run(sc.stop)
+	go sc.w.Run(sc.stop)
 	err := sc.readLoop()
 	if !sc.draining.Load() {
 		// The peer is gone or broke the protocol: nobody will read the
@@ -200,10 +200,10 @@ func (sc *serverConn) end() {
 	sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.cfg.DrainTimeout))
 	sc.pending.Wait()
 	sc.work.Close()
-	sc.w.flush() // a pong the reader queued last
+	sc.w.Flush() // a pong the reader posted last
 	close(sc.stop)
 	sc.nc.Close()
-	sc.w.shutdown()
+	sc.w.Shutdown()
 }
 
 func (sc *serverConn) hello() error {
@@ -248,9 +248,7 @@ func (sc *serverConn) readLoop() error {
 		case FrameAbort:
 			sc.abort(h.Tag)
 		case FramePing:
-			if sc.w.send(outFrame{head: AppendHeader(nil, Header{Type: FramePong, Tag: h.Tag})}) {
-				sc.w.kick()
-			}
+			sc.w.Post(nodeconn.Frame{Head: AppendHeader(nil, Header{Type: FramePong, Tag: h.Tag})})
 		default:
 			err = protoErr("%s from a client", h.Type)
 		}
@@ -478,7 +476,7 @@ func (t *stask) manage(lu *scsi.LU) {
 		lu.NexusLossLocal(t.nexus)
 	}
 	t.res = scsi.Result{Status: scsi.StatusGood}
-	t.answer(outFrame{head: AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)})
+	t.answer(nodeconn.Frame{Head: AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)})
 }
 
 func (t *stask) execute(lu *scsi.LU) {
@@ -493,30 +491,30 @@ func (t *stask) execute(lu *scsi.LU) {
 		return
 	}
 	head := AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)
-	t.answer(outFrame{head: head, data: t.cmd.DataIn[:t.res.DataInLen]})
+	t.answer(nodeconn.Frame{Head: head, Data: t.cmd.DataIn[:t.res.DataInLen]})
 }
 
 // answerAborted answers TASK ABORTED, with neither data nor sense.
 func (t *stask) answerAborted() {
 	t.res = scsi.Result{Status: scsi.StatusTaskAborted}
-	t.answer(outFrame{head: AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)})
+	t.answer(nodeconn.Frame{Head: AppendResponse(t.headBuf[:0], t.req.Tag, &t.res)})
 }
 
 func (t *stask) answerError(code ErrorCode, epoch uint64) {
-	t.answer(outFrame{head: AppendError(t.headBuf[:0], ErrorFrame{Tag: t.req.Tag, Code: code, Epoch: epoch})})
+	t.answer(nodeconn.Frame{Head: AppendError(t.headBuf[:0], ErrorFrame{Tag: t.req.Tag, Code: code, Epoch: epoch})})
 }
 
 // answer queues f and writes it unless another goroutine is writing. The
 // command leaves the abortable set first: an abort arriving now is late.
-func (t *stask) answer(f outFrame) {
+func (t *stask) answer(f nodeconn.Frame) {
 	sc := t.sc
 	sc.unregister(t)
-	f.done = t.doneFn
-	if !sc.w.send(f) {
+	f.Done = t.doneFn
+	if !sc.w.Send(f) {
 		t.release()
 		return
 	}
-	sc.w.flush()
+	sc.w.Flush()
 }
 
 // release returns the task and its buffers once its answer left (or never

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/hatarget/hatarget/target/nodeconn"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -75,7 +76,7 @@ const Version = 1
 // what a peer can make us buffer.
 const (
 	HelloLen         = 8
-	HeaderLen        = 12
+	HeaderLen        = nodeconn.HeaderLen
 	MaxNameLen       = 255
 	MaxCDBLen        = 260
 	MaxSenseLen      = scsi.SenseBufLen
@@ -216,51 +217,34 @@ func DecodeHello(b []byte) (uint16, error) {
 	return be.Uint16(b[4:]), nil
 }
 
-// Header is a frame header.
-type Header struct {
-	Type FrameType
-	Tag  uint32
-	// Length is the payload length, after the header.
-	Length uint32
-}
+// Header is a frame header (nodeconn.HeaderLen bytes).
+type Header = nodeconn.Header[FrameType]
 
 // AppendHeader appends h.
-func AppendHeader(b []byte, h Header) []byte {
-	b = append(b, byte(h.Type), 0, 0, 0)
-	b = be.AppendUint32(b, h.Tag)
-	return be.AppendUint32(b, h.Length)
-}
+func AppendHeader(b []byte, h Header) []byte { return nodeconn.AppendHeader(b, h) }
 
 // DecodeHeader decodes a frame header and checks its length against what
 // its type allows, so the reader knows what it may buffer before reading
 // the payload.
 func DecodeHeader(b []byte) (Header, error) {
-	if len(b) != HeaderLen {
-		return Header{}, protoErr("header of %d bytes", len(b))
-	}
-	h := Header{Type: FrameType(b[0]), Tag: be.Uint32(b[4:]), Length: be.Uint32(b[8:])}
-	if b[1] != 0 || be.Uint16(b[2:]) != 0 {
-		return Header{}, protoErr("%s: flags or reserved bytes set", h.Type)
-	}
-	var lo, hi uint32
-	switch h.Type {
+	return nodeconn.DecodeHeader(b, payloadBounds, ErrProtocol)
+}
+
+// payloadBounds is the range of payload lengths frames of type t may have.
+func payloadBounds(t FrameType) (lo, hi uint32, ok bool) {
+	switch t {
 	case FrameRequest:
-		lo, hi = requestFixedLen, MaxFrameLen
+		return requestFixedLen, MaxFrameLen, true
 	case FrameResponse:
-		lo, hi = responseFixedLen, responseFixedLen+MaxSenseLen+MaxDataLen
+		return responseFixedLen, responseFixedLen + MaxSenseLen + MaxDataLen, true
 	case FrameError:
-		lo, hi = errorPayloadLen, errorPayloadLen
+		return errorPayloadLen, errorPayloadLen, true
 	case FrameTaskMgmt:
-		lo, hi = taskMgmtFixedLen, maxTaskMgmtLen
+		return taskMgmtFixedLen, maxTaskMgmtLen, true
 	case FrameAbort, FramePing, FramePong:
-		lo, hi = 0, 0
-	default:
-		return Header{}, protoErr("unknown %s", h.Type)
+		return 0, 0, true
 	}
-	if h.Length < lo || h.Length > hi {
-		return Header{}, protoErr("%s with a %d-byte payload", h.Type, h.Length)
-	}
-	return h, nil
+	return 0, 0, false
 }
 
 // Nexus is the I_T nexus of a forwarded command, as it travels. Decoded

@@ -276,7 +276,7 @@ func (t *task) start() {
 	t.s.mu.Lock()
 	t.running = true
 	t.s.mu.Unlock()
-	if !t.immediate && t.s.inflight.Load() == 1 && t.c.br.Buffered() == 0 && scsi.QuickCommand(t.cdb) {
+	if !t.immediate && t.s.inflight.Load() == 1 && t.c.br.Buffered() == 0 && t.view != nil && scsi.QuickCommand(t.view.view, t.lun, t.cdb) {
 		t.run()
 		return
 	}

@@ -1,6 +1,10 @@
-// Package nodeconn runs the accept loops of a node-to-node channel server
-// (command forwarding, replication) and tracks its connections, so that
-// closing the server reaches every one of them.
+// Package nodeconn holds what the node-to-node channels (command
+// forwarding, replication) share: the accept loops of a server and the
+// set of its connections, so that closing the server reaches every one of
+// them; the worker pool of a connection; the frame header both protocols
+// use; the writer that batches a connection's frames into one writev per
+// round; and the watcher that declares a silent peer dead. What frames
+// mean, and how long each may be, is each protocol's own.
 package nodeconn
 
 import (

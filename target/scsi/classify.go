@@ -1,19 +1,33 @@
 package scsi
 
-// Transports schedule commands differently by their nature; these answer
-// from the CDB alone, without a lookup.
+// Transports schedule commands differently by their nature.
 
-// QuickCommand reports whether cdb is a plain READ or WRITE: one bounded
-// backend call, safe to run where a long command would hold up others.
-func QuickCommand(cdb []byte) bool {
-	if len(cdb) == 0 {
+// QuickCommand reports whether the command cdb for lun of v is a plain
+// READ or WRITE that this node executes with one call to a local device:
+// safe to run where a long command would hold up others. A forwarded
+// command, or a write that waits for replicas, takes a network round
+// trip.
+func QuickCommand(v View, lun uint64, cdb []byte) bool {
+	if len(cdb) == 0 || v == nil {
 		return false
 	}
+	var write bool
 	switch cdb[0] {
-	case opRead6, opRead10, opRead12, opRead16, opWrite6, opWrite10, opWrite12, opWrite16:
+	case opRead6, opRead10, opRead12, opRead16:
+	case opWrite6, opWrite10, opWrite12, opWrite16:
+		write = true
+	default:
+		return false
+	}
+	lu := v.LU(lun)
+	if lu == nil || lu.fwd.Load() != nil {
+		return false
+	}
+	if !write {
 		return true
 	}
-	return false
+	n := lu.state.Load().networked
+	return n == nil || !n.NetworkedWrites()
 }
 
 // ContinuesAfterAbort reports whether the command keeps running through

@@ -97,8 +97,9 @@ type luState struct {
 	shift     uint   // log2(blockSize)
 	blocks    uint64 // capacity in logical blocks
 	naa       [16]byte
-	readOnly  bool // configured read-only or the device refuses writes
-	thin      bool // cfg.Thin and the device can unmap (see thinState)
+	readOnly  bool              // configured read-only or the device refuses writes
+	thin      bool              // cfg.Thin and the device can unmap (see thinState)
+	networked backend.Networked // nil: a local device
 }
 
 // maxPendingUA bounds the unit attentions queued per nexus; SPC-4 allows
@@ -185,6 +186,7 @@ func newState(cfg LUConfig) (*luState, error) {
 	}
 	st.readOnly = cfg.ReadOnly || cfg.Device.ReadOnly()
 	st.thin = thinState(cfg)
+	st.networked, _ = cfg.Device.(backend.Networked)
 	if st.naa == [16]byte{} {
 		st.naa = deriveNAA(cfg.Serial)
 	}

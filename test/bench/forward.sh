@@ -53,7 +53,7 @@ for _ in $(seq 100); do
 	sleep 0.2
 done
 ctl target create "$IQN" >/dev/null
-ctl lun create "$IQN" 0 --name fwd0 --size 1G >/dev/null
+ctl lun create "$IQN" 0 --name fwd0 --shared --path "$WORK/shared/fwd0.img" --size 1G >/dev/null
 owner=$(ctl lun show fwd0 -o json | sed -n 's/.*"owner": "n\([0-9]\)".*/\1/p')
 [[ $owner =~ ^[123]$ ]] || die "no owner for the LUN"
 other=$((owner % 3 + 1))

@@ -7,7 +7,8 @@
 # the first run (no hole is ever written), and the two LUNs are measured in
 # turns -- replicas 1, replicas 3, replicas 1, ... -- BENCH_ROUNDS times per
 # workload; the figures are medians, the floor is replicas 3 >= 0.5 x
-# replicas 1.
+# replicas 1. Then the resync of a replica that was away while repl3 was
+# written (floor: 200 MB/s).
 #
 # The load comes from `hatarget bench` (hatarget's own initiator, one
 # session): libiscsi's iscsi-perf only issues READ(16), it has no write mode.
@@ -18,8 +19,8 @@
 # back to the temp dir when /dev/shm is not writable), BENCH_PROFILE=0 (1:
 # an extra, unscored replicas-3 4 KiB run while the owner's CPU profile is
 # taken, written to BENCH_OUT/replication-owner-cpu.pprof and its top
-# printed), HATARGET_BIN (default bin/hatarget). The copies take 4 GiB of
-# RAM on tmpfs.
+# printed), BENCH_RESYNC=1 (0: skip the resync measurement), HATARGET_BIN
+# (default bin/hatarget). The copies take 4 GiB of RAM on tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${HATARGET_BIN:-$PWD/bin/hatarget}
@@ -27,8 +28,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECONDS:-10}
 ENFORCE=${BENCH_ENFORCE:-0}
 OUT=${BENCH_OUT:-/tmp}
+mkdir -p "$OUT"
 STORAGE=${BENCH_STORAGE:-/dev/shm}
 PROFILE=${BENCH_PROFILE:-0}
+RESYNC=${BENCH_RESYNC:-1}
 FLOOR=0.5
 SIZE=1G
 IQN=iqn.2025-01.io.hatarget:replication-bench
@@ -75,18 +78,22 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for i in 1 2 3; do
-	joins=()
+# start_agent I: starts node nI (again, after a kill: same dirs), its pid
+# in AGENTS[I-1].
+start_agent() {
+	local i=$1 j joins=()
 	for j in 1 2 3; do [[ $j == "$i" ]] || joins+=(--join "127.0.0.$j:${PORTS[3]}"); done
 	# setsid: a Ctrl-C reaches the script and its client, not the agents;
 	# cleanup stops them once the client has finished.
 	setsid "$BIN" agent --name "n$i" --bind "127.0.0.$i" --data-dir "$WORK/n$i" --storage-dir "$STORE/n$i" \
 		--bootstrap-expect 3 "${joins[@]}" --iscsi-port "${PORTS[0]}" --api-port "${PORTS[1]}" \
 		--raft-port "${PORTS[2]}" --gossip-port "${PORTS[3]}" --forward-port "${PORTS[4]}" --replication-port "${PORTS[5]}" \
-		--debug-addr "127.0.0.$i:${PORTS[6]}" --log-level warn >"$WORK/n$i.log" 2>&1 &
+		--debug-addr "127.0.0.$i:${PORTS[6]}" --log-level warn >>"$WORK/n$i.log" 2>&1 &
 	PIDS+=($!)
-done
-AGENTS=("${PIDS[@]}")
+	AGENTS[i - 1]=$!
+}
+AGENTS=()
+for i in 1 2 3; do start_agent "$i"; done
 ctl() { "$BIN" "$@" --addr "127.0.0.1:${PORTS[1]}"; }
 for _ in $(seq 100); do
 	ctl cluster status -o json 2>/dev/null | grep -q '"leader": "n' && break
@@ -171,6 +178,40 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 
+# Resync: a replica of repl3 is killed, repl3 is written sequentially for
+# 10 s while it is away (about all of it dirty in the owner's bitmap), and
+# it comes back;
+# the rate is the bytes resynced over the time from the first progress the
+# owner reports to readmission. The other two copies serve meanwhile.
+RESYNC_RATE=
+if [[ $RESYNC == 1 ]]; then
+	# n1 may be the one killed: ask the owner.
+	ctl_owner() { "$BIN" "$@" --addr "127.0.0.$owner:${PORTS[1]}"; }
+	victim=$((owner % 3 + 1))
+	log "resync: killing n$victim, writing all of repl3 without it"
+	kill -KILL "${AGENTS[victim - 1]}"
+	wait "${AGENTS[victim - 1]}" 2>/dev/null || true
+	timeout --foreground -k 5 300 "$BIN" bench --portal "$portal" --target "$IQN" --lun 1 --pattern write --bs 1m --qd 8 \
+		--duration 10s --log-level warn >"$WORK/fill.txt" 2>&1 || { tail -5 "$WORK/fill.txt" >&2; die "filling repl3 failed"; }
+	grep -q ', 0 errors' "$WORK/fill.txt" || { tail -5 "$WORK/fill.txt" >&2; die "filling repl3 failed"; }
+	start_agent "$victim"
+	t_start= total=0
+	for _ in $(seq 1500); do
+		js=$(ctl_owner lun show repl3 -o json 2>/dev/null) || { sleep 0.2; continue; }
+		if [[ -z $t_start ]] && grep -q '"resync_total"' <<<"$js"; then
+			t_start=$(date +%s.%N)
+			total=$(sed -n 's/.*"resync_total": \([0-9]*\).*/\1/p' <<<"$js" | sort -n | tail -1)
+		fi
+		[[ $(grep -c '"state": "in-sync"' <<<"$js") == 3 ]] && break
+		sleep 0.2
+	done
+	t_end=$(date +%s.%N)
+	[[ $(ctl_owner lun show repl3 -o json | grep -c '"state": "in-sync"') == 3 ]] || die "n$victim was not readmitted within 5 minutes"
+	[[ -n $t_start && $total -gt 0 ]] || die "the owner never reported resync progress"
+	RESYNC_RATE=$(awk -v b="$total" -v a="$t_start" -v e="$t_end" 'BEGIN {printf "%.0f", b / (e - a) / 1e6}')
+	log "resync: n$victim readmitted, $((total >> 20)) MiB in $(awk -v a="$t_start" -v e="$t_end" 'BEGIN {printf "%.1f", e - a}') s: $RESYNC_RATE MB/s"
+fi
+
 if [[ $PROFILE == 1 ]] && ! command -v curl >/dev/null; then log "curl not found: profile skipped"; PROFILE=0; fi
 if [[ $PROFILE == 1 ]]; then
 	prof=$OUT/replication-owner-cpu.pprof
@@ -200,6 +241,10 @@ FAILS=0
 		verdict=$(awk -v r="$ratio" -v f="$FLOOR" 'BEGIN {print (r >= f) ? "pass" : "FAIL"}')
 		echo "| $label ($unit) | $a | $b | $ratio | $FLOOR: $verdict | $(median "${CPU[$id:1]}") / $(median "${CPU[$id:3]}") |"
 	done
+	if [[ -n $RESYNC_RATE ]]; then
+		verdict=$(awk -v r="$RESYNC_RATE" 'BEGIN {print (r >= 200) ? "pass" : "FAIL"}')
+		echo "| resync of a returning replica, bitmap of $((total >> 20)) MiB (MB/s) | | $RESYNC_RATE | | 200: $verdict | |"
+	fi
 	echo
 	echo "Samples, replicas 1 ; replicas 3:"
 	for w in "${WORKLOADS[@]}"; do

@@ -22,7 +22,7 @@ func TestALUAGroups(t *testing.T) {
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", "alua0", "--size", "16M")
+	mustCLI(t, c, 2, sharedLUNArgs(c, "0", "alua0", "--size", "16M")...)
 	var lun api.LUN
 	decodeJSON(t, mustCLI(t, c, 3, "lun", "show", "alua0", "-o", "json"), &lun)
 	st := status(t, c, 1)
@@ -65,7 +65,7 @@ func TestALUAGroups(t *testing.T) {
 	t.Logf("owner %s (group %d); groups %v agree on all three nodes", lun.Owner, groupOf[lun.Owner], groupOf)
 
 	// With --non-owner standby only the owner's path gives media access.
-	mustCLI(t, c, 3, "lun", "create", tgtIQN, "1", "--name", "standby1", "--size", "16M", "--non-owner", "standby")
+	mustCLI(t, c, 3, sharedLUNArgs(c, "1", "standby1", "--size", "16M", "--non-owner", "standby")...)
 	var sb api.LUN
 	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "standby1", "-o", "json"), &sb)
 	for i, a := range c.Nodes() {
@@ -104,7 +104,7 @@ func TestMoveAndDrain(t *testing.T) {
 	c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
 	for i, name := range []string{"m0", "m1", "m2"} {
-		mustCLI(t, c, 2, "lun", "create", tgtIQN, fmt.Sprint(i), "--name", name, "--size", "16M")
+		mustCLI(t, c, 2, sharedLUNArgs(c, fmt.Sprint(i), name, "--size", "16M")...)
 	}
 	st := status(t, c, 1)
 	groupOf := map[string]uint16{}

@@ -41,7 +41,7 @@ func TestBootstrapAndServeEverywhere(t *testing.T) {
 
 	f := followerIndex(c, leader)
 	mustCLI(t, c, f, "target", "create", tgtIQN)
-	mustCLI(t, c, f, "lun", "create", tgtIQN, "0", "--name", "lun0", "--size", "64M")
+	mustCLI(t, c, f, sharedLUNArgs(c, "0", "lun0", "--size", "64M")...)
 	returned := time.Now()
 	t.Logf("target and LUN created through follower %s", c.Node(f).Name)
 
@@ -87,7 +87,7 @@ func TestLeaderKill(t *testing.T) {
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	old := c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", "lun0", "--size", "16M")
+	mustCLI(t, c, 1, sharedLUNArgs(c, "0", "lun0", "--size", "16M")...)
 	c.WaitGenerations(t, 10*time.Second)
 
 	victim := c.ByName(old)
@@ -112,7 +112,7 @@ func TestLeaderKill(t *testing.T) {
 			mustCLI(t, c, i, args...)
 		}
 	}
-	mustCLI(t, c, c.Index(survivors[0].Name), "lun", "create", tgtIQN, "1", "--name", "lun1", "--size", "16M")
+	mustCLI(t, c, c.Index(survivors[0].Name), sharedLUNArgs(c, "1", "lun1", "--size", "16M")...)
 	for _, a := range survivors {
 		waitServes(t, ls, inq, a, "", "", tgtIQN, []uint64{0, 1}, 5*time.Second)
 	}
@@ -145,8 +145,8 @@ func TestFullRestart(t *testing.T) {
 	const chapUser, chapSecret = "host1", "host1-secret-1"
 	creds := chapUser + "%" + chapSecret
 	mustCLI(t, c, 1, "target", "create", tgtIQN, "--alias", "restart")
-	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", "data0", "--size", "32M")
-	mustCLI(t, c, 3, "lun", "create", tgtIQN, "1", "--name", "data1", "--size", "32M")
+	mustCLI(t, c, 2, sharedLUNArgs(c, "0", "data0", "--size", "32M")...)
+	mustCLI(t, c, 3, sharedLUNArgs(c, "1", "data1", "--size", "32M")...)
 	mustCLI(t, c, 1, "target", "chap", tgtIQN, "--user", chapUser, "--secret", chapSecret)
 	mustCLI(t, c, 2, "target", "acl", "add", tgtIQN, qemuInitiator)
 	c.WaitGenerations(t, 10*time.Second)
@@ -237,7 +237,7 @@ func TestConcurrentCreateConflict(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-gate
-			out, err := c.CLI(t, i%3+1, "lun", "create", tgtIQN, strconv.Itoa(i), "--name", "shared", "--size", "16M")
+			out, err := c.CLI(t, i%3+1, sharedLUNArgs(c, strconv.Itoa(i), "shared", "--size", "16M")...)
 			results[i] = result{i, out, err}
 		})
 	}
@@ -461,7 +461,7 @@ func TestFourthNodeAndRemove(t *testing.T) {
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", "lun0", "--size", "16M")
+	mustCLI(t, c, 2, sharedLUNArgs(c, "0", "lun0", "--size", "16M")...)
 
 	started := time.Now()
 	n4 := c.AddNode(t, "n4")
@@ -517,7 +517,7 @@ func TestFourthNodeAndRemove(t *testing.T) {
 		t.Errorf("%d voters after removing n4, want 3: %+v", voters, st.Nodes)
 	}
 	// Three voters of three alive: changes still commit.
-	mustCLI(t, c, 3, "lun", "create", tgtIQN, "1", "--name", "lun1", "--size", "16M")
+	mustCLI(t, c, 3, sharedLUNArgs(c, "1", "lun1", "--size", "16M")...)
 }
 
 // ---- helpers ----
@@ -601,6 +601,13 @@ func targetSummary(f *scstconf.File) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// sharedLUNArgs is the lun create command of LUN lun of the test target,
+// a device named name in the storage directory all nodes of c share (c
+// without PrivateStorage), with more flags.
+func sharedLUNArgs(c *nodetest.Cluster, lun, name string, more ...string) []string {
+	return append([]string{"lun", "create", tgtIQN, lun, "--name", name, "--shared", "--path", filepath.Join(c.StorageDir, name+".img")}, more...)
 }
 
 func mustCLI(t *testing.T, c *nodetest.Cluster, i int, args ...string) string {

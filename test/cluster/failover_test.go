@@ -181,9 +181,9 @@ func failoverRounds(t *testing.T, replicated bool) {
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{Netns: true, PrivateStorage: replicated})
 	leader := c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	create := []string{"lun", "create", tgtIQN, "0", "--name", "fo0", "--size", "16M"}
+	create := sharedLUNArgs(c, "0", "fo0", "--size", "16M")
 	if replicated {
-		create = append(create, "--replicas", "3")
+		create = []string{"lun", "create", tgtIQN, "0", "--name", "fo0", "--size", "16M", "--replicas", "3"}
 	}
 	mustCLI(t, c, 1, create...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -384,7 +384,7 @@ func clusterWithOwnedLUN(t *testing.T, name string) (*nodetest.Cluster, api.LUN,
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 2, "lun", "create", tgtIQN, "0", "--name", name, "--size", "16M")
+	mustCLI(t, c, 2, sharedLUNArgs(c, "0", name, "--size", "16M")...)
 	var l api.LUN
 	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", name, "-o", "json"), &l)
 	owner := c.ByName(l.Owner)
@@ -452,14 +452,20 @@ func TestMoveUnderLoad(t *testing.T) {
 	}
 }
 
-// waitInSync writes on until every replica of lun is in sync again.
+// waitInSync writes on until every replica of lun is in sync again, as
+// every running node sees it: a node just healed or restarted may still
+// show a state from before the fault.
 func waitInSync(ctx context.Context, t *testing.T, c *nodetest.Cluster, lun string, ck *checker) {
 	t.Helper()
 	start := time.Now()
 	var l api.LUN
 	if !writeUntil(ctx, ck, 60*time.Second, func() bool {
-		l = lunThrough(ctx, c.Node(1), lun)
-		return len(l.Replicas) > 0 && allReplicasInSync(l)
+		for _, a := range c.Running() {
+			if l = lunThrough(ctx, a, lun); len(l.Replicas) == 0 || !allReplicasInSync(l) {
+				return false
+			}
+		}
+		return true
 	}) {
 		t.Fatalf("%s's replicas not all in sync after 60 s: %+v", lun, l.Replicas)
 	}

@@ -24,7 +24,7 @@ func TestLibiscsiAcrossNodes(t *testing.T) {
 	for i, pair := range [][2]int{{1, 2}, {2, 3}, {3, 1}} {
 		// libiscsi's tests expect a fresh LUN: one per run.
 		lun := []string{"0", "1", "2"}[i]
-		mustCLI(t, c, 1, "lun", "create", tgtIQN, lun, "--name", "cu"+lun, "--size", "64M")
+		mustCLI(t, c, 1, sharedLUNArgs(c, lun, "cu"+lun, "--size", "64M")...)
 		urls := []string{
 			"iscsi://" + c.Node(pair[0]).ISCSIAddr() + "/" + tgtIQN + "/" + lun,
 			"iscsi://" + c.Node(pair[1]).ISCSIAddr() + "/" + tgtIQN + "/" + lun,
@@ -102,7 +102,7 @@ func TestLibiscsiSCSIFamilyThroughOwner(t *testing.T) {
 	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
 	c.WaitLeader(t, 15*time.Second)
 	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", "all0", "--size", "64M", "--thin")
+	mustCLI(t, c, 1, sharedLUNArgs(c, "0", "all0", "--size", "64M", "--thin")...)
 	var l api.LUN
 	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "all0", "-o", "json"), &l)
 	owner := c.Index(l.Owner)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -87,9 +88,33 @@ func sameCopies(t *testing.T, nodes []*nodetest.Agent, lun string) {
 			continue
 		}
 		if sum != first {
-			t.Errorf("%s's copy of %s differs from %s's (sha256 %x vs %x)", a.Name, lun, nodes[0].Name, sum[:8], first[:8])
+			t.Errorf("%s's copy of %s differs from %s's (sha256 %x vs %x)%s", a.Name, lun, nodes[0].Name, sum[:8], first[:8],
+				copyDiff(filepath.Join(a.StorageDir, lun+".img"), filepath.Join(nodes[0].StorageDir, lun+".img")))
 		}
 	}
+}
+
+// copyDiff describes the first blocks in which two copies differ, with
+// what the checker's or the bulk writer's headers say they hold: which
+// write landed where tells a lost write from a late one.
+func copyDiff(a, b string) string {
+	da, errA := os.ReadFile(a)
+	db, errB := os.ReadFile(b)
+	if errA != nil || errB != nil || len(da) != len(db) {
+		return fmt.Sprintf(": cannot compare (%v, %v, %d vs %d bytes)", errA, errB, len(da), len(db))
+	}
+	var out []string
+	blocks := 0
+	for off := 0; off < len(da); off += blockSize {
+		x, y := da[off:off+blockSize], db[off:off+blockSize]
+		if bytes.Equal(x, y) {
+			continue
+		}
+		if blocks++; len(out) < 4 {
+			out = append(out, fmt.Sprintf("block %d: %x.. vs %x..", off/blockSize, x[:16], y[:16]))
+		}
+	}
+	return fmt.Sprintf("; %d blocks differ, first %s", blocks, strings.Join(out, "; "))
 }
 
 func fileSum(t *testing.T, path string) [32]byte {

@@ -165,7 +165,7 @@ log "portal group tags by node (cluster status port_group): $PG_NODES"
 ctl cluster status --addr "$API2" | sed 's/^/    /'
 
 ctl target create "$IQN" --addr "$API2" | sed 's/^/    /'
-ctl lun create "$IQN" 0 --name disk0 --size 1G --addr "$API2" | sed 's/^/    /'
+ctl lun create "$IQN" 0 --name disk0 --shared --path "$WORK/storage/disk0.img" --size 1G --addr "$API2" | sed 's/^/    /'
 # every node serves the change within a second: wait until all report the same generation
 for _ in $(seq 40); do
   GENS=$( (status_json "$API2" || true) | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p' | sort -u | wc -l)

@@ -574,6 +574,31 @@ func (a *Agent) Heal() {
 	a.mu.Unlock()
 }
 
+// CutTo drops every packet the node sends to b while b's packets still
+// reach it (netns clusters only): a one-way cut of one link. No TCP
+// connection between the two completes either way, since its answers are
+// lost, but gossip sees the asymmetry: b's probes arrive, the node's
+// answers do not, and both still reach the third node. HealTo undoes it.
+func (a *Agent) CutTo(b *Agent) {
+	a.c.t.Helper()
+	a.needNet()
+	a.c.net.cutOneWay(a.c.t, a.index, b.index)
+}
+
+// HealTo restores the link CutTo cut.
+func (a *Agent) HealTo(b *Agent) {
+	a.c.t.Helper()
+	a.needNet()
+	a.c.net.healOneWay(a.c.t, a.index, b.index)
+}
+
+func (a *Agent) needNet() {
+	a.c.t.Helper()
+	if a.c.net == nil {
+		a.c.t.Fatalf("%s: links can be cut only in a netns cluster (ClusterOptions.Netns)", a.Name)
+	}
+}
+
 // Isolated reports whether Isolate cut the node off and Heal has not
 // restored it yet.
 func (a *Agent) Isolated() bool {
@@ -584,9 +609,7 @@ func (a *Agent) Isolated() bool {
 
 func (a *Agent) eachLink(fn func(t testing.TB, i, j int)) {
 	a.c.t.Helper()
-	if a.c.net == nil {
-		a.c.t.Fatalf("%s: links can be cut only in a netns cluster (ClusterOptions.Netns)", a.Name)
-	}
+	a.needNet()
 	for _, b := range a.c.Nodes() {
 		if b != a {
 			fn(a.c.t, a.index, b.index)

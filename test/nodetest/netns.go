@@ -30,10 +30,14 @@ type network struct {
 	hosts  []int  // the nodes given a namespace
 }
 
-// remove deletes the namespaces (their veths go with them) and the
-// bridge, once the processes in them have stopped.
+// remove deletes the veths, the namespaces and the bridge, once the
+// processes in them have stopped. The veths go first and explicitly: a
+// namespace's are destroyed only when the kernel finally frees it, a
+// while after `ip netns del`, and the next cluster of the same test
+// process (go test -count) reuses their names.
 func (nw *network) remove() {
 	for _, i := range nw.hosts {
+		_ = exec.Command("ip", "link", "del", nw.hostVeth(i)).Run()
 		_ = exec.Command("ip", "netns", "del", nw.ns(i)).Run()
 	}
 	_ = exec.Command("ip", "link", "del", nw.bridge()).Run()
@@ -118,6 +122,18 @@ func (nw *network) heal(t testing.TB, i, j int) {
 	t.Helper()
 	ipCmd(t, "-n", nw.ns(i), "route", "del", "blackhole", nw.ip(j)+"/32")
 	ipCmd(t, "-n", nw.ns(j), "route", "del", "blackhole", nw.ip(i)+"/32")
+}
+
+// cutOneWay drops what node i sends to node j, and nothing j sends to
+// i; healOneWay undoes it.
+func (nw *network) cutOneWay(t testing.TB, i, j int) {
+	t.Helper()
+	ipCmd(t, "-n", nw.ns(i), "route", "add", "blackhole", nw.ip(j)+"/32")
+}
+
+func (nw *network) healOneWay(t testing.TB, i, j int) {
+	t.Helper()
+	ipCmd(t, "-n", nw.ns(i), "route", "del", "blackhole", nw.ip(j)+"/32")
 }
 
 // removeStaleNetworks deletes the namespaces and bridges of netns
