@@ -3,6 +3,7 @@ package cluster
 import (
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"time"
 
@@ -149,7 +150,7 @@ func replication(s *fsm.State, view clusterView) map[string]target.Replication {
 		if !d.Replicated() || d.Owner == "" {
 			continue
 		}
-		r := target.Replication{Owner: d.Owner, Epoch: d.Epoch}
+		r := target.Replication{Owner: d.Owner, Epoch: d.Epoch, Replicas: slices.Clone(d.Replicas)}
 		for _, node := range d.InSync {
 			if node != d.Owner {
 				r.Peers = append(r.Peers, target.Replica{Node: node, Addr: view.repl[node]})

@@ -23,8 +23,9 @@ func TestReplicationResync(t *testing.T) {
 	got := replication(s, view)
 	want := map[string]target.Replication{"r0": {
 		Owner: "a", Epoch: 3,
-		Peers:  []target.Replica{{Node: "b", Addr: "B:1"}},
-		Resync: []target.Replica{{Node: "c", Addr: "C:1"}},
+		Peers:    []target.Replica{{Node: "b", Addr: "B:1"}},
+		Resync:   []target.Replica{{Node: "c", Addr: "C:1"}},
+		Replicas: []string{"a", "b", "c", "d", "e"},
 	}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("replication:\n got %+v\nwant %+v", got, want)

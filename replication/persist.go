@@ -223,6 +223,17 @@ func (v *Volume) syncDirty() error {
 	return v.saveLocked()
 }
 
+// saveDirty saves the state files now.
+func (v *Volume) saveDirty() error {
+	s := v.store
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return v.saveLocked()
+}
+
 // saveDirtyLazily saves the files when the last save is older than
 // dirtyCheckpoint, or now with force, without waiting for a save in
 // progress: a resync calls it to record its progress.

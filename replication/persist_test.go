@@ -261,3 +261,35 @@ func TestDirtyStateUnwritable(t *testing.T) {
 		t.Fatal("the failed write reached the owner's copy")
 	}
 }
+
+// TestRetainForgetsFormerReplicas: once a node is no longer a replica,
+// the volume forgets its bitmap, on disk too, so that a node made a
+// replica again is compared in full rather than trusted from a bitmap
+// that ignores what happened to its disk meanwhile.
+func TestRetainForgetsFormerReplicas(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	c := persistedCluster(t, dir)
+	c.devs[1].setFail(errInjected)
+	if err := c.vol.WriteAt(pattern(4096, 1), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if c.vol.Dirty("c") == nil {
+		t.Fatal("no bitmap for the replica that failed")
+	}
+	file := filepath.Join(dir, dirtyFileName("c"))
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("the failed replica's bitmap is not on disk: %v", err)
+	}
+
+	c.vol.Retain([]string{"a", "b", "c"})
+	if c.vol.Dirty("c") == nil {
+		t.Fatal("the bitmap of a replica that still is one was forgotten")
+	}
+	c.vol.Retain([]string{"a", "b", "d"})
+	if c.vol.Dirty("c") != nil {
+		t.Fatal("the bitmap of a former replica is kept")
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the former replica's state file: %v, want it removed", err)
+	}
+}

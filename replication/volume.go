@@ -343,6 +343,38 @@ func (v *Volume) Update(epoch uint64, inSync, resync []*Peer) {
 	v.rebuildOutOfSyncLocked()
 }
 
+// Retain forgets what the volume knows of the copies of nodes that are no
+// longer replicas (their dirty bitmaps, kept and on disk): a node that
+// becomes a replica again later may have had anything done to its disk
+// meanwhile, so its resync must compare the whole copy rather than trust
+// an old bitmap. replicas names every node holding a copy; an empty list
+// (a configuration that does not say) forgets nothing.
+func (v *Volume) Retain(replicas []string) {
+	if len(replicas) == 0 {
+		return
+	}
+	v.mu.Lock()
+	forgot := false
+	for _, m := range []map[string]*Bitmap{v.dirty, v.volatile} {
+		for node := range m {
+			if !slices.Contains(replicas, node) && !containsNode(v.members, node) && v.resyncs[node] == nil {
+				delete(m, node)
+				delete(v.verify, node)
+				forgot = true
+			}
+		}
+	}
+	if forgot {
+		v.rebuildOutOfSyncLocked()
+	}
+	v.mu.Unlock()
+	if forgot {
+		if err := v.saveDirty(); err != nil {
+			v.log.Error("removing the state of a former replica", "err", err)
+		}
+	}
+}
+
 // setMembersLocked makes m the replicas writes wait for.
 func (v *Volume) setMembersLocked(m []*Peer) {
 	v.members = m

@@ -31,6 +31,8 @@ type Replication struct {
 	// the owner brings each up to date while it serves, and readmits it
 	// to the set (replication/resync.go).
 	Resync []Replica
+	// Replicas names every node holding a copy, reachable or not.
+	Replicas []string
 }
 
 // Replica is a node holding a copy, and where its replication server is.
@@ -182,6 +184,7 @@ func (s *Server) updateVolumes(cfg Config, next map[unitKey]*unit) {
 			vols[k.device] = u.vol
 		}
 		u.vol.Update(repl.Epoch, peers, resync)
+		u.vol.Retain(repl.Replicas)
 	}
 	for k, u := range s.units {
 		if u.vol != nil && (next[k] == nil || next[k].vol != u.vol) {
