@@ -201,14 +201,7 @@ func failoverRounds(t *testing.T, replicated bool) {
 			}
 			faultAt := time.Now()
 			f.inject(owner)
-			moved := watchMove(ctx, firstOther(c, owner), l)
-			for time.Since(faultAt) < 20*time.Second {
-				ck.write(ctx)
-				if r := ck.resumedAfter(faultAt); r > 0 && time.Since(faultAt) > r+time.Second && moved.Load() != nil {
-					break
-				}
-			}
-			to := moved.Load()
+			to := writeThroughMove(ctx, ck, firstOther(c, owner), l, faultAt, time.Second)
 			if to == nil {
 				t.Fatalf("round %d, %s: fo0 never left %s", round, f.name, l.Owner)
 			}
@@ -292,6 +285,20 @@ func ownedLUN(ctx context.Context, t *testing.T, a *nodetest.Agent) api.LUN {
 
 // watchMove polls a's view of fo0 until it has left the owner in from,
 // and publishes where it went.
+// writeThroughMove keeps ck writing after a fault at faultAt until I/O
+// has resumed for settle and a watches the LUN from leave its owner (for
+// 20 s at most), and returns the LUN as it moved, or nil.
+func writeThroughMove(ctx context.Context, ck *checker, a *nodetest.Agent, from api.LUN, faultAt time.Time, settle time.Duration) *api.LUN {
+	moved := watchMove(ctx, a, from)
+	for time.Since(faultAt) < 20*time.Second {
+		ck.write(ctx)
+		if r := ck.resumedAfter(faultAt); r > 0 && time.Since(faultAt) > r+settle && moved.Load() != nil {
+			break
+		}
+	}
+	return moved.Load()
+}
+
 func watchMove(ctx context.Context, a *nodetest.Agent, from api.LUN) *atomic.Pointer[api.LUN] {
 	var moved atomic.Pointer[api.LUN]
 	go func() {

@@ -237,14 +237,7 @@ func TestReplicatedPartitions(t *testing.T) {
 	writeFor(ctx, ck, time.Second)
 	faultAt = time.Now()
 	owner.Isolate()
-	moved := watchMove(ctx, firstOther(c, owner), l)
-	for time.Since(faultAt) < 20*time.Second {
-		ck.write(ctx)
-		if r := ck.resumedAfter(faultAt); r > 0 && time.Since(faultAt) > r+time.Second && moved.Load() != nil {
-			break
-		}
-	}
-	to := moved.Load()
+	to := writeThroughMove(ctx, ck, firstOther(c, owner), l, faultAt, time.Second)
 	if to == nil {
 		t.Fatalf("the leader %s, owning fo0, cut off: fo0 never left it", owner.Name)
 	}

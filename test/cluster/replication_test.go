@@ -53,14 +53,7 @@ func TestReplicatedLUN(t *testing.T) {
 
 	faultAt := time.Now()
 	owner.Kill()
-	moved := watchMove(ctx, firstOther(c, owner), l)
-	for time.Since(faultAt) < 20*time.Second {
-		ck.write(ctx)
-		if r := ck.resumedAfter(faultAt); r > 0 && time.Since(faultAt) > r+2*time.Second && moved.Load() != nil {
-			break
-		}
-	}
-	to := moved.Load()
+	to := writeThroughMove(ctx, ck, firstOther(c, owner), l, faultAt, 2*time.Second)
 	if to == nil {
 		t.Fatalf("rp0 never left the killed owner %s", l.Owner)
 	}
@@ -201,14 +194,7 @@ func TestReplicatedResync(t *testing.T) {
 	l = lunThrough(ctx, owner, "rs0")
 	faultAt := time.Now()
 	owner.Kill()
-	moved := watchMove(ctx, firstOther(c, owner), l)
-	for time.Since(faultAt) < 20*time.Second {
-		ck.write(ctx)
-		if r := ck.resumedAfter(faultAt); r > 0 && time.Since(faultAt) > r+time.Second && moved.Load() != nil {
-			break
-		}
-	}
-	to := moved.Load()
+	to := writeThroughMove(ctx, ck, firstOther(c, owner), l, faultAt, time.Second)
 	if to == nil {
 		t.Fatalf("rs0 never left the killed owner %s", owner.Name)
 	}
