@@ -33,6 +33,9 @@ type ClusterOptions struct {
 	// StorageDir) instead of one shared by all: nodes with their own disks,
 	// as replicated LUNs assume.
 	PrivateStorage bool
+	// Binary is the hatarget binary every node starts with (default
+	// Binary()); Agent.Bin changes it for one node, e.g. to upgrade it.
+	Binary string
 }
 
 // Ports are a cluster's six ports. Every node listens on the same ports
@@ -68,6 +71,9 @@ type Agent struct {
 	// Extra are the node's own extra flags; a test may change them before
 	// Start (e.g. drop --advertise-protocol to "upgrade" the node).
 	Extra []string
+	// Bin is the binary the next Start runs: the cluster's unless a test
+	// changes it (a rolling upgrade).
+	Bin string
 	base  []string // flags fixed at creation: name, ports, join, bootstrap
 	logs  *SyncBuffer
 
@@ -91,7 +97,11 @@ func StartCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 		t.Fatalf("StartCluster: %d nodes", n)
 	}
 	root := t.TempDir() // before the cleanup below, so removed after the processes stop
-	c := &Cluster{t: t, bin: Binary(t), opts: opts, root: root, StorageDir: filepath.Join(root, "storage")}
+	bin := opts.Binary
+	if bin == "" {
+		bin = Binary(t)
+	}
+	c := &Cluster{t: t, bin: bin, opts: opts, root: root, StorageDir: filepath.Join(root, "storage")}
 	t.Cleanup(c.cleanup)
 	if opts.Netns {
 		// Every node has its own port space: the default ports.
@@ -137,7 +147,7 @@ func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent
 	}
 	a := &Agent{
 		c: c, Name: name, index: i, IP: c.hostIP(i), DataDir: filepath.Join(c.root, name), StorageDir: c.StorageDir,
-		Extra: append([]string(nil), extra...), logs: &SyncBuffer{},
+		Extra: append([]string(nil), extra...), Bin: c.bin, logs: &SyncBuffer{},
 	}
 	if c.opts.PrivateStorage {
 		a.StorageDir = filepath.Join(a.DataDir, "luns")
@@ -425,9 +435,9 @@ func (a *Agent) spawn() {
 	args := append(append([]string{"agent"}, a.base...), a.c.opts.Args...)
 	args = append(args, a.Extra...)
 	fmt.Fprintf(a.logs, "===== start #%d: hatarget %s\n", run, strings.Join(args, " "))
-	cmd := exec.Command(a.c.bin, args...)
+	cmd := exec.Command(a.Bin, args...)
 	if a.c.net != nil {
-		cmd = a.c.net.command(a.index, a.c.bin, args...)
+		cmd = a.c.net.command(a.index, a.Bin, args...)
 	}
 	cmd.Stdout, cmd.Stderr = a.logs, a.logs
 	// A test binary that dies (a panic, the go test timeout) runs no
