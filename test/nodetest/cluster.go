@@ -73,9 +73,9 @@ type Agent struct {
 	Extra []string
 	// Bin is the binary the next Start runs: the cluster's unless a test
 	// changes it (a rolling upgrade).
-	Bin string
-	base  []string // flags fixed at creation: name, ports, join, bootstrap
-	logs  *SyncBuffer
+	Bin  string
+	base []string // flags fixed at creation: name, ports, join, bootstrap
+	logs *SyncBuffer
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
