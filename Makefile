@@ -7,20 +7,46 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 RUN_ARGS  ?= --data-dir hatarget-data
 FUZZTIME  ?= 5s
 
-.PHONY: all build test unit vet fuzz fuzz-long conformance bench run e2e clean
+.PHONY: all build deb deb-check test unit vet monitoring fuzz fuzz-long conformance bench run e2e clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hatarget
 
+# The Debian package (deploy/deb/build.sh, dpkg-deb alone): the binary, the
+# systemd unit, the default settings, completions and man pages.
+DEB_DIR   ?= bin
+DEB_BUILD  = deploy/deb/build.sh $(BIN) $(VERSION) $$($(GO) env GOARCH) $(DEB_DIR)
+deb: build
+	@$(DEB_BUILD)
+
+# Its control file, contents and modes, and its unit (systemd-analyze).
+deb-check: build
+	@deploy/deb/check.sh "$$($(DEB_BUILD))"
+
 # The whole suite: static checks, unit and integration tests with the race
 # detector, a short run of every fuzz target, and libiscsi conformance.
-test: vet unit fuzz conformance
+test: vet monitoring deb-check unit fuzz conformance
 
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# The alert rules and dashboard of deploy/monitoring: promtool (Debian's
+# prometheus package) checks the rules and runs their tests, and
+# test/monitoring checks the metrics they name against the code. CI must
+# not pass without promtool; elsewhere its absence is only reported.
+monitoring:
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/monitoring/alerts.yml && \
+		promtool test rules deploy/monitoring/tests/alerts_test.yml; \
+	elif [ "$${CI:-}" = true ]; then \
+		echo "monitoring: promtool not found; .ci/run installs it (apt-get install prometheus)" >&2; exit 1; \
+	else \
+		echo "monitoring: promtool not found, rules NOT checked (apt-get install --no-install-recommends prometheus)" >&2; \
+	fi
+	$(GO) test -count=1 ./test/monitoring/
 
 unit: build
 	HATARGET_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /test/conformance)

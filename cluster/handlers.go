@@ -36,6 +36,7 @@ func (n *Node) localStatus() api.LocalStatus {
 		Generation: n.served.Load(),
 		Version:    n.cfg.Version,
 		Protocol:   n.cfg.Protocol,
+		Protocols:  n.protocols(),
 		Ready:      n.IsReady(),
 	}
 }
@@ -60,7 +61,8 @@ func (n *Node) handleLocal(w http.ResponseWriter, _ *http.Request) {
 // node's role, term and generation are only known to the node itself.
 func (n *Node) readStatus(r *http.Request, s *fsm.State) (any, error) {
 	local := n.localStatus()
-	out := api.ClusterStatus{Leader: local.Leader, Term: local.Term, CommitIdx: local.CommitIdx, Generation: s.Index}
+	out := api.ClusterStatus{Leader: local.Leader, Term: local.Term, CommitIdx: local.CommitIdx, Generation: s.Index,
+		ClusterVersion: s.ActiveVersion()}
 	rows := n.statusRows(s)
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -87,12 +89,13 @@ func (n *Node) readStatus(r *http.Request, s *fsm.State) (any, error) {
 	}
 	wg.Wait()
 	out.Nodes = rows
+	out.MixedVersions = MixedVersions(rows)
 	return out, nil
 }
 
 func fillLocal(row *api.NodeStatus, ls *api.LocalStatus) {
 	row.RaftRole, row.Term, row.CommitIdx, row.Generation = ls.RaftRole, ls.Term, ls.CommitIdx, ls.Generation
-	row.Version, row.Protocol = ls.Version, ls.Protocol
+	row.Version, row.Protocol, row.Protocols = ls.Version, ls.Protocol, ls.Protocols
 	row.Ready = ls.Ready
 	row.Healthy = row.Gossip == "alive" && ls.Ready
 }
@@ -117,7 +120,7 @@ func (n *Node) statusRows(s *fsm.State) []api.NodeStatus {
 		r.Gossip = gossipState(m.State)
 		if m.MetaErr == nil {
 			r.Address, r.ISCSIAddress, r.RaftAddress = m.Meta.API, m.Meta.ISCSI, m.Meta.Raft
-			r.Version, r.Protocol = m.Meta.Version, m.Meta.Protocol
+			r.Version, r.Protocol, r.Protocols = m.Meta.Version, m.Meta.Protocol, m.Meta.table
 		}
 	}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {

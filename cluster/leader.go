@@ -78,7 +78,7 @@ func (n *Node) assignOwners() {
 			continue
 		}
 		if d.Owner != "" {
-			n.metrics.failedOver()
+			n.metrics.failedOver(name)
 			n.log.Warn("LUN failed over", "lun", name, "from", d.Owner, "to", owner, "epoch", res.(*fsm.Device).Epoch)
 		} else {
 			n.log.Info("LUN owner assigned", "lun", name, "owner", owner, "epoch", res.(*fsm.Device).Epoch)

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,7 +17,7 @@ import (
 type metrics struct {
 	applyLatency    prometheus.Histogram
 	reconcileErrors prometheus.Counter
-	failovers       prometheus.Counter
+	failovers       *failoverCollector
 }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
@@ -29,10 +31,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			Name: "hatarget_reconcile_errors_total",
 			Help: "Configurations the dataplane refused to apply.",
 		}),
-		failovers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "hatarget_failovers_total",
-			Help: "LUNs this node, as Raft leader, moved away from an owner that was gone.",
-		}),
+		failovers: newFailoverCollector(n),
 	}
 	raftStat := func(key string) func() float64 {
 		return func() float64 {
@@ -75,9 +74,9 @@ func (m *metrics) observeApply(d time.Duration) {
 	}
 }
 
-func (m *metrics) failedOver() {
+func (m *metrics) failedOver(lun string) {
 	if m != nil {
-		m.failovers.Inc()
+		m.failovers.inc(lun)
 	}
 }
 
@@ -87,12 +86,57 @@ func (m *metrics) reconcileFailed() {
 	}
 }
 
+// failoverCollector counts, per LUN, the failovers this node made as
+// Raft leader. Every LUN of the state has its series on every node from
+// the start, at 0: the first failover after an election is the usual one,
+// and a series that appeared at 1 on the new leader would be invisible to
+// increase().
+type failoverCollector struct {
+	n     *Node
+	desc  *prometheus.Desc
+	mu    sync.Mutex
+	count map[string]float64
+}
+
+func newFailoverCollector(n *Node) *failoverCollector {
+	return &failoverCollector{
+		n: n,
+		desc: prometheus.NewDesc("hatarget_failovers_total",
+			"Failovers of the LUN this node made as Raft leader: moves away from an owner that was gone, not those an operator asked for.",
+			[]string{"lun"}, nil),
+		count: map[string]float64{},
+	}
+}
+
+func (c *failoverCollector) inc(lun string) {
+	c.mu.Lock()
+	c.count[lun]++
+	c.mu.Unlock()
+}
+
+func (c *failoverCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *failoverCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.fsm.State()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name := range s.Devices {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, c.count[name], name)
+	}
+}
+
 // stateCollector reports the Raft role and gossip membership, one series
-// per state, at scrape time.
+// per state, at scrape time, and for every node registered in Raft
+// whether gossip sees it alive and the release its record names. Every
+// node reports every registered node, so that a node that is down, or not
+// scraped, still shows; and only registered ones, since gossip keeps the
+// nodes removed from the cluster, dead, for as long as it runs.
 type stateCollector struct {
 	n       *Node
 	role    *prometheus.Desc
 	members *prometheus.Desc
+	alive   *prometheus.Desc
+	release *prometheus.Desc
 }
 
 func newStateCollector(n *Node) *stateCollector {
@@ -100,12 +144,18 @@ func newStateCollector(n *Node) *stateCollector {
 		n:       n,
 		role:    prometheus.NewDesc("hatarget_raft_state", "1 for this node's current Raft role.", []string{"state"}, nil),
 		members: prometheus.NewDesc("hatarget_members", "Gossip members by state.", []string{"state"}, nil),
+		alive: prometheus.NewDesc("hatarget_cluster_node_alive",
+			"1 while gossip sees the registered node alive, 0 while it is suspect, dead or gone.", []string{"node"}, nil),
+		release: prometheus.NewDesc("hatarget_cluster_node_release",
+			"1 for the release each node of the cluster last advertised, from its Raft record.", []string{"node", "release"}, nil),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.role
 	ch <- c.members
+	ch <- c.alive
+	ch <- c.release
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -117,17 +167,28 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.role, prometheus.GaugeValue, v, raftRole(s))
 	}
+	members := c.n.members()
 	counts := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
-	for _, m := range c.n.members() {
+	for _, m := range members {
 		counts[gossipState(m.State)]++
 	}
 	for state, v := range counts {
 		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, v, state)
 	}
+	for name, rec := range c.n.fsm.State().Nodes {
+		alive := 0.0
+		if m, ok := members[name]; ok && m.State == memberlist.StateAlive {
+			alive = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.alive, prometheus.GaugeValue, alive, name)
+		ch <- prometheus.MustNewConstMetric(c.release, prometheus.GaugeValue, 1, name, rec.Version)
+	}
 }
 
 // ownershipCollector reports, per LUN, its owner, epoch and the ALUA state
-// of this node's port group, from the applied state at scrape time.
+// of this node's port group, from the applied state at scrape time. A LUN
+// without an owner has owner "" and no ALUA state: it is listed all the
+// same, so that an alert can find the LUNs no node serves.
 type ownershipCollector struct {
 	n     *Node
 	owner *prometheus.Desc
@@ -138,7 +199,7 @@ type ownershipCollector struct {
 func newOwnershipCollector(n *Node) *ownershipCollector {
 	return &ownershipCollector{
 		n:     n,
-		owner: prometheus.NewDesc("hatarget_lun_owner", "1 for the node that owns the LUN (active/optimized).", []string{"lun", "owner"}, nil),
+		owner: prometheus.NewDesc("hatarget_lun_owner", "1 for the node that owns the LUN (active/optimized); owner is empty while it has none.", []string{"lun", "owner"}, nil),
 		epoch: prometheus.NewDesc("hatarget_lun_epoch", "Ownership epoch of the LUN: it grows with every move or failover.", []string{"lun"}, nil),
 		state: prometheus.NewDesc("hatarget_lun_alua_state", "1 for the ALUA state this node's port group is in for the LUN.", []string{"lun", "state"}, nil),
 	}
@@ -153,11 +214,11 @@ func (c *ownershipCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *ownershipCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.n.fsm.State()
 	me := s.Nodes[c.n.cfg.Name]
-	for name, groups := range portGroups(s, c.n.cfg.Name, c.n.clusterView()) {
-		d := s.Devices[name]
+	groups := portGroups(s, c.n.cfg.Name, c.n.clusterView())
+	for name, d := range s.Devices {
 		ch <- prometheus.MustNewConstMetric(c.owner, prometheus.GaugeValue, 1, name, d.Owner)
 		ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(d.Epoch), name)
-		for _, g := range groups {
+		for _, g := range groups[name] {
 			if me != nil && g.ID == me.PortGroup {
 				ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, name, g.State.String())
 			}

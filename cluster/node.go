@@ -308,6 +308,7 @@ func (n *Node) startGossip(hasState bool) error {
 		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr, Fwd: n.cfg.ForwardAddr, Repl: n.cfg.ReplicationAddr,
 		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: hasState,
 	}}
+	n.meta.meta.setProtocols(n.protocols())
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = n.cfg.Name
 	mc.BindAddr, mc.BindPort = host, port

@@ -17,7 +17,9 @@ import (
 //	4: synchronous replication: a device's replicas and in-sync set
 //	   (fields of create_lun, import and restore), set_owner's drop,
 //	   set_in_sync, replace_replica and force_promote
-const Protocol uint16 = 4
+//	5: the active cluster version (set_cluster_version, and the state's
+//	   cluster_version, also in restore)
+const Protocol uint16 = 5
 
 // ProtocolReplication is the protocol that introduced synchronous
 // replication. Besides its new command types, it added optional fields to
@@ -71,6 +73,8 @@ var commands = map[CommandType]CommandSpec{
 	TypeSetInSync:      {Since: ProtocolReplication, new: func() Command { return &SetInSync{} }},
 	TypeReplaceReplica: {Since: ProtocolReplication, new: func() Command { return &ReplaceReplica{} }},
 	TypeForcePromote:   {Since: ProtocolReplication, new: func() Command { return &ForcePromote{} }},
+
+	TypeSetClusterVersion: {Since: ProtocolClusterVersion, new: func() Command { return &SetClusterVersion{} }},
 }
 
 // Spec returns the description of a command type.
@@ -167,7 +171,8 @@ type fieldGated interface {
 
 // RequiredProtocol returns the lowest protocol that decodes c as it is:
 // its type's Since, or later when it carries a field added since (replicas
-// of a device in create_lun, import or restore; drop in set_owner).
+// of a device in create_lun, import or restore; drop in set_owner; the
+// cluster version of a restored state).
 func RequiredProtocol(c Command) uint16 {
 	need := commands[c.Type()].Since
 	if g, ok := c.(fieldGated); ok {
@@ -187,9 +192,16 @@ func CheckCommand(c Command, peers []Peer) error {
 	need := RequiredProtocol(c)
 	what := string(c.Type())
 	if need > spec.Since {
-		what += " with replication fields"
+		what += " with " + fieldFeatures[need] + " fields"
 	}
 	return checkPeers(what, need, peers)
+}
+
+// fieldFeatures names, for refusals, the feature of each protocol that
+// added fields to older command types.
+var fieldFeatures = map[uint16]string{
+	ProtocolReplication:    "replication",
+	ProtocolClusterVersion: "cluster version",
 }
 
 func checkPeers(what string, need uint16, peers []Peer) error {

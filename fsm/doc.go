@@ -15,6 +15,12 @@
 // only). Decoding is strict: an unknown command type or an unknown field
 // is an explicit error, never a silent skip.
 //
+// The active cluster version (protocol 5, version.go) is the other half of
+// rolling upgrades: the gate above keeps a command from voters that cannot
+// decode it, the cluster version keeps a feature unused until the operator
+// finalizes the upgrade, so that until then any node can go back to the
+// previous release.
+//
 // Synchronous replication (protocol 4): a device with Replicas keeps its
 // blocks on those nodes' own disks; InSync is the subset known to hold
 // every acknowledged write, always holding the owner. Only an in-sync

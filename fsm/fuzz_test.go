@@ -37,6 +37,8 @@ var decodeEdgeCases = []string{
 	"\x01" + `{"type":"replace_replica","body":{"device":"r0","epoch":1,"old":"n2","new":"n2"}}`,
 	"\x01" + `{"type":"replace_replica","body":{"device":"r0","epoch":1,"old":"n2","new":"n4","extra":1}}`,
 	"\x01" + `{"type":"force_promote","body":{"device":"r0","epoch":1,"owner":"n1"}}`,
+	"\x01" + `{"type":"set_cluster_version","body":{"version":65535}}`,
+	"\x01" + `{"type":"set_cluster_version","body":{"version":1}}`,
 	"\x01" + `{"type":"force_promote","body":{"device":"r0","epoch":1,"owner":"n4"}}`,
 	"\x01" + `{"type":"force_promote","body":{"device":"r0","epoch":1,"owner":""}}`,
 	"\x01" + `{"type":"force_promote","body":{"device":"r0","epoch":1,"owner":"n3","drop":["n1"]}}`,

@@ -17,6 +17,7 @@ var allTypes = []CommandType{
 	TypeCreateLUN, TypeDeleteLUN, TypeResizeDevice, TypeReservation,
 	TypeRestore, TypeImport, TypeSetOwner, TypeSetDrain,
 	TypeSetInSync, TypeReplaceReplica, TypeForcePromote,
+	TypeSetClusterVersion,
 }
 
 const (
@@ -113,6 +114,8 @@ func sampleCommand(t CommandType) Command {
 		return &ReplaceReplica{Device: "r0", Epoch: 1, Old: "n3", New: "n4"}
 	case TypeForcePromote:
 		return &ForcePromote{Device: "r0", Epoch: 1, Owner: "n3"}
+	case TypeSetClusterVersion:
+		return &SetClusterVersion{Version: ClusterVersion}
 	}
 	panic("sampleCommand: no sample for " + string(t))
 }

@@ -287,8 +287,9 @@ func (c *Import) apply(s *State, _ Env) (any, error) {
 const TypeRestore CommandType = "restore"
 
 // Restore replaces devices, targets, reservations and discovery users with
-// those of a snapshot. Nodes are kept: membership is the cluster's own,
-// not part of a configuration backup.
+// those of a snapshot. Nodes and the cluster version are kept: membership
+// and the binaries the cluster runs are the cluster's own, not part of a
+// configuration backup (and a cluster version never goes down).
 //
 // A replicated device keeps its replica and in-sync sets as saved (they
 // must satisfy the invariant: S non-empty, ⊆ Replicas, holding the owner),
@@ -339,7 +340,13 @@ func (c *Restore) fieldsSince() uint16 {
 	if c.State == nil {
 		return 0
 	}
-	return replicationSince(slices.Collect(maps.Values(c.State.Devices))...)
+	need := replicationSince(slices.Collect(maps.Values(c.State.Devices))...)
+	// Restore leaves the cluster version as it is, but the field travels
+	// in the entry, where an older node's strict decoding sees it.
+	if c.State.ClusterVersion != 0 {
+		need = max(need, ProtocolClusterVersion)
+	}
+	return need
 }
 
 func (c *Restore) apply(s *State, _ Env) (any, error) {

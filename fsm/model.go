@@ -23,6 +23,12 @@ type State struct {
 	DiscoveryUsers []CHAPUser `json:"discovery_users,omitempty"`
 	// NextPortGroup is the next target port group id to allocate.
 	NextPortGroup uint16 `json:"next_port_group,omitempty"`
+	// ClusterVersion is the active cluster version (version.go); zero, as
+	// in every state older releases wrote, reads as ClusterVersionBase. It
+	// is left out of the encoding until an upgrade is finalized, so that
+	// the snapshots of a cluster in the middle of an upgrade still load in
+	// the previous release, whose decoding is strict.
+	ClusterVersion uint16 `json:"cluster_version,omitempty"`
 }
 
 // Empty returns the state of a new cluster.

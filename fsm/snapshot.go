@@ -2,9 +2,9 @@ package fsm
 
 import "encoding/json"
 
-// snapshotFormat is the version of the snapshot encoding; a snapshot of a
+// SnapshotFormat is the version of the snapshot encoding; a snapshot of a
 // later format is refused rather than half read.
-const snapshotFormat = 1
+const SnapshotFormat = 1
 
 type snapshotFile struct {
 	Format   int    `json:"format"`
@@ -14,7 +14,7 @@ type snapshotFile struct {
 
 // MarshalSnapshot serialises s deterministically (map keys sorted).
 func MarshalSnapshot(s *State) ([]byte, error) {
-	return json.Marshal(snapshotFile{Format: snapshotFormat, Protocol: Protocol, State: s})
+	return json.Marshal(snapshotFile{Format: SnapshotFormat, Protocol: Protocol, State: s})
 }
 
 // UnmarshalSnapshot restores a state, refusing unknown formats and fields.
@@ -25,8 +25,8 @@ func UnmarshalSnapshot(b []byte) (*State, error) {
 	if err := json.Unmarshal(b, &head); err != nil {
 		return nil, errorf(CodeInvalid, "snapshot: %v", err)
 	}
-	if head.Format != snapshotFormat {
-		return nil, errorf(CodeUnsupported, "snapshot format %d is not supported by this binary (it reads format %d)", head.Format, snapshotFormat)
+	if head.Format != SnapshotFormat {
+		return nil, errorf(CodeUnsupported, "snapshot format %d is not supported by this binary (it reads format %d)", head.Format, SnapshotFormat)
 	}
 	var f snapshotFile
 	if err := DecodeStrict(b, &f); err != nil {

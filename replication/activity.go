@@ -138,9 +138,13 @@ func (a *activityLog) extents() []Extent {
 // commit writes only the slots of new entries. A slot whose checksum
 // fails was being written when the node crashed: it held the oldest entry
 // or one whose write was never applied, so it is skipped.
+//
+// ActivityLogVersion is the version of the activity log file; a file of
+// another version is refused.
+const ActivityLogVersion = 1
+
 const (
 	activityMagic   = "HTAL"
-	activityVersion = 1
 	activitySlotLen = 32
 	activityFileLen = activitySlotLen * (1 + ActivityEntries)
 )
@@ -157,7 +161,7 @@ type activityEntry struct {
 func activityHeader() []byte {
 	h := make([]byte, 0, activitySlotLen)
 	h = append(h, activityMagic...)
-	h = binary.BigEndian.AppendUint16(h, activityVersion)
+	h = binary.BigEndian.AppendUint16(h, ActivityLogVersion)
 	h = binary.BigEndian.AppendUint16(h, 0)
 	h = binary.BigEndian.AppendUint32(h, ActivityRegion)
 	h = binary.BigEndian.AppendUint32(h, ActivityEntries)
@@ -193,9 +197,9 @@ func decodeActivityLog(data []byte) ([]activityEntry, error) {
 	switch {
 	case string(h[:4]) != activityMagic:
 		return nil, fmt.Errorf("%w: magic %q", ErrBadActivityLog, h[:4])
-	case binary.BigEndian.Uint16(h[4:]) != activityVersion:
+	case binary.BigEndian.Uint16(h[4:]) != ActivityLogVersion:
 		return nil, fmt.Errorf("%w: unknown version %d (this build reads version %d)", ErrBadActivityLog,
-			binary.BigEndian.Uint16(h[4:]), activityVersion)
+			binary.BigEndian.Uint16(h[4:]), ActivityLogVersion)
 	case crc32.Checksum(h[:28], crc32c) != binary.BigEndian.Uint32(h[28:]):
 		return nil, fmt.Errorf("%w: header checksum mismatch", ErrBadActivityLog)
 	case string(h) != string(activityHeader()):

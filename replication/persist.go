@@ -41,9 +41,13 @@ import (
 //
 // Flag bit 0: the node's regions must be compared by checksum (the owner
 // does not know what it holds). The CRC covers everything before it.
+//
+// StateVersion is the version of the replica state file (the persisted
+// dirty bitmap); a file of another version is refused.
+const StateVersion = 1
+
 const (
 	stateMagic      = "HTRS"
-	stateVersion    = 1
 	stateCompare    = 1 << 0
 	stateHead       = 17
 	dirtyFilePrefix = "dirty-"
@@ -77,7 +81,7 @@ func (st replicaState) marshal() ([]byte, error) {
 	}
 	out := make([]byte, 0, stateHead+len(st.node)+len(bm)+4)
 	out = append(out, stateMagic...)
-	out = binary.BigEndian.AppendUint16(out, stateVersion)
+	out = binary.BigEndian.AppendUint16(out, StateVersion)
 	out = binary.BigEndian.AppendUint16(out, flags)
 	out = binary.BigEndian.AppendUint64(out, st.epoch)
 	out = append(out, byte(len(st.node)))
@@ -94,9 +98,9 @@ func decodeReplicaState(data []byte) (replicaState, error) {
 	switch {
 	case string(body[:4]) != stateMagic:
 		return replicaState{}, fmt.Errorf("%w: magic %q", ErrBadReplicaState, body[:4])
-	case binary.BigEndian.Uint16(body[4:]) != stateVersion:
+	case binary.BigEndian.Uint16(body[4:]) != StateVersion:
 		return replicaState{}, fmt.Errorf("%w: unknown version %d (this build reads version %d)", ErrBadReplicaState,
-			binary.BigEndian.Uint16(body[4:]), stateVersion)
+			binary.BigEndian.Uint16(body[4:]), StateVersion)
 	case crc32.Checksum(body, crc32c) != binary.BigEndian.Uint32(data[len(body):]):
 		return replicaState{}, fmt.Errorf("%w: checksum mismatch", ErrBadReplicaState)
 	}

@@ -143,6 +143,9 @@ func (v *Volume) StopResync() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.resyncStopped = true
+	if v.stopReconcile != nil {
+		v.stopReconcile()
+	}
 	for node, rs := range v.resyncs {
 		rs.cancel()
 		delete(v.resyncs, node)

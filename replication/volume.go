@@ -148,6 +148,7 @@ type Volume struct {
 	resyncWG      sync.WaitGroup
 	limiter       rateLimiter
 	store         *dirtyStore // nil without StateDir
+	stopReconcile context.CancelFunc
 
 	ops sync.Pool
 }
@@ -902,6 +903,45 @@ func (v *Volume) Reconcile(ctx context.Context, ext []Extent) error {
 
 // copyOut reads [off, off+len(p)) locally and writes it everywhere, with
 // no other write to the range in between.
+// ReconcileInBackground runs Reconcile(ext) while the volume serves, until
+// it is done or the volume stops resyncing (StopResync, Close). A new
+// owner seals the old epoch first, which is what keeps a zombie write out;
+// rewriting the regions the old owner had writes in flight to can take
+// long (up to the whole LUN), and its copy is the one every read and
+// write now goes to: like DRBD's resync of activity-log extents after a
+// primary crash, it need not wait. A copy that fails it is dropped, its
+// region marked for its resync.
+func (v *Volume) ReconcileInBackground(ext []Extent) {
+	if len(ext) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v.mu.Lock()
+	if v.resyncStopped || v.closed.Load() {
+		v.mu.Unlock()
+		cancel()
+		return
+	}
+	v.stopReconcile = cancel
+	v.resyncWG.Add(1)
+	v.mu.Unlock()
+	go func() {
+		defer v.resyncWG.Done()
+		defer cancel()
+		var total int64
+		for _, e := range ext {
+			total += e.Len
+		}
+		start := time.Now()
+		if err := v.Reconcile(ctx, ext); err != nil {
+			v.log.Warn("rewriting the regions the former owner had writes in flight to", "bytes", total, "err", err)
+			return
+		}
+		v.log.Info("regions the former owner had writes in flight to rewritten on every copy",
+			"bytes", total, "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
 func (v *Volume) copyOut(p []byte, off int64) error {
 	n := int64(len(p))
 	ticket := v.ranges.lock(off, n, true)

@@ -338,6 +338,16 @@ func TestReconcile(t *testing.T) {
 	if !bytes.Equal(c.devs[0].snapshot(), c.local.snapshot()) {
 		t.Fatal("reconciled replica differs from the owner")
 	}
+
+	// The same in the background, while the volume takes writes.
+	if err := p.Write(context.Background(), "lun", 1, 2, 4<<20, pattern(4096, 8), false); err != nil {
+		t.Fatal(err)
+	}
+	c.vol.ReconcileInBackground([]Extent{{Off: 4 << 20, Len: ActivityRegion}})
+	if err := c.vol.WriteAt(pattern(4096, 9), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the background reconcile", func() bool { return bytes.Equal(c.devs[0].snapshot(), c.local.snapshot()) })
 }
 
 func TestUpdateMembership(t *testing.T) {

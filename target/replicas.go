@@ -113,9 +113,11 @@ func (s *Server) luDevice(cfg Config, d Device, u *unit) (backend.Device, error)
 }
 
 // promote seals the new epoch on every in-sync copy (from then on none
-// takes a write of an older owner) and rewrites, from this node's copy,
-// every region some copy saw a write to recently: a write the old owner
-// had in flight may have reached some copies and not others.
+// takes a write of an older owner) and starts rewriting, from this node's
+// copy, every region some copy saw a write to recently: a write the old
+// owner had in flight may have reached some copies and not others. The
+// rewrite runs while the LU serves (it may cover the whole LUN), so only
+// the seal bounds how long a failover takes.
 func (s *Server) promote(device string, vol *replication.Volume, peers []*replication.Peer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), promotionTimeout)
 	defer cancel()
@@ -132,7 +134,8 @@ func (s *Server) promote(device string, vol *replication.Volume, peers []*replic
 		}
 		regions = append(regions, ext...)
 	}
-	return vol.Reconcile(ctx, regions)
+	vol.ReconcileInBackground(regions)
+	return nil
 }
 
 // replicaPeers returns a connection to each replica, reusing those already

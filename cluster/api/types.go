@@ -3,8 +3,25 @@
 // so that the CLI and other tools depend only on the wire format.
 package api
 
-// Version is the management API version, the path prefix of every route.
-const Version = "v1"
+// Version is the management API version, the path prefix of every route;
+// VersionNumber is the same for the protocol table. Changes within a
+// version are additive (new routes, new fields), which older clients
+// ignore and older servers answer with 404 or leave unset.
+const (
+	Version       = "v1"
+	VersionNumber = 1
+)
+
+// ProtocolVersion is one channel of a binary's protocol table (`hatarget
+// version`): a protocol it speaks or a format it writes.
+type ProtocolVersion struct {
+	// Channel names the protocol or format; docs/api.md lists them.
+	Channel string `json:"channel"`
+	// Version is what the binary speaks or writes; Min the oldest it still
+	// accepts, equal to Version where it accepts only its own.
+	Version uint16 `json:"version"`
+	Min     uint16 `json:"min"`
+}
 
 // Default ports on a node's bind address.
 const (
@@ -70,23 +87,34 @@ type NodeStatus struct {
 	Healthy bool `json:"healthy"`
 	Ready   bool `json:"ready"`
 	// Gossip is the memberlist state: alive, suspect, dead, left.
-	Gossip     string `json:"gossip"`
-	Version    string `json:"version"`
-	Protocol   uint16 `json:"protocol"`
-	PortGroup  uint16 `json:"port_group"`
-	Term       uint64 `json:"term"`
-	CommitIdx  uint64 `json:"commit_index"`
-	Generation uint64 `json:"generation"`
-	Error      string `json:"error,omitempty"`
+	Gossip   string `json:"gossip"`
+	Version  string `json:"version"`
+	Protocol uint16 `json:"protocol"`
+	// Protocols is the node's protocol table, as it last advertised it;
+	// absent for a node gossip has not seen since this node started, or
+	// that runs a release from before protocol tables (v0.1.0), which
+	// advertises Protocol only.
+	Protocols  []ProtocolVersion `json:"protocols,omitempty"`
+	PortGroup  uint16            `json:"port_group"`
+	Term       uint64            `json:"term"`
+	CommitIdx  uint64            `json:"commit_index"`
+	Generation uint64            `json:"generation"`
+	Error      string            `json:"error,omitempty"`
 }
 
 // ClusterStatus is GET /v1/status.
 type ClusterStatus struct {
-	Leader     string       `json:"leader"`
-	Term       uint64       `json:"term"`
-	CommitIdx  uint64       `json:"commit_index"`
-	Generation uint64       `json:"generation"`
-	Nodes      []NodeStatus `json:"nodes"`
+	Leader     string `json:"leader"`
+	Term       uint64 `json:"term"`
+	CommitIdx  uint64 `json:"commit_index"`
+	Generation uint64 `json:"generation"`
+	// ClusterVersion is the active cluster version: what every node may
+	// use (docs/api.md, "Cluster versions").
+	ClusterVersion uint16 `json:"cluster_version"`
+	// MixedVersions: the nodes do not all run the same release with the
+	// same protocol table, as in the middle of a rolling upgrade.
+	MixedVersions bool         `json:"mixed_versions"`
+	Nodes         []NodeStatus `json:"nodes"`
 }
 
 // LocalStatus is GET /v1/local: the answering node only, never forwarded.
@@ -102,6 +130,8 @@ type LocalStatus struct {
 	Generation uint64 `json:"generation"`
 	Version    string `json:"version"`
 	Protocol   uint16 `json:"protocol"`
+	// Protocols is the node's protocol table.
+	Protocols []ProtocolVersion `json:"protocols,omitempty"`
 	// Ready: the node has caught up with the cluster and serves iSCSI.
 	Ready bool `json:"ready"`
 }
@@ -254,11 +284,71 @@ type ForcePromoteResult struct {
 	Generation uint64 `json:"generation,omitempty"`
 }
 
+// Drain is the optional body of POST /v1/nodes/{name}/drain.
+type Drain struct {
+	// Force drains the node even when stopping it would make a LUN
+	// unavailable or cost Raft its quorum (StopSafety.Blocked), which is
+	// otherwise refused.
+	Force bool `json:"force,omitempty"`
+}
+
 // DrainResult is the answer of POST /v1/nodes/{name}/drain: the LUNs moved
 // away from the node and where they went.
 type DrainResult struct {
-	Moved      map[string]string `json:"moved"`
-	Generation uint64            `json:"generation"`
+	Moved map[string]string `json:"moved"`
+	// Kept are the LUNs the node still owns because no other node can own
+	// them yet: their other copies are out of sync (StopSafety says why).
+	Kept []string `json:"kept,omitempty"`
+	// Leader is the node the drained node handed Raft leadership to, when
+	// it led.
+	Leader     string `json:"leader,omitempty"`
+	Generation uint64 `json:"generation"`
+}
+
+// StopSafety is GET /v1/nodes/{name}/safety: whether stopping the node now
+// loses nothing.
+type StopSafety struct {
+	Node string `json:"node"`
+	// Safe: without the node Raft keeps a quorum of its voters, and no LUN
+	// loses its owner or its last live in-sync copy. Reasons say, naming
+	// the LUN, why not.
+	Safe    bool     `json:"safe"`
+	Reasons []string `json:"reasons,omitempty"`
+	// Blocked: some reason does not go away by draining or by waiting for
+	// a running resync; stopping the node would make a LUN unavailable or
+	// cost the quorum. Drain refuses such a node unless forced.
+	Blocked bool `json:"blocked,omitempty"`
+	// Idle: the node is drained, does not lead Raft and owns no LUN
+	// another node could take over, so stopping it moves nothing a drain
+	// could have moved first; Pending says what is left.
+	Idle    bool     `json:"idle"`
+	Pending []string `json:"pending,omitempty"`
+}
+
+// Stoppable reports whether the node may be stopped now without moving
+// anything or losing anything.
+func (s *StopSafety) Stoppable() bool { return s.Safe && s.Idle }
+
+// Rebalance is POST /v1/rebalance.
+type Rebalance struct {
+	// DryRun answers the plan without moving anything.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// LUNMove is one ownership change of a rebalance.
+type LUNMove struct {
+	LUN  string `json:"lun"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// RebalanceResult is the answer of POST /v1/rebalance: the moves made (or
+// planned, for a dry run), by LUN name.
+type RebalanceResult struct {
+	Moves  []LUNMove `json:"moves"`
+	DryRun bool      `json:"dry_run,omitempty"`
+	// Generation holds the last move; zero when nothing moved.
+	Generation uint64 `json:"generation,omitempty"`
 }
 
 // Resize is POST /v1/luns/{name}/resize.

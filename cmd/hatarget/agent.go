@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/hatarget/hatarget/cluster"
 	"github.com/hatarget/hatarget/cluster/api"
+	"github.com/hatarget/hatarget/internal/sdnotify"
 	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/iscsi"
 	"github.com/hatarget/hatarget/target/scsi"
@@ -55,7 +59,15 @@ Ports on the --bind address: iSCSI 3260, API and metrics 9260, Raft 9261,
 gossip 9262, replication 9263, command forwarding 9264 (each overridable). With --bootstrap-expect N, the first N fresh
 nodes that see each other form the cluster by themselves. A restarted node
 rejoins from its --data-dir. A new node joins a running cluster with --join.
-SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
+SIGTERM hands Raft leadership over, leaves the cluster and stops.
+
+Every flag is also a setting of the configuration file (--config, default
+/etc/hatarget/agent.toml, TOML: data-dir = "/var/lib/hatarget") and an
+environment variable (HATARGET_DATA_DIR; lists comma-separated). Flags win
+over the environment, the environment over the file. SIGHUP rereads them:
+` + strings.Join(liveSettingNames(), ", ") + ` changes at once, other changes are logged as waiting
+for a restart. Under systemd (Type=notify) the node reports ready once it has
+caught up with the cluster and opened its iSCSI portal.`,
 		Example: `  # three nodes, one command each
   hatarget agent --name n1 --bind 10.0.0.1 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.2 --join 10.0.0.3
   hatarget agent --name n2 --bind 10.0.0.2 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.1
@@ -64,20 +76,27 @@ SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
   hatarget agent --name n4 --bind 10.0.0.4 --data-dir /var/lib/hatarget --join 10.0.0.1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(cmd)
+			settings, err := loadAgentSettings(cmd.Flags(), os.LookupEnv)
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("token") {
-				o.token = os.Getenv("HATARGET_TOKEN")
+			var level slog.LevelVar
+			log, err := newLeveledLogger(cmd, &level)
+			if err != nil {
+				return err
 			}
-			return runAgent(cmd.Context(), o, log, cmd.OutOrStdout())
+			settings.logSources(log)
+			run := o
+			if err := run.fillDefaults(os.Getenv); err != nil {
+				return err
+			}
+			r := &reloader{running: cmd.Flags(), level: &level, log: log, lookupEnv: os.LookupEnv}
+			return runAgent(cmd.Context(), run, log, cmd.OutOrStdout(), sdnotify.New(os.Getenv("NOTIFY_SOCKET")), r)
 		},
 	}
-	host, _ := os.Hostname()
 	f := cmd.Flags()
-	f.StringVar(&o.name, "name", host, "node name, unique in the cluster")
-	f.StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory for the Raft log, snapshots and node state")
+	f.StringVar(&o.name, "name", "", "node name, unique in the cluster (default: the host name)")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for the Raft log, snapshots and node state (default: $STATE_DIRECTORY, which systemd sets from the unit's StateDirectory=, else hatarget-data)")
 	f.StringVar(&o.bind, "bind", "127.0.0.1", "IP address every service of this node listens on and other nodes reach")
 	f.IntVar(&o.iscsiPort, "iscsi-port", api.DefaultISCSIPort, "iSCSI portal port")
 	f.IntVar(&o.apiPort, "api-port", api.DefaultAPIPort, "management API and /metrics port")
@@ -87,13 +106,36 @@ SIGTERM hands Raft leadership over, leaves the cluster and stops.`,
 	f.IntVar(&o.replPort, "replication-port", api.DefaultReplicationPort, "port where owners of replicated LUNs write to this node's copies (authenticated with --token)")
 	f.StringArrayVar(&o.join, "join", nil, "gossip address HOST[:PORT] of another node to join through, repeatable")
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many fresh nodes see each other")
-	f.StringVar(&o.token, "token", "", "require this bearer token on API calls (env HATARGET_TOKEN)")
+	f.StringVar(&o.token, "token", "", "require this bearer token on API calls")
 	f.StringVar(&o.storageDir, "storage-dir", "", "where this node keeps its copies of replicated LUNs created without --path (default DATA-DIR/luns)")
 	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address")
 	f.Uint16Var(&o.protocol, "advertise-protocol", 0, "advertise an older command protocol (testing the version gate)")
 	_ = f.MarkHidden("advertise-protocol")
+	f.String(configFlag, defaultAgentConfig, "configuration file (TOML) to read the settings from; a missing default file is fine, \"\" reads none")
 	return cmd
+}
+
+// fillDefaults resolves the defaults that depend on the host. The flags
+// keep their empty defaults, so that a reload does not see the resolved
+// values as changed settings.
+func (o *agentOptions) fillDefaults(getenv func(string) string) error {
+	if o.name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--name not set, and no host name to default to: %w", err)
+		}
+		o.name = host
+	}
+	if o.dataDir == "" {
+		// systemd joins several StateDirectory= entries with colons; the
+		// unit names one.
+		o.dataDir, _, _ = strings.Cut(getenv("STATE_DIRECTORY"), ":")
+	}
+	if o.dataDir == "" {
+		o.dataDir = "hatarget-data"
+	}
+	return nil
 }
 
 func (o agentOptions) addr(port int) string {
@@ -112,7 +154,17 @@ func (o agentOptions) joinAddrs() []string {
 	return out
 }
 
-func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writer) error {
+func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writer, sd *sdnotify.Notifier, r *reloader) error {
+	notify := func(states ...string) {
+		if err := sd.Notify(states...); err != nil {
+			log.Warn("telling the service manager", "err", err)
+		}
+	}
+	// Before anything slow: SIGHUP's default action would kill the node.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	notify(sdnotify.Status("starting"))
 	stateDir := filepath.Join(o.dataDir, "state")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
@@ -159,24 +211,55 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 		return err
 	}
 	fmt.Fprintf(out, "hatarget node %s started (API %s); the iSCSI portal opens once it has caught up with the cluster\n", o.name, o.addr(o.apiPort))
-	select {
-	case <-node.Ready():
-	case <-ctx.Done():
-		return shutdownAgent(node, srv, log)
-	}
-	if _, err := srv.Listen(o.addr(o.iscsiPort)); err != nil {
-		_ = shutdownAgent(node, srv, log)
-		return err
-	}
-	if o.debugAddr != "" {
-		if err := serveDebug(o.debugAddr, log); err != nil {
-			log.Error("debug server", "err", err)
+	// status is what `systemctl status` shows between notifications.
+	status := fmt.Sprintf("catching up with the cluster; API %s, the iSCSI portal opens after", o.addr(o.apiPort))
+	notify(sdnotify.Status("%s", status))
+	caughtUp := node.Ready()
+	serving := false
+	for {
+		select {
+		case <-caughtUp:
+			caughtUp = nil
+			if _, err := srv.Listen(o.addr(o.iscsiPort)); err != nil {
+				_ = shutdownAgent(node, srv, log)
+				return err
+			}
+			if o.debugAddr != "" {
+				if err := serveDebug(o.debugAddr, log); err != nil {
+					log.Error("debug server", "err", err)
+				}
+			}
+			fmt.Fprintf(out, "hatarget node %s: caught up with the cluster; iSCSI %s, API %s (hatarget cluster status --addr %s)\n",
+				o.name, o.addr(o.iscsiPort), o.addr(o.apiPort), o.addr(o.apiPort))
+			// Ready means serving the configuration the node has applied:
+			// systemd holds back units ordered after this one until now.
+			serving = true
+			status = fmt.Sprintf("serving: iSCSI %s, API %s", o.addr(o.iscsiPort), o.addr(o.apiPort))
+			notify(sdnotify.Ready, sdnotify.Status("%s", status))
+		case <-hup:
+			// READY=1 ends a reload, so only a serving node announces one.
+			if serving {
+				notify(sdnotify.Reloading, sdnotify.Status("reloading the settings"))
+			}
+			reloaded := status
+			needRestart, err := r.reload()
+			switch {
+			case err != nil:
+				log.Error("reload failed; the settings it could not apply keep their running values", "err", err)
+				reloaded += "; last reload failed, see the log"
+			case len(needRestart) > 0:
+				reloaded += "; changed settings waiting for a restart: " + strings.Join(needRestart, ", ")
+			}
+			if serving {
+				notify(sdnotify.Ready, sdnotify.Status("%s", reloaded))
+			} else {
+				notify(sdnotify.Status("%s", reloaded))
+			}
+		case <-ctx.Done():
+			notify(sdnotify.Stopping, sdnotify.Status("stopping: handing Raft leadership over, leaving the cluster, finishing running commands"))
+			return shutdownAgent(node, srv, log)
 		}
 	}
-	fmt.Fprintf(out, "hatarget node %s: caught up with the cluster; iSCSI %s, API %s (hatarget cluster status --addr %s)\n",
-		o.name, o.addr(o.iscsiPort), o.addr(o.apiPort), o.addr(o.apiPort))
-	<-ctx.Done()
-	return shutdownAgent(node, srv, log)
 }
 
 // shutdownAgent leaves the cluster (handing Raft leadership over first),

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/hatarget/hatarget/cluster"
 	"github.com/hatarget/hatarget/cluster/api"
 )
 
@@ -21,6 +23,8 @@ func newClusterCommand() *cobra.Command {
 	addCtlFlags(cmd)
 	cmd.AddCommand(newClusterStatusCommand(), newClusterMembersCommand(), newClusterRemoveCommand(),
 		newClusterTransferCommand(), newClusterSnapshotCommand())
+	cmd.AddCommand(newClusterRebalanceCommand())
+	cmd.AddCommand(newClusterUpgradeCommand())
 	return cmd
 }
 
@@ -28,10 +32,13 @@ func newClusterStatusCommand() *cobra.Command {
 	var stale bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the leader and every node's role, health and generation",
-		Long: `Status shows the Raft leader, term and commit index, and for every node its
-API and iSCSI addresses, Raft role, health, release and the configuration
-generation (applied Raft index) it serves.
+		Short: "Show the leader, the cluster version and every node's role, health, release and generation",
+		Long: `Status shows the Raft leader, term and commit index, the active cluster
+version, and for every node its API and iSCSI addresses, Raft role, health,
+release and the configuration generation (applied Raft index) it serves.
+The protocol tables follow (see "hatarget version"), each with the nodes
+that advertise it; a line "MIXED VERSIONS" names which nodes run which
+release while they differ, as in the middle of a rolling upgrade.
 
 The answer is linearizable: the node confirms the leader first. --stale lets
 the node answer from its own state, which works without a quorum.`,
@@ -67,6 +74,11 @@ func printClusterStatus(w io.Writer, s *api.ClusterStatus) {
 		leader = "none (no quorum or election running)"
 	}
 	fmt.Fprintf(w, "leader %s, term %d, commit index %d\n", leader, s.Term, s.CommitIdx)
+	if s.ClusterVersion == 0 {
+		fmt.Fprintln(w, "cluster version not reported (the answering node predates cluster versions)")
+	} else {
+		fmt.Fprintf(w, "cluster version %d\n", s.ClusterVersion)
+	}
 	fmt.Fprintln(w, "NAME\tADDRESS\tISCSI\tROLE\tHEALTHY\tVERSION\tGENERATION")
 	for _, n := range s.Nodes {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, dash(n.Address), dash(n.ISCSIAddress),
@@ -77,6 +89,50 @@ func printClusterStatus(w io.Writer, s *api.ClusterStatus) {
 			fmt.Fprintf(w, "%s: %s\n", n.Name, n.Error)
 		}
 	}
+	printProtocols(w, s.Nodes)
+}
+
+// printProtocols prints the protocol tables with the nodes sharing each,
+// and names who runs what when the cluster runs more than one release or
+// table. It decides for itself rather than reading mixed_versions, which
+// a node of an older release does not report.
+func printProtocols(w io.Writer, nodes []api.NodeStatus) {
+	var tables, releases []string
+	byTable, byRelease := map[string][]string{}, map[string][]string{}
+	for _, n := range nodes {
+		t := cluster.FormatProtocols(n.Protocols)
+		switch {
+		case n.Protocols == nil && n.Version == "":
+			continue
+		case n.Protocols == nil:
+			t = fmt.Sprintf("not advertised (command protocol %d)", n.Protocol)
+		}
+		if byTable[t] == nil {
+			tables = append(tables, t)
+		}
+		byTable[t] = append(byTable[t], n.Name)
+		if n.Version != "" {
+			if byRelease[n.Version] == nil {
+				releases = append(releases, n.Version)
+			}
+			byRelease[n.Version] = append(byRelease[n.Version], n.Name)
+		}
+	}
+	for _, t := range tables {
+		fmt.Fprintf(w, "protocols of %s: %s\n", strings.Join(byTable[t], ", "), t)
+	}
+	if !cluster.MixedVersions(nodes) {
+		return
+	}
+	if len(releases) < 2 {
+		fmt.Fprintln(w, "MIXED VERSIONS: one release, different protocol tables (above)")
+		return
+	}
+	running := make([]string, len(releases))
+	for i, r := range releases {
+		running[i] = r + " on " + strings.Join(byRelease[r], ", ")
+	}
+	fmt.Fprintf(w, "MIXED VERSIONS: %s\n", strings.Join(running, "; "))
 }
 
 func newClusterMembersCommand() *cobra.Command {

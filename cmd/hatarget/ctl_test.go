@@ -270,9 +270,10 @@ func noEnv(t *testing.T) {
 }
 
 const (
-	statusJSON = `{"leader":"n1","term":3,"commit_index":120,"generation":120,"nodes":[
-		{"name":"n1","address":"10.0.0.1:9260","iscsi_address":"10.0.0.1:3260","raft_role":"leader","healthy":true,"version":"1.2.0","generation":120},
-		{"name":"n2","address":"10.0.0.2:9260","iscsi_address":"","raft_role":"none","healthy":false,"version":"1.1.0","generation":97,"error":"no answer"}]}`
+	statusJSON = `{"leader":"n1","term":3,"commit_index":120,"generation":120,"cluster_version":1,"mixed_versions":true,"nodes":[
+		{"name":"n1","address":"10.0.0.1:9260","iscsi_address":"10.0.0.1:3260","raft_role":"leader","healthy":true,"version":"1.2.0","generation":120,
+		 "protocol":5,"protocols":[{"channel":"cluster","version":2,"min":1},{"channel":"cmd","version":5,"min":1},{"channel":"fwd","version":1,"min":1}]},
+		{"name":"n2","address":"10.0.0.2:9260","iscsi_address":"","raft_role":"none","healthy":false,"version":"1.1.0","protocol":4,"generation":97,"error":"no answer"}]}`
 	targetJSON = `{"iqn":"iqn.2025-01.com.example:db","alias":"db","enabled":true,"luns":[],"allowed_initiators":[],"portals":["10.0.0.1:3260"]}`
 	lunJSON    = `{"name":"db0","handler":"fileio","path":"/srv/db0.img","size":1073741824,"block_size":512,"serial":"s1","naa":"n1",
 		"mappings":[{"target":"iqn.2025-01.com.example:db","lun":3}]}`
@@ -304,10 +305,14 @@ func TestCtlCommands(t *testing.T) {
 			args:  []string{"cluster", "status"},
 			calls: []call{{method: "GET", path: "/v1/status", answer: statusJSON}},
 			want: "leader n1, term 3, commit index 120\n" +
+				"cluster version 1\n" +
 				"NAME  ADDRESS        ISCSI          ROLE    HEALTHY  VERSION  GENERATION\n" +
 				"n1    10.0.0.1:9260  10.0.0.1:3260  leader  yes      1.2.0    120\n" +
 				"n2    10.0.0.2:9260  -              none    no       1.1.0    97\n" +
-				"n2: no answer\n",
+				"n2: no answer\n" +
+				"protocols of n1: cluster=1-2 cmd=1-5 fwd=1\n" +
+				"protocols of n2: not advertised (command protocol 4)\n" +
+				"MIXED VERSIONS: 1.2.0 on n1; 1.1.0 on n2\n",
 		},
 		{
 			name:  "cluster status json",

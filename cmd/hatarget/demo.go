@@ -115,7 +115,9 @@ func (n *demoNode) start(self, dataDir string, all []*demoNode) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"agent", "--name", n.name, "--bind", n.ip, "--data-dir", dir,
+	// --config= keeps the settings of an agent installed on this machine
+	// (/etc/hatarget/agent.toml) out of the demo.
+	args := []string{"agent", "--config=", "--name", n.name, "--bind", n.ip, "--data-dir", dir,
 		"--storage-dir", storage, "--bootstrap-expect", strconv.Itoa(len(all))}
 	for _, peer := range all {
 		if peer != n {

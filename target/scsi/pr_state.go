@@ -683,8 +683,9 @@ func (s *PRState) registerAndMove(op PROp, caller int) (*PRState, PROutcome) {
 	return n, PROutcome{}
 }
 
-// prStateVersion is the version of the serialised state.
-const prStateVersion = 1
+// PRStateVersion is the version of the serialised reservation state, as
+// the Raft state holds it and APTPL files keep it.
+const PRStateVersion = 1
 
 type prStateFile struct {
 	Version int `json:"version"`
@@ -697,7 +698,7 @@ func MarshalPRState(s *PRState) ([]byte, error) {
 	if s == nil {
 		s = &PRState{}
 	}
-	return json.Marshal(prStateFile{Version: prStateVersion, PRState: *s})
+	return json.Marshal(prStateFile{Version: PRStateVersion, PRState: *s})
 }
 
 // UnmarshalPRState reads what MarshalPRState wrote. An unknown version or
@@ -712,8 +713,8 @@ func UnmarshalPRState(b []byte) (*PRState, error) {
 	if v.Version == nil {
 		return nil, errors.New("scsi: reservation state has no version")
 	}
-	if *v.Version != prStateVersion {
-		return nil, fmt.Errorf("scsi: reservation state version %d is not supported (want %d)", *v.Version, prStateVersion)
+	if *v.Version != PRStateVersion {
+		return nil, fmt.Errorf("scsi: reservation state version %d is not supported (want %d)", *v.Version, PRStateVersion)
 	}
 	var f prStateFile
 	if err := json.Unmarshal(b, &f); err != nil {

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNodeWaitCommands(t *testing.T) {
+	noEnv(t)
+	tests := []struct {
+		name    string
+		args    []string
+		calls   []call
+		want    []string // parts of the output, in order
+		wantErr string
+	}{
+		{name: "drain --wait", args: []string{"node", "drain", "n2", "--wait", "--interval", "1ms"}, calls: []call{
+			{method: "POST", path: "/v1/nodes/n2/drain", body: `{}`, answer: `{"moved":{"db0":"n1"},"kept":["r0"],"leader":"n3","generation":9}`},
+			{method: "GET", path: "/v1/nodes/n2/safety", answer: `{"node":"n2","safe":false,"reasons":["LUN r0: n2 holds its only in-sync copy (n1 is out of sync, resyncing 45%)"],"idle":true}`},
+			{method: "GET", path: "/v1/nodes/n2/safety", answer: `{"node":"n2","safe":true,"idle":false,"pending":["LUN r0: n2 still owns it (n1 can take it over)"]}`},
+			{method: "POST", path: "/v1/nodes/n2/drain", body: `{}`, answer: `{"moved":{"r0":"n1"},"generation":11}`},
+			{method: "GET", path: "/v1/nodes/n2/safety", answer: `{"node":"n2","safe":true,"idle":true}`},
+		}, want: []string{"waiting for:\n  LUN r0: n2 holds its only in-sync copy (n1 is out of sync, resyncing 45%)\n",
+			"waiting for:\n  LUN r0: n2 still owns it (n1 can take it over)\n",
+			"node n2 drained; 1 LUN moved\n  db0 -> n1\nRaft leadership handed over to n3\nnode n2 can be stopped\n"}},
+		{name: "drain refused", args: []string{"node", "drain", "n2"}, calls: []call{
+			{method: "POST", path: "/v1/nodes/n2/drain", body: `{}`, status: 409,
+				answer: `{"error":{"code":"conflict","message":"not draining n2: ... LUN one: n2 holds its only copy"}}`},
+		}, wantErr: "LUN one: n2 holds its only copy"},
+		{name: "drain --force without --wait", args: []string{"node", "drain", "n2", "--force"}, calls: []call{
+			{method: "POST", path: "/v1/nodes/n2/drain", body: `{"force":true}`, answer: `{"moved":{},"kept":["one"],"generation":9}`},
+		}, want: []string{"node n2 drained; 0 LUNs moved\nstill owns one: no other node holds an in-sync copy yet\n"}},
+		{name: "undrain --wait", args: []string{"node", "undrain", "n2", "--wait", "--interval", "1ms"}, calls: []call{
+			{method: "POST", path: "/v1/nodes/n2/undrain", answer: `{"generation":50}`},
+			{method: "GET", path: "/v1/status", answer: `{"nodes":[{"name":"n2","healthy":true,"gossip":"alive","generation":42}]}`},
+			{method: "GET", path: "/v1/luns", answer: `[{"name":"r0","owner":"n1","replicas":[{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"resyncing","resync_done":1,"resync_total":4,"resync_phase":"copying"}]}]`},
+			{method: "GET", path: "/v1/status", answer: `{"nodes":[{"name":"n2","healthy":true,"gossip":"alive","generation":50}]}`},
+			{method: "GET", path: "/v1/luns", answer: `[{"name":"r0","owner":"n1","replicas":[{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"in-sync"}]}]`},
+		}, want: []string{"waiting for:\n  n2 is catching up with the Raft log: generation 42 of 50\n  LUN r0: n2 is resyncing, 25% (copying)\n",
+			"node n2 undrained\nnode n2 has caught up and its copies are in sync\n"}},
+		{name: "rebalance --dry-run", args: []string{"cluster", "rebalance", "--dry-run"}, calls: []call{
+			{method: "POST", path: "/v1/rebalance", body: `{"dry_run":true}`, answer: `{"moves":[{"lun":"db0","from":"n1","to":"n2"}],"dry_run":true}`},
+		}, want: []string{"would move 1 LUN (dry run):\nLUN  FROM  TO\ndb0  n1    n2\n"}},
+		{name: "rebalance, nothing to move", args: []string{"cluster", "rebalance"}, calls: []call{
+			{method: "POST", path: "/v1/rebalance", body: `{}`, answer: `{"moves":[]}`},
+		}, want: []string{"ownership is balanced: nothing to move\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := fakeAPI(t, tt.calls...)
+			out, err := runCLI(t, "", append(tt.args, "--addr", srv.URL)...)
+			checkErr(t, err, tt.wantErr)
+			rest := out
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output:\n%s\nlacks, in order:\n%s", out, w)
+				}
+				rest = rest[i+len(w):]
+			}
+		})
+	}
+}
