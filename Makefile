@@ -22,8 +22,10 @@ deb: build
 	@$(DEB_BUILD)
 
 # Its control file, contents and modes, and its unit (systemd-analyze).
+# Without dpkg-deb (not Debian or Ubuntu) this is only reported, except in CI.
 deb-check: build
-	@deploy/deb/check.sh "$$($(DEB_BUILD))"
+	@if command -v dpkg-deb >/dev/null; then deploy/deb/check.sh "$$($(DEB_BUILD))"; \
+	else echo "deb-check: dpkg-deb not found, package NOT checked" >&2; [ "$${CI:-}" != true ]; fi
 
 # The whole suite: static checks, unit and integration tests with the race
 # detector, a short run of every fuzz target, and libiscsi conformance.

@@ -20,7 +20,6 @@ import (
 
 	"github.com/hatarget/hatarget/cluster"
 	"github.com/hatarget/hatarget/cluster/api"
-	"github.com/hatarget/hatarget/internal/sdnotify"
 	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/iscsi"
 	"github.com/hatarget/hatarget/target/scsi"
@@ -64,10 +63,10 @@ SIGTERM hands Raft leadership over, leaves the cluster and stops.
 Every flag is also a setting of the configuration file (--config, default
 /etc/hatarget/agent.toml, TOML: data-dir = "/var/lib/hatarget") and an
 environment variable (HATARGET_DATA_DIR; lists comma-separated). Flags win
-over the environment, the environment over the file. SIGHUP rereads them:
-` + strings.Join(liveSettingNames(), ", ") + ` changes at once, other changes are logged as waiting
-for a restart. Under systemd (Type=notify) the node reports ready once it has
-caught up with the cluster and opened its iSCSI portal.`,
+over the environment, the environment over the file. Under systemd
+(Type=notify) the node reports ready once it has caught up with the cluster
+and opened its iSCSI portal. SIGHUP rereads the settings and logs the
+changed ones that wait for a restart; these apply at once: ` + strings.Join(liveSettingNames(), ", ") + `.`,
 		Example: `  # three nodes, one command each
   hatarget agent --name n1 --bind 10.0.0.1 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.2 --join 10.0.0.3
   hatarget agent --name n2 --bind 10.0.0.2 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.1
@@ -91,7 +90,7 @@ caught up with the cluster and opened its iSCSI portal.`,
 				return err
 			}
 			r := &reloader{running: cmd.Flags(), level: &level, log: log, lookupEnv: os.LookupEnv}
-			return runAgent(cmd.Context(), run, log, cmd.OutOrStdout(), sdnotify.New(os.Getenv("NOTIFY_SOCKET")), r)
+			return runAgent(cmd.Context(), run, log, cmd.OutOrStdout(), newNotifier(os.Getenv("NOTIFY_SOCKET")), r)
 		},
 	}
 	f := cmd.Flags()
@@ -154,7 +153,7 @@ func (o agentOptions) joinAddrs() []string {
 	return out
 }
 
-func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writer, sd *sdnotify.Notifier, r *reloader) error {
+func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writer, sd *notifier, r *reloader) error {
 	notify := func(states ...string) {
 		if err := sd.Notify(states...); err != nil {
 			log.Warn("telling the service manager", "err", err)
@@ -164,7 +163,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	notify(sdnotify.Status("starting"))
+	notify(sdStatus("starting"))
 	stateDir := filepath.Join(o.dataDir, "state")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
@@ -213,7 +212,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	fmt.Fprintf(out, "hatarget node %s started (API %s); the iSCSI portal opens once it has caught up with the cluster\n", o.name, o.addr(o.apiPort))
 	// status is what `systemctl status` shows between notifications.
 	status := fmt.Sprintf("catching up with the cluster; API %s, the iSCSI portal opens after", o.addr(o.apiPort))
-	notify(sdnotify.Status("%s", status))
+	notify(sdStatus("%s", status))
 	caughtUp := node.Ready()
 	serving := false
 	for {
@@ -235,11 +234,11 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 			// systemd holds back units ordered after this one until now.
 			serving = true
 			status = fmt.Sprintf("serving: iSCSI %s, API %s", o.addr(o.iscsiPort), o.addr(o.apiPort))
-			notify(sdnotify.Ready, sdnotify.Status("%s", status))
+			notify(sdReady, sdStatus("%s", status))
 		case <-hup:
 			// READY=1 ends a reload, so only a serving node announces one.
 			if serving {
-				notify(sdnotify.Reloading, sdnotify.Status("reloading the settings"))
+				notify(sdReloading, sdStatus("reloading the settings"))
 			}
 			reloaded := status
 			needRestart, err := r.reload()
@@ -251,12 +250,12 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 				reloaded += "; changed settings waiting for a restart: " + strings.Join(needRestart, ", ")
 			}
 			if serving {
-				notify(sdnotify.Ready, sdnotify.Status("%s", reloaded))
+				notify(sdReady, sdStatus("%s", reloaded))
 			} else {
-				notify(sdnotify.Status("%s", reloaded))
+				notify(sdStatus("%s", reloaded))
 			}
 		case <-ctx.Done():
-			notify(sdnotify.Stopping, sdnotify.Status("stopping: handing Raft leadership over, leaving the cluster, finishing running commands"))
+			notify(sdStopping, sdStatus("stopping: handing Raft leadership over, leaving the cluster, finishing running commands"))
 			return shutdownAgent(node, srv, log)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -440,6 +441,9 @@ func (a *Agent) spawn() {
 		cmd = a.c.net.command(a.index, a.Bin, args...)
 	}
 	cmd.Stdout, cmd.Stderr = a.logs, a.logs
+	// Only the flags above: not a configuration file of this machine's
+	// (/etc/hatarget/agent.toml). Older binaries ignore the variable.
+	cmd.Env = append(os.Environ(), "HATARGET_CONFIG=")
 	// A test binary that dies (a panic, the go test timeout) runs no
 	// cleanup: its agents must not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -1,4 +1,4 @@
-package sdnotify
+package main
 
 import (
 	"net"
@@ -41,17 +41,17 @@ func TestNotify(t *testing.T) {
 		states []string
 		want   string
 	}{
-		{"path socket, one state", filepath.Join(t.TempDir(), "notify"), []string{Ready}, "READY=1"},
-		{"abstract socket", abstract, []string{Stopping}, "STOPPING=1"},
+		{"path socket, one state", filepath.Join(t.TempDir(), "notify"), []string{sdReady}, "READY=1"},
+		{"abstract socket", abstract, []string{sdStopping}, "STOPPING=1"},
 		{"several states in one datagram", filepath.Join(t.TempDir(), "notify"),
-			[]string{Ready, Status("serving %d LUNs", 3)}, "READY=1\nSTATUS=serving 3 LUNs"},
+			[]string{sdReady, sdStatus("serving %d LUNs", 3)}, "READY=1\nSTATUS=serving 3 LUNs"},
 		{"a newline in a status cannot start another state", filepath.Join(t.TempDir(), "notify"),
-			[]string{Reloading, Status("line one\nREADY=1")}, "RELOADING=1\nSTATUS=line one READY=1"},
+			[]string{sdReloading, sdStatus("line one\nREADY=1")}, "RELOADING=1\nSTATUS=line one READY=1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			conn := listen(t, tt.socket)
-			if err := New(tt.socket).Notify(tt.states...); err != nil {
+			if err := newNotifier(tt.socket).Notify(tt.states...); err != nil {
 				t.Fatal(err)
 			}
 			if got := receive(t, conn); got != tt.want {
@@ -62,9 +62,9 @@ func TestNotify(t *testing.T) {
 }
 
 func TestNotifyWithoutManager(t *testing.T) {
-	var zero Notifier
-	for name, n := range map[string]*Notifier{"unset NOTIFY_SOCKET": New(""), "zero value": &zero} {
-		if err := n.Notify(Ready); err != nil {
+	var zero notifier
+	for name, n := range map[string]*notifier{"unset NOTIFY_SOCKET": newNotifier(""), "zero value": &zero} {
+		if err := n.Notify(sdReady); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -72,7 +72,7 @@ func TestNotifyWithoutManager(t *testing.T) {
 
 func TestNotifyMissingSocket(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "gone")
-	err := New(socket).Notify(Ready)
+	err := newNotifier(socket).Notify(sdReady)
 	if err == nil || !strings.Contains(err.Error(), socket) {
 		t.Fatalf("err = %v, want one naming %s", err, socket)
 	}

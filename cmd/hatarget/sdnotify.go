@@ -1,8 +1,9 @@
-// Package sdnotify tells systemd (or any service manager speaking its
-// notify protocol) how a service is doing: READY=1 once it serves, STATUS=
-// lines on progress, RELOADING=1 and STOPPING=1. It implements sd_notify(3)
-// with the standard library so the binary stays static and cgo-free.
-package sdnotify
+package main
+
+// The agent tells systemd (or any service manager speaking its notify
+// protocol) how it is doing: READY=1 once it serves, STATUS= lines on
+// progress, RELOADING=1 and STOPPING=1. sd_notify(3) with the standard
+// library, so that the binary stays static and cgo-free.
 
 import (
 	"fmt"
@@ -12,38 +13,38 @@ import (
 
 // Notification states of sd_notify(3).
 const (
-	Ready     = "READY=1"
-	Reloading = "RELOADING=1"
-	Stopping  = "STOPPING=1"
+	sdReady     = "READY=1"
+	sdReloading = "RELOADING=1"
+	sdStopping  = "STOPPING=1"
 )
 
 // Status is a STATUS= line: free text that `systemctl status` shows. A
 // newline would end the state early, so it becomes a space.
-func Status(format string, args ...any) string {
+func sdStatus(format string, args ...any) string {
 	return "STATUS=" + strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
 }
 
-// Notifier sends notifications to one service manager socket. The zero
-// value, and a nil *Notifier, send nothing: a process not started by a
+// notifier sends notifications to one service manager socket. The zero
+// value, and a nil *notifier, send nothing: a process not started by a
 // service manager runs the same code.
-type Notifier struct {
+type notifier struct {
 	addr *net.UnixAddr
 }
 
 // New returns a notifier for the socket named by $NOTIFY_SOCKET (pass
 // os.Getenv("NOTIFY_SOCKET")): a path, or an abstract socket name starting
 // with '@', which Go's net package maps to the Linux abstract namespace.
-func New(socket string) *Notifier {
+func newNotifier(socket string) *notifier {
 	if socket == "" {
 		return nil
 	}
-	return &Notifier{addr: &net.UnixAddr{Name: socket, Net: "unixgram"}}
+	return &notifier{addr: &net.UnixAddr{Name: socket, Net: "unixgram"}}
 }
 
 // Notify sends the states as one datagram, one per line, as sd_notify
 // expects. Each call uses its own socket: notifications are rare, and a
 // connected socket would go stale if the manager re-created its own.
-func (n *Notifier) Notify(states ...string) error {
+func (n *notifier) Notify(states ...string) error {
 	if n == nil || n.addr == nil {
 		return nil
 	}
