@@ -291,8 +291,7 @@ func (c *Client) ForcePromote(ctx context.Context, name string, req ForcePromote
 
 // DrainNode marks a node drained and moves the LUNs it owns to others.
 func (c *Client) DrainNode(ctx context.Context, name string) (*DrainResult, error) {
-	var r DrainResult
-	return &r, c.Do(ctx, http.MethodPost, "/v1/nodes/"+esc(name)+"/drain", nil, &r)
+	return c.DrainNodeWith(ctx, name, Drain{})
 }
 
 // UndrainNode lets a node own LUNs again.
