@@ -12,8 +12,10 @@ import (
 
 func newClusterUpgradeCommand() *cobra.Command {
 	cmd := groupCommand("upgrade", "Steps of a rolling upgrade",
-		`  hatarget cluster upgrade finalize`)
-	cmd.AddCommand(newUpgradeFinalizeCommand())
+		`  hatarget cluster upgrade plan
+  hatarget cluster upgrade status
+  hatarget cluster upgrade finalize`)
+	cmd.AddCommand(newUpgradePlanCommand(), newUpgradeStatusCommand(), newUpgradeFinalizeCommand())
 	return cmd
 }
 
