@@ -61,8 +61,8 @@ SEQ_IPERF_FLOOR=0.60
 
 # ---------------------------------------------------------------- plumbing
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { printf '[bench %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
+BENCH_NAME=bench
+source "$REPO/test/bench/lib.sh"
 
 PIDS=()            # every background process this script started
 TGTD_CTL=""        # our tgtd's control port, once it is started
@@ -139,18 +139,7 @@ wait_listen() {
 	die "$name is not listening on 127.0.0.1:$port after 10s"
 }
 
-# cpu_ticks PID: user+system CPU of the whole process (all threads), in clock
-# ticks.  The fields are counted after "(comm)", which could hold spaces.
-cpu_ticks() {
-	[[ -r /proc/$1/stat ]] || die "target process $1 has exited"
-	sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
-
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-
-# median "V1 V2 ...": the middle value (mean of the two middle ones if even).
-median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END {
-	if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 calc() { awk "BEGIN { printf \"%.6g\", ($1) }"; }     # calc 'EXPR' -> number
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { printf f, v }'; }

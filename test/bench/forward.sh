@@ -14,12 +14,13 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECONDS:-10}
 ENFORCE=${BENCH_ENFORCE:-0}
 OUT=${BENCH_OUT:-/tmp}
+mkdir -p "$OUT"
 FLOOR=0.5
 IQN=iqn.2025-01.io.hatarget:forward-bench
 PORTS=(23260 29260 29261 29262 29264 29263) # iSCSI, API, Raft, gossip, forwarding, replication
 
-log() { printf '[forward-bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { log "ERROR: $*" >&2; exit 1; }
+BENCH_NAME=forward-bench
+source test/bench/lib.sh
 
 command -v iscsi-perf >/dev/null || die "iscsi-perf not installed (apt-get install libiscsi-bin)"
 [[ -x $BIN ]] || die "$BIN missing: make build"
@@ -68,14 +69,13 @@ perf() {
 	timeout --foreground -k 5 $((SECS + 60)) iscsi-perf -m 32 -b 8 -r -t "$SECS" "$(url "$1")" 2>&1 |
 		tr '\r' '\n' | awk '/^iops average/ {v = $3} END {print v}'
 }
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 owner_runs= other_runs=
 for r in $(seq "$ROUNDS"); do
 	o=$(perf "$owner") f=$(perf "$other")
 	log "round $r: owner $o IOPS, forwarded $f IOPS"
 	owner_runs+="$o " other_runs+="$f "
 done
-o=$(echo "$owner_runs" | median) f=$(echo "$other_runs" | median)
+o=$(median "$owner_runs") f=$(median "$other_runs")
 ratio=$(awk -v f="$f" -v o="$o" 'BEGIN {printf "%.2f", f / o}')
 verdict=$(awk -v r="$ratio" -v fl="$FLOOR" 'BEGIN {print (r >= fl) ? "pass" : "FAIL"}')
 {

@@ -42,8 +42,8 @@ WORKLOADS=(
 	"seq128k|128 KiB sequential write, QD8|write|128k|8|MB/s"
 )
 
-log() { printf '[replication-bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { log "ERROR: $*" >&2; exit 1; }
+BENCH_NAME=replication-bench
+source test/bench/lib.sh
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
@@ -141,7 +141,6 @@ for lun in 0 1; do
 done
 log "owner n$owner ($portal) for both LUNs; copies under $STORE ($(df --output=fstype "$STORE" | tail -1)); $ROUNDS rounds of ${SECS}s"
 
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 cluster_ticks() {
 	local t=0 pid
 	for pid in "${AGENTS[@]}"; do t=$((t + $(cpu_ticks "$pid"))); done
@@ -168,7 +167,6 @@ run_once() {
 	lat=${res#*latency mean } lat=${lat%% p90*}
 	log "  replicas $2  $(printf '%-32s' "$label") $(printf '%9s' "$v") $unit  agents' CPU $cpu µs/IO  (latency mean $lat)"
 }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 for r in $(seq "$ROUNDS"); do
 	log "round $r/$ROUNDS, load average $(cut -d' ' -f1-3 /proc/loadavg)"
