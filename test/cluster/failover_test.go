@@ -192,7 +192,7 @@ func failoverRounds(t *testing.T, replicated bool) {
 	resumed := map[string][]time.Duration{}
 	for round := 1; round <= rounds; round++ {
 		for _, f := range faults {
-			l := ownedLUN(ctx, t, c.Node(1+round%3))
+			l := ownedLUN(ctx, t, c.Node(1+round%3), "fo0")
 			owner := c.ByName(l.Owner)
 			ck.addrs = portalsOwnerFirst(c, owner)
 			ck.path = 0
@@ -270,21 +270,19 @@ func lunThrough(ctx context.Context, a *nodetest.Agent, name string) api.LUN {
 	return l
 }
 
-// ownedLUN waits until a's view of fo0 has an owner.
-func ownedLUN(ctx context.Context, t *testing.T, a *nodetest.Agent) api.LUN {
+// ownedLUN waits until a's view of the LUN name has an owner.
+func ownedLUN(ctx context.Context, t *testing.T, a *nodetest.Agent, name string) api.LUN {
 	t.Helper()
 	var l api.LUN
 	if !nodetest.Poll(10*time.Second, 50*time.Millisecond, func() bool {
-		l = lunThrough(ctx, a, "fo0")
+		l = lunThrough(ctx, a, name)
 		return l.Owner != ""
 	}) {
-		t.Fatalf("%s does not know an owner for fo0: %+v", a.Name, l)
+		t.Fatalf("%s does not know an owner for %s: %+v", a.Name, name, l)
 	}
 	return l
 }
 
-// watchMove polls a's view of fo0 until it has left the owner in from,
-// and publishes where it went.
 // writeThroughMove keeps ck writing after a fault at faultAt until I/O
 // has resumed for settle and a watches the LUN from leave its owner (for
 // 20 s at most), and returns the LUN as it moved, or nil.
@@ -299,6 +297,8 @@ func writeThroughMove(ctx context.Context, ck *checker, a *nodetest.Agent, from 
 	return moved.Load()
 }
 
+// watchMove polls a's view of from's LUN until it has left the owner in
+// from, and publishes where it went.
 func watchMove(ctx context.Context, a *nodetest.Agent, from api.LUN) *atomic.Pointer[api.LUN] {
 	var moved atomic.Pointer[api.LUN]
 	go func() {

@@ -28,14 +28,7 @@ import (
 // first and a bulk writer for the rest of the LUN.
 func replicatedFaultCluster(ctx context.Context, t *testing.T) (*nodetest.Cluster, *checker, *bulkWriter) {
 	t.Helper()
-	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{Netns: true, PrivateStorage: true})
-	c.WaitLeader(t, 15*time.Second)
-	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", "fo0", "--size", "16M", "--replicas", "3")
-	for _, a := range c.Nodes() {
-		waitReads(ctx, t, a.ISCSIAddr())
-	}
-	l := ownedLUN(ctx, t, c.Node(1))
+	c, l := replicatedCluster(ctx, t, nodetest.ClusterOptions{Netns: true}, "fo0", "16M")
 	ck := &checker{t: t, addrs: portalsOwnerFirst(c, c.ByName(l.Owner))}
 	return c, ck, newBulkWriter(t, 16<<20)
 }
@@ -62,11 +55,11 @@ func writeFor(ctx context.Context, ck *checker, d time.Duration) {
 // until its portal serves it.
 func moveTo(ctx context.Context, t *testing.T, c *nodetest.Cluster, node string) api.LUN {
 	t.Helper()
-	if l := ownedLUN(ctx, t, c.ByName(node)); l.Owner != node {
+	if l := ownedLUN(ctx, t, c.ByName(node), "fo0"); l.Owner != node {
 		mustCLI(t, c, c.Index(node), "lun", "move", "fo0", "--to", node)
 	}
 	waitReads(ctx, t, c.ByName(node).ISCSIAddr())
-	return ownedLUN(ctx, t, c.ByName(node))
+	return ownedLUN(ctx, t, c.ByName(node), "fo0")
 }
 
 // checkEverywhere waits, writing, until every replica of fo0 is in sync,
@@ -204,7 +197,7 @@ func TestReplicatedPartitions(t *testing.T) {
 
 	// 1. The leader, not the owner, cut off.
 	leader := c.ByName(c.WaitLeader(t, 15*time.Second))
-	l := ownedLUN(ctx, t, leader)
+	l := ownedLUN(ctx, t, leader, "fo0")
 	if l.Owner == leader.Name {
 		l = moveTo(ctx, t, c, neither(c, leader.Name).Name)
 	}
@@ -216,7 +209,7 @@ func TestReplicatedPartitions(t *testing.T) {
 	faultAt := time.Now()
 	leader.Isolate()
 	dropped := waitDropped(ctx, t, ck, owner, leader.Name, faultAt)
-	now := ownedLUN(ctx, t, owner)
+	now := ownedLUN(ctx, t, owner, "fo0")
 	newLeader, _ := owner.Local()
 	t.Logf("leader %s (not owner) cut off: %s leads, %s still owns fo0 (epoch %d -> %d), dropped %s after %s; I/O resumed %s after the cut",
 		leader.Name, newLeader.Leader, now.Owner, l.Epoch, now.Epoch, leader.Name, dropped.Round(time.Millisecond),
@@ -256,7 +249,7 @@ func TestReplicatedPartitions(t *testing.T) {
 	}
 
 	// 3. A replica, neither owner nor leader, cut off from both peers.
-	l = ownedLUN(ctx, t, c.Node(1))
+	l = ownedLUN(ctx, t, c.Node(1), "fo0")
 	owner = c.ByName(l.Owner)
 	replica := neither(c, l.Owner, c.WaitLeader(t, 15*time.Second))
 	aimAt(c, ck, owner)
@@ -274,7 +267,7 @@ func TestReplicatedPartitions(t *testing.T) {
 	checkEverywhere(ctx, t, c, ck, bulk, c.Nodes())
 
 	// 4. The same replica's packets to the owner dropped, one way.
-	if now := ownedLUN(ctx, t, owner); now.Owner != owner.Name {
+	if now := ownedLUN(ctx, t, owner, "fo0"); now.Owner != owner.Name {
 		t.Fatalf("fo0 moved from %s to %s while its replica %s was cut off", owner.Name, now.Owner, replica.Name)
 	}
 	writeFor(ctx, ck, time.Second)
@@ -302,7 +295,7 @@ func TestReplicatedFullRestart(t *testing.T) {
 	bulk.write(ctx, ck.addrs, 16)
 	syncCache(ctx, t, ck.addrs)
 	writeFor(ctx, ck, time.Second)
-	before := ownedLUN(ctx, t, c.Node(1))
+	before := ownedLUN(ctx, t, c.Node(1), "fo0")
 
 	// The checker writes on in the background while every node is killed
 	// and restarted; it is read again only once it stopped.
@@ -332,7 +325,7 @@ func TestReplicatedFullRestart(t *testing.T) {
 	stop.Store(true)
 	<-done
 
-	l := ownedLUN(ctx, t, c.Node(1))
+	l := ownedLUN(ctx, t, c.Node(1), "fo0")
 	t.Logf("all three killed (in %s) and restarted: %s owns fo0 (was %s, epoch %d -> %d), replicas %+v; I/O resumed %s after the kill",
 		killed.Round(time.Millisecond), l.Owner, before.Owner, before.Epoch, l.Epoch, l.Replicas, ck.resumedAfter(killAt).Round(time.Millisecond))
 	if state := replicaState(ctx, c.ByName(l.Owner), "fo0", l.Owner); state != api.ReplicaInSync {
@@ -380,7 +373,7 @@ func TestReplicatedReplaceNode(t *testing.T) {
 
 	// 1. A replica wiped, rejoining under its name.
 	leader := c.WaitLeader(t, 15*time.Second)
-	l := ownedLUN(ctx, t, c.Node(1))
+	l := ownedLUN(ctx, t, c.Node(1), "fo0")
 	owner := c.ByName(l.Owner)
 	wiped := neither(c, l.Owner, leader)
 	wiped.Stop()
@@ -402,7 +395,7 @@ func TestReplicatedReplaceNode(t *testing.T) {
 	checkEverywhere(ctx, t, c, ck, bulk, c.Nodes())
 
 	// 2. A dead replica replaced by a new node.
-	l = ownedLUN(ctx, t, owner)
+	l = ownedLUN(ctx, t, owner, "fo0")
 	owner = c.ByName(l.Owner)
 	dead := neither(c, l.Owner, wiped.Name)
 	dead.Kill()

@@ -25,21 +25,10 @@ import (
 // every acknowledged write reads back through both survivors, and their
 // copies are identical again.
 func TestReplicatedLUN(t *testing.T) {
-	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{PrivateStorage: true})
-	c.WaitLeader(t, 15*time.Second)
-	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", "rp0", "--size", "16M", "--replicas", "3")
-	var l api.LUN
-	decodeJSON(t, mustCLI(t, c, 2, "lun", "show", "rp0", "-o", "json"), &l)
-	if len(l.Replicas) != 3 {
-		t.Fatalf("rp0 has replicas %+v; want three", l.Replicas)
-	}
-	owner := c.ByName(l.Owner)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	for _, a := range c.Nodes() {
-		waitReads(ctx, t, a.ISCSIAddr())
-	}
+	c, l := replicatedCluster(ctx, t, nodetest.ClusterOptions{}, "rp0", "16M")
+	owner := c.ByName(l.Owner)
 	ck := &checker{t: t, addrs: portalsOwnerFirst(c, owner)}
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
 		ck.write(ctx)
@@ -71,6 +60,26 @@ func TestReplicatedLUN(t *testing.T) {
 
 // sameCopies checks that every node's copy of a replicated LUN holds the
 // same bytes.
+// replicatedCluster starts three nodes with their own disks (and opts)
+// and a LUN name of size replicated on all three, which every portal
+// serves; it returns the LUN as node 2 sees it once it has an owner.
+func replicatedCluster(ctx context.Context, t *testing.T, opts nodetest.ClusterOptions, name, size string) (*nodetest.Cluster, api.LUN) {
+	t.Helper()
+	opts.PrivateStorage = true
+	c := nodetest.StartCluster(t, 3, opts)
+	c.WaitLeader(t, 15*time.Second)
+	mustCLI(t, c, 1, "target", "create", tgtIQN)
+	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", name, "--size", size, "--replicas", "3")
+	l := ownedLUN(ctx, t, c.Node(2), name)
+	if len(l.Replicas) != 3 {
+		t.Fatalf("%s has replicas %+v; want three", name, l.Replicas)
+	}
+	for _, a := range c.Nodes() {
+		waitReads(ctx, t, a.ISCSIAddr())
+	}
+	return c, l
+}
+
 func sameCopies(t *testing.T, nodes []*nodetest.Agent, lun string) {
 	t.Helper()
 	var first [32]byte
@@ -144,21 +153,10 @@ func fileSum(t *testing.T, path string) [32]byte {
 // the three copies are byte-identical. The resync's time and rate are
 // printed.
 func TestReplicatedResync(t *testing.T) {
-	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{PrivateStorage: true})
-	c.WaitLeader(t, 15*time.Second)
-	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 1, "lun", "create", tgtIQN, "0", "--name", "rs0", "--size", "64M", "--replicas", "3")
-	var l api.LUN
-	decodeJSON(t, mustCLI(t, c, 2, "lun", "show", "rs0", "-o", "json"), &l)
-	if len(l.Replicas) != 3 {
-		t.Fatalf("rs0 has replicas %+v; want three", l.Replicas)
-	}
-	owner := c.ByName(l.Owner)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	for _, a := range c.Nodes() {
-		waitReads(ctx, t, a.ISCSIAddr())
-	}
+	c, l := replicatedCluster(ctx, t, nodetest.ClusterOptions{}, "rs0", "64M")
+	owner := c.ByName(l.Owner)
 	ck := &checker{t: t, addrs: portalsOwnerFirst(c, owner)}
 	bulk := newBulkWriter(t, 64<<20)
 	for end := time.Now().Add(time.Second); time.Now().Before(end); {
