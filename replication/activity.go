@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -223,15 +224,7 @@ func decodeActivityLog(data []byte) ([]activityEntry, error) {
 		}
 		out = append(out, e)
 	}
-	slices.SortFunc(out, func(x, y activityEntry) int {
-		switch {
-		case x.Seq < y.Seq:
-			return -1
-		case x.Seq > y.Seq:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(x, y activityEntry) int { return cmp.Compare(x.Seq, y.Seq) })
 	return out, nil
 }
 
@@ -345,15 +338,7 @@ func (a *activityLog) close() error {
 // mergeExtents sorts ext and merges overlapping or touching extents, in
 // place.
 func mergeExtents(ext []Extent) []Extent {
-	slices.SortFunc(ext, func(x, y Extent) int {
-		switch {
-		case x.Off < y.Off:
-			return -1
-		case x.Off > y.Off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ext, func(x, y Extent) int { return cmp.Compare(x.Off, y.Off) })
 	out := ext[:0]
 	for _, e := range ext {
 		if e.Len <= 0 {
