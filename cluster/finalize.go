@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/hashicorp/raft"
 
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/fsm"
@@ -39,12 +38,8 @@ func (n *Node) buildFinalize(_ *http.Request) (fsm.Command, func(any, uint64) an
 // cluster version v before it is made active.
 func (n *Node) behindVersion(s *fsm.State, v uint16) []string {
 	need := map[string]bool{}
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
-		for _, srv := range f.Configuration().Servers {
-			if srv.Suffrage == raft.Voter {
-				need[string(srv.ID)] = true
-			}
-		}
+	for _, v := range n.voterNames() {
+		need[v] = true
 	}
 	for _, d := range s.Devices {
 		for _, r := range d.Replicas {

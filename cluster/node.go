@@ -444,6 +444,21 @@ func (n *Node) bootstrapCandidates() ([]raft.Server, string, error) {
 	return servers, "", nil
 }
 
+// voterNames lists the Raft voters.
+func (n *Node) voterNames() []string {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			out = append(out, string(s.ID))
+		}
+	}
+	return out
+}
+
 func (n *Node) inRaftConfiguration() bool {
 	f := n.raft.GetConfiguration()
 	return f.Error() == nil && len(f.Configuration().Servers) > 0
@@ -455,7 +470,7 @@ func (n *Node) inRaftConfiguration() bool {
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.shutdownOnce.Do(func() {
-		if n.raft.State() == raft.Leader && n.voterCount() > 1 {
+		if n.raft.State() == raft.Leader && len(n.voterNames()) > 1 {
 			if e := n.raft.LeadershipTransfer().Error(); e != nil {
 				n.log.Warn("leadership transfer on shutdown", "err", e)
 			} else {
@@ -494,20 +509,6 @@ func (n *Node) closeAll() error {
 		errs = append(errs, n.store.Close())
 	}
 	return errors.Join(errs...)
-}
-
-func (n *Node) voterCount() int {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return 0
-	}
-	c := 0
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			c++
-		}
-	}
-	return c
 }
 
 // State returns the configuration this node has applied.

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/fsm"
 )
@@ -164,19 +162,4 @@ func (n *Node) stopSafety(ctx context.Context, s *fsm.State, node string) (api.S
 
 func (n *Node) readStopSafety(r *http.Request, s *fsm.State) (any, error) {
 	return n.stopSafety(r.Context(), s, r.PathValue("name"))
-}
-
-// voterNames lists the Raft voters.
-func (n *Node) voterNames() []string {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return nil
-	}
-	var out []string
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			out = append(out, string(s.ID))
-		}
-	}
-	return out
 }
