@@ -20,6 +20,7 @@ func newRootCommand() *cobra.Command {
 	}
 	addLogFlags(root.PersistentFlags())
 	root.AddCommand(newServeCommand(), newAgentCommand(), newDemoCommand(), newBenchCommand(), newVersionCommand(), newGenCommand())
+	root.AddCommand(newTLSCommand())
 	// Control commands: clients of a node's management API.
 	root.AddCommand(newClusterCommand(), newTargetCommand(), newLUNCommand(), newNodeCommand(), newImportCommand(), newExportCommand())
 	return root
