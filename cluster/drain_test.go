@@ -122,7 +122,7 @@ func TestDrainAndRebalance(t *testing.T) {
 		var safety *api.StopSafety
 		go func() {
 			var err error
-			safety, err = cl.WaitStoppable(ctx, owner, false, poll, log.progress)
+			safety, err = cl.WaitStoppable(ctx, owner, false, poll, cl.StopSafety, log.progress)
 			done <- err
 		}()
 		if why := log.has(fmt.Sprintf("LUN r0: %s holds its only in-sync copy (%s is out of sync, resyncing 25%%)", owner, other)); why != "" {
@@ -185,7 +185,7 @@ func TestDrainAndRebalance(t *testing.T) {
 		if res.Leader == "" || res.Leader == name || res.Moved["s0"] == "" {
 			t.Errorf("drain of the leader %s: %+v; want s0 moved and leadership handed over", name, res)
 		}
-		s := must(via.WaitStoppable(ctx, name, false, poll, func([]string) {})).get(t)
+		s := must(via.WaitStoppable(ctx, name, false, poll, via.StopSafety, func([]string) {})).get(t)
 		if !s.Stoppable() {
 			t.Errorf("safety of the drained leader: %+v", s)
 		}

@@ -13,25 +13,38 @@ import (
 )
 
 // buildFinalize raises the active cluster version to this leader's
-// fsm.ClusterVersion. Once raised, a node of an older release cannot take
-// part any more, so every node that does must be seen alive running a
-// release that supports the new version: the voters, and the nodes holding
-// a replica (they serve a copy of a LUN even when they do not vote). A node
-// that is down is behind: it could come back with the old binary.
+// fsm.ClusterVersion (finalizeCommand).
 func (n *Node) buildFinalize(_ *http.Request) (fsm.Command, func(any, uint64) any, error) {
 	s := n.fsm.State()
+	c, err := n.finalizeCommand(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	render := func(_ any, gen uint64) any {
+		return api.FinalizeResult{ClusterVersion: c.Version, Previous: s.ActiveVersion(), Generation: gen}
+	}
+	return c, render, nil
+}
+
+// finalizeCommand returns the command that raises the active cluster
+// version of s to this binary's fsm.ClusterVersion; at that version or
+// above already, it changes nothing, so that a retried finalize succeeds.
+// Once raised, a node of an older release cannot take part any more, so
+// every node that does must be seen alive running a release that supports
+// the new version: the voters, and the nodes holding a replica (they serve
+// a copy of a LUN even when they do not vote). A node that is down is
+// behind: it could come back with the old binary. The error names the
+// nodes behind.
+func (n *Node) finalizeCommand(s *fsm.State) (*fsm.SetClusterVersion, error) {
 	active, target := s.ActiveVersion(), fsm.ClusterVersion
 	if active < target {
 		if behind := n.behindVersion(s, target); len(behind) > 0 {
-			return nil, nil, &fsm.Error{Code: fsm.CodeConflict, Msg: fmt.Sprintf(
+			return nil, &fsm.Error{Code: fsm.CodeConflict, Msg: fmt.Sprintf(
 				"cannot finalize cluster version %d: these nodes do not run a release that supports it: %s; upgrade them first",
 				target, strings.Join(behind, ", "))}
 		}
 	}
-	render := func(_ any, gen uint64) any {
-		return api.FinalizeResult{ClusterVersion: max(active, target), Previous: active, Generation: gen}
-	}
-	return &fsm.SetClusterVersion{Version: max(active, target)}, render, nil
+	return &fsm.SetClusterVersion{Version: max(active, target)}, nil
 }
 
 // behindVersion names, with the reason, the nodes that must support

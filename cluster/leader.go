@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -14,24 +15,31 @@ import (
 // every second anyway, and must not hold up a shutdown.
 const backgroundTimeout = 2 * time.Second
 
-// leaderLoop runs the leader's duties: adding new nodes to Raft and
-// keeping every node's record in the configuration up to date.
+// leaderLoop runs the leader's duties: adding new nodes to Raft, keeping
+// every node's record in the configuration up to date, giving LUNs owners
+// and finalizing upgrades: with Config.AutoFinalize, and once in a new
+// cluster this node bootstrapped (autoFinalizer.check).
 func (n *Node) leaderLoop() {
 	// The tick bounds how late a failover starts once a dead owner's lease
 	// has run out.
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	leading := false
+	var finalizer autoFinalizer
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-tick.C:
 		case <-n.memberEvents:
+			finalizer.soon()
 		case <-n.raft.LeaderCh():
 		}
 		if n.raft.State() != raft.Leader {
 			leading = false
+			if _, id := n.raft.LeaderWithID(); id != "" {
+				n.fresh.Store(false)
+			}
 			continue
 		}
 		if !leading {
@@ -39,9 +47,13 @@ func (n *Node) leaderLoop() {
 			// earlier leaders are counted until now.
 			leading = true
 			n.leases.becameLeader(time.Now())
+			finalizer.soon()
 		}
 		n.reconcileMembers()
 		n.assignOwners()
+		if n.cfg.AutoFinalize || n.fresh.Load() {
+			finalizer.check(n, time.Now())
+		}
 	}
 }
 
@@ -133,30 +145,32 @@ func (n *Node) placeReplicas(d *fsm.Device, count int) error {
 	return nil
 }
 
-// ownerCandidatesFor lists the nodes that may own d: the live, undrained
-// nodes, and for a replicated device only those holding an in-sync copy
-// (promoting any other would serve stale data).
+// ownerCandidatesFor lists the nodes that may own d in this node's view.
 func (n *Node) ownerCandidatesFor(state *fsm.State, d *fsm.Device) []string {
-	all := n.ownerCandidates(state)
-	if !d.Replicated() {
-		return all
-	}
-	var out []string
-	for _, c := range all {
-		if d.IsInSync(c) {
-			out = append(out, c)
-		}
-	}
-	return out
+	return ownerCandidatesIn(state, n.clusterView(), d)
 }
 
 // ownerCandidates lists the registered nodes gossip sees alive that are
 // not drained.
 func (n *Node) ownerCandidates(state *fsm.State) []string {
-	members := n.members()
+	return liveUndrained(state, n.clusterView())
+}
+
+// ownerCandidatesIn lists the nodes that may own d: the live, undrained
+// nodes, and for a replicated device only those holding an in-sync copy
+// (promoting any other would serve stale data).
+func ownerCandidatesIn(state *fsm.State, view clusterView, d *fsm.Device) []string {
+	all := liveUndrained(state, view)
+	if !d.Replicated() {
+		return all
+	}
+	return slices.DeleteFunc(all, func(c string) bool { return !d.IsInSync(c) })
+}
+
+func liveUndrained(state *fsm.State, view clusterView) []string {
 	var out []string
 	for name, rec := range state.Nodes {
-		if m, ok := members[name]; ok && m.State == memberlist.StateAlive && !rec.Drained {
+		if view.alive[name] && !rec.Drained {
 			out = append(out, name)
 		}
 	}

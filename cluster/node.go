@@ -72,6 +72,10 @@ type Config struct {
 	// RaftTimeout scales Raft's heartbeat and election timeouts (default
 	// 1 s).
 	RaftTimeout time.Duration
+	// AutoFinalize lets the node, while it leads, finalize an upgrade by
+	// itself once every node runs a release that supports it
+	// (autofinalize.go).
+	AutoFinalize bool
 }
 
 // Dataplane is what the cluster drives: the iSCSI target.
@@ -81,7 +85,11 @@ type Dataplane interface {
 
 // Node is a running cluster member.
 type Node struct {
-	cfg     Config
+	cfg Config
+	// fresh: this node bootstrapped a new cluster and has not seen
+	// another node lead it; if it is the first leader, it starts the
+	// cluster at this binary's cluster version (autoFinalizer).
+	fresh   atomic.Bool
 	log     *slog.Logger
 	network *Network
 	fsm     *raftFSM
@@ -105,9 +113,11 @@ type Node struct {
 
 	// memberEvents wakes the leader loop on membership changes;
 	// reconcileWake the reconcile loop (membership and lease changes
-	// change ALUA states and where commands are forwarded).
+	// change ALUA states and where commands are forwarded); dataDirWake
+	// the data directory's migration (datadir.go).
 	memberEvents  chan struct{}
 	reconcileWake chan struct{}
+	dataDirWake   chan struct{}
 	// gossip holds copies of the gossip members (see memberEvents).
 	gossip *memberEvents
 	// leases is the owner lease bookkeeping (lease.go); ownerMu orders
@@ -129,16 +139,24 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
+	// Before anything is created in the data directory: a refused start
+	// leaves it as it was.
+	marker, err := loadMarker(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	n := &Node{
 		cfg:           cfg,
 		log:           cfg.Logger.With("node", cfg.Name),
 		network:       cfg.Network,
 		memberEvents:  make(chan struct{}, 1),
 		reconcileWake: make(chan struct{}, 1),
+		dataDirWake:   make(chan struct{}, 1),
 		stop:          make(chan struct{}),
 		ready:         make(chan struct{}),
 	}
 	n.fsm = newRaftFSM(fsm.Env{Reservations: prMachine{}})
+	n.fsm.observe(n.observeClusterVersion)
 	n.prs = cfg.Reservations
 	if n.prs == nil {
 		n.prs = NewReservations()
@@ -158,7 +176,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(n.storageDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: storage directory: %w", err)
 	}
-	hasState, err := n.startRaft()
+	hasState, err := n.startRaft(marker)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +196,7 @@ func Start(cfg Config) (*Node, error) {
 	n.goLoop(n.leaseLoop)
 	n.goLoop(n.reconnectLoop)
 	n.goLoop(n.readyLoop)
+	n.goLoop(n.dataDirLoop)
 	n.goLoop(n.serveAPI)
 	ok = true
 	n.log.Info("cluster node started", "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "api", cfg.APIAddr,
@@ -227,14 +246,16 @@ func (n *Node) goLoop(fn func()) {
 	}()
 }
 
-// startRaft opens the log store and snapshots in DataDir/raft and starts
-// Raft; it reports whether the node already belonged to a cluster.
-func (n *Node) startRaft() (bool, error) {
-	dir := filepath.Join(n.cfg.DataDir, "raft")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, fmt.Errorf("cluster: %w", err)
+// startRaft opens the log store and snapshots in DataDir/raft, in the
+// layout marker records, and starts Raft; it reports whether the node
+// already belonged to a cluster.
+func (n *Node) startRaft(marker dataDirMarker) (bool, error) {
+	storePath, err := n.openRaftDir(marker)
+	if err != nil {
+		return false, err
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	dir := filepath.Dir(storePath)
+	store, err := raftboltdb.New(raftboltdb.Options{Path: storePath})
 	if err != nil {
 		return false, fmt.Errorf("cluster: opening the Raft store: %w", err)
 	}
@@ -408,6 +429,7 @@ func (n *Node) bootstrapLoop() {
 			continue
 		}
 		n.log.Info("bootstrapped the cluster", "voters", len(servers))
+		n.fresh.Store(true)
 		n.meta.setBootstrapped()
 		return
 	}
@@ -501,6 +523,13 @@ func (n *Node) closeAll() error {
 	}
 	if n.raft != nil {
 		errs = append(errs, n.raft.Shutdown().Error())
+		// Raft applies nothing more: the layout must match what it
+		// applied, dataDirLoop may not have had its turn, and a node
+		// stopped right after finalize must not be left to the previous
+		// release.
+		if _, err := n.migrateDataDir(n.fsm.State().ActiveVersion()); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: migrating the data directory: %w", err))
+		}
 	}
 	if n.trans != nil {
 		errs = append(errs, n.trans.Close())

@@ -150,7 +150,8 @@ func replication(s *fsm.State, view clusterView) map[string]target.Replication {
 		if !d.Replicated() || d.Owner == "" {
 			continue
 		}
-		r := target.Replication{Owner: d.Owner, Epoch: d.Epoch, Replicas: slices.Clone(d.Replicas)}
+		r := target.Replication{Owner: d.Owner, Epoch: d.Epoch, Replicas: slices.Clone(d.Replicas),
+			ResumeState: s.ActiveVersion() >= fsm.ClusterVersionReplicaState}
 		for _, node := range d.InSync {
 			if node != d.Owner {
 				r.Peers = append(r.Peers, target.Replica{Node: node, Addr: view.repl[node]})

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -21,18 +22,9 @@ func testState(drained []string, devs ...*fsm.Device) *fsm.State {
 	return s
 }
 
-// testOwners is ownerCandidatesFor over a view: alive, undrained and, for
-// a replicated LUN, in sync.
+// testOwners is ownerCandidatesIn over a view.
 func testOwners(s *fsm.State, view clusterView) func(*fsm.Device) []string {
-	return func(d *fsm.Device) []string {
-		var out []string
-		for name, rec := range s.Nodes {
-			if view.alive[name] && !rec.Drained && (!d.Replicated() || d.IsInSync(name)) {
-				out = append(out, name)
-			}
-		}
-		return out
-	}
+	return func(d *fsm.Device) []string { return ownerCandidatesIn(s, view, d) }
 }
 
 func replicated(name, owner string, replicas, inSync []string) *fsm.Device {
@@ -169,5 +161,36 @@ func TestPlanRebalance(t *testing.T) {
 				t.Errorf("planRebalance = %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestStopSafetyFromStatus: the check run on what a v0.1.0 leader's API
+// shows gives the answer the safety route gives on the same cluster.
+func TestStopSafetyFromStatus(t *testing.T) {
+	st := &api.ClusterStatus{Leader: "n1", Nodes: []api.NodeStatus{
+		{Name: "n1", Voter: true, Gossip: "alive"}, {Name: "n2", Voter: true, Gossip: "alive"}, {Name: "n3", Voter: true, Gossip: "dead"}}}
+	luns := []api.LUN{
+		{Name: "r0", Owner: "n1", Replicas: []api.Replica{{Node: "n1", State: api.ReplicaInSync}, {Node: "n2", State: api.ReplicaInSync}, {Node: "n3", State: api.ReplicaDown}}},
+		{Name: "r1", Owner: "n2", Replicas: []api.Replica{{Node: "n1", State: api.ReplicaResyncing, ResyncDone: 1, ResyncTotal: 4, ResyncPhase: "copying"}, {Node: "n2", State: api.ReplicaInSync}}},
+		{Name: "s0", Owner: "n2"},
+	}
+	tests := []struct {
+		node    string
+		drained []string
+		want    api.StopSafety
+	}{
+		{node: "n2", drained: []string{"n2"}, want: api.StopSafety{Node: "n2", Blocked: true, Reasons: []string{
+			"Raft would lose its quorum: without n2, 1 of 3 voters are alive (n1) and 2 are needed",
+			"LUN r1: n2 holds its only in-sync copy (n1 is out of sync, resyncing 25%)"},
+			Pending: []string{"LUN s0: n2 still owns it (n1 can take it over)"}}},
+		{node: "n1", want: api.StopSafety{Node: "n1", Blocked: true, Reasons: []string{
+			"Raft would lose its quorum: without n1, 1 of 3 voters are alive (n2) and 2 are needed"},
+			Pending: []string{"LUN r0: n1 still owns it (n2 can take it over)", "n1 is not drained", "n1 leads Raft"}}},
+	}
+	for _, tt := range tests {
+		got := StopSafetyFromStatus(st, luns, tt.node, tt.drained...)
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: got %+v\nwant %+v", tt.node, got, tt.want)
+		}
 	}
 }

@@ -32,10 +32,19 @@ const (
 	ChannelReservations = "pr"
 )
 
-// raftStoreFormat is the layout of DataDir/raft: raft-boltdb v2's raft.db
-// (log and stable store) beside raft's file snapshot store. Nothing on disk
-// records it yet; a new layout must raise it and migrate explicitly.
-const raftStoreFormat = 1
+// The layouts of the data directory (datadir.go), which DataDir/format.json
+// records. 1 is v0.1.0's, unmarked: raft-boltdb v2's raft/raft.db (log and
+// stable store) beside raft's file snapshot store. 2 moves the store to
+// raft/store.db and leaves a directory at raft/raft.db, on which v0.1.0
+// fails before writing anything; a node migrates to it once the cluster is
+// finalized at cluster version 2. This binary opens both, so that until
+// that point of no return the previous release can still take the
+// directory back. A new layout must raise raftStoreFormat and migrate
+// explicitly.
+const (
+	minRaftStoreFormat = 1
+	raftStoreFormat    = 2
+)
 
 // minCommandProtocol is the oldest command protocol whose entries this
 // binary applies: no command type is ever retired, so the log of any
@@ -48,7 +57,7 @@ var channelDescriptions = map[string]string{
 	ChannelCommands:     "Raft commands (fsm protocol)",
 	ChannelSnapshot:     "FSM snapshot format (Raft snapshots, cluster snapshot save)",
 	ChannelRaft:         "Raft RPC protocol (hashicorp/raft)",
-	ChannelRaftStore:    "Raft store layout on disk (raft-boltdb v2, file snapshots)",
+	ChannelRaftStore:    "data directory layout (format.json: raft-boltdb v2 store, file snapshots)",
 	ChannelMeta:         "memberlist metadata encoding",
 	ChannelAPI:          "management API (/" + api.Version + ")",
 	ChannelForward:      "node-to-node SCSI command forwarding (" + forward.Magic + ")",
@@ -86,7 +95,7 @@ func protocolTable(commands uint16) []api.ProtocolVersion {
 		{Channel: ChannelCommands, Version: commands, Min: minCommandProtocol},
 		only(ChannelSnapshot, fsm.SnapshotFormat),
 		only(ChannelRaft, raft.ProtocolVersionMax),
-		only(ChannelRaftStore, raftStoreFormat),
+		{Channel: ChannelRaftStore, Version: raftStoreFormat, Min: minRaftStoreFormat},
 		only(ChannelMeta, metaVersion),
 		only(ChannelAPI, api.VersionNumber),
 		only(ChannelForward, forward.Version),

@@ -9,8 +9,13 @@ package fsm
 // previous release can no longer join.
 //
 //	1: v0.1.0, the release before cluster versions existed
-//	2: the active cluster version itself (set_cluster_version); nothing
-//	   is gated on it yet
+//	2: the active cluster version itself (set_cluster_version); owners
+//	   resume the replicas' dirty bitmaps they persisted; every node moves
+//	   its data dir to format 2 (cluster/datadir.go), which the previous
+//	   release cannot open
+//
+// A cluster bootstrapped by binaries that all support ClusterVersion
+// starts at it: it has no older release to go back to.
 const (
 	// ClusterVersionBase is the cluster version of the release before
 	// cluster versions existed: what a state without one reads as.
@@ -19,6 +24,14 @@ const (
 	// the one an upgrade to it finalizes to.
 	ClusterVersion uint16 = 2
 )
+
+// ClusterVersionReplicaState is the cluster version from which an owner
+// resumes the dirty bitmaps it persisted (replication/persist.go) when it
+// opens a replicated LUN again. Before it, the previous release may have
+// run on the data dir since the files were written, writing without
+// keeping them, so they are dropped and out-of-sync replicas compared in
+// full, as that release does.
+const ClusterVersionReplicaState uint16 = 2
 
 // ProtocolClusterVersion is the command protocol that introduced the
 // active cluster version: set_cluster_version and State.ClusterVersion.

@@ -174,6 +174,8 @@ func (v *Volume) loadDirty() error {
 			why = err.Error()
 		case dirtyFileName(st.node) != name || st.node == v.cfg.Self:
 			why = "not a replica's file: " + st.node
+		case !v.cfg.ResumeState:
+			why = "the cluster version does not let the owner resume persisted bitmaps yet"
 		case st.epoch != v.epoch:
 			why = fmt.Sprintf("epoch %d, not %d: another owner may have written since", st.epoch, v.epoch)
 		case st.dirty.Size() != v.size || st.dirty.RegionSize() != v.cfg.RegionSize:

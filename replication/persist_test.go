@@ -106,7 +106,7 @@ func persistedCluster(t *testing.T, dir string) *cluster {
 func newPersistedVolume(t *testing.T, c *cluster, dir string, epoch uint64, inSync, resync []*Peer) *Volume {
 	t.Helper()
 	v, err := NewVolume(VolumeConfig{Device: "lun", Local: c.local, Epoch: epoch, Self: "a", InSync: inSync,
-		Resync: resync, Membership: c.members, Timeout: 200 * time.Millisecond, Logger: testLogger(t), StateDir: dir})
+		Resync: resync, Membership: c.members, Timeout: 200 * time.Millisecond, Logger: testLogger(t), StateDir: dir, ResumeState: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +209,31 @@ func TestDirtyBitmapSurvivesRestart(t *testing.T) {
 	v3 := newPersistedVolume(t, c, dir, 2, c.peers[:1], nil)
 	if v3.Dirty("c") != nil || onDisk(t, dir, "c") != nil {
 		t.Fatal("the state file of epoch 1 was used in epoch 2")
+	}
+}
+
+// TestDirtyStateNotResumed: an owner not allowed to resume its bitmaps (a
+// cluster version before fsm.ClusterVersionReplicaState: an older binary
+// may have run since) drops them, even in the same epoch.
+func TestDirtyStateNotResumed(t *testing.T) {
+	dir := t.TempDir()
+	c := persistedCluster(t, dir)
+	c.devs[1].setFail(errInjected)
+	if err := c.vol.WriteAt(pattern(8192, 1), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk(t, dir, "c") == nil {
+		t.Fatal("no state file for c after its drop")
+	}
+	c.vol.StopResync()
+	v, err := NewVolume(VolumeConfig{Device: "lun", Local: c.local, Epoch: 1, Self: "a", InSync: c.peers[:1],
+		Membership: c.members, Timeout: 200 * time.Millisecond, Logger: testLogger(t), StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.StopResync)
+	if v.Dirty("c") != nil || onDisk(t, dir, "c") != nil {
+		t.Fatal("a state file was resumed without ResumeState")
 	}
 }
 

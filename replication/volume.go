@@ -65,6 +65,10 @@ type VolumeConfig struct {
 	// later run in the same epoch resumes their resyncs (persist.go); only
 	// this volume's files are kept in it. Empty: bitmaps live in memory.
 	StateDir string
+	// ResumeState lets the volume resume the bitmaps it finds in StateDir.
+	// Without it they are dropped: a binary that does not keep them may
+	// have written the copies since (fsm.ClusterVersionReplicaState).
+	ResumeState bool
 }
 
 const (

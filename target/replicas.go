@@ -33,6 +33,9 @@ type Replication struct {
 	Resync []Replica
 	// Replicas names every node holding a copy, reachable or not.
 	Replicas []string
+	// ResumeState: the owner may resume the dirty bitmaps it persisted
+	// (replication.VolumeConfig.ResumeState).
+	ResumeState bool
 }
 
 // Replica is a node holding a copy, and where its replication server is.
@@ -101,6 +104,7 @@ func (s *Server) luDevice(cfg Config, d Device, u *unit) (backend.Device, error)
 		Device: d.Name, Local: u.dev, Epoch: repl.Epoch, Self: s.repl.Self, InSync: peers,
 		Membership: s.repl.Membership, Timeout: replicaAnswerTimeout, ResyncRate: s.repl.ResyncRate,
 		Logger: s.log.With("lun", d.Name), StateDir: s.replStateDir(d.Name),
+		ResumeState: repl.ResumeState,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.Name, err)

@@ -30,6 +30,13 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &e) && e.Code == code
 }
 
+// IsRouteMissing reports whether err is a server's answer that it has no
+// such route: a node of an older release, asked for something added since.
+func IsRouteMissing(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound && e.Code == CodeInternal
+}
+
 // Client calls one node's management API.
 type Client struct {
 	// Base is the node's URL, e.g. http://127.0.0.1:9260.

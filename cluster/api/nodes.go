@@ -33,15 +33,19 @@ func (c *Client) Rebalance(ctx context.Context, req Rebalance) (*RebalanceResult
 	return &r, c.Do(ctx, http.MethodPost, "/v1/rebalance", req, &r)
 }
 
-// WaitStoppable polls, every interval until ctx ends, until node can be
-// stopped (StopSafety.Stoppable), and tells progress what it still waits
+// SafetyCheck says whether a node may stop now: Client.StopSafety, or a
+// check that also works with older releases.
+type SafetyCheck func(ctx context.Context, node string) (*StopSafety, error)
+
+// WaitStoppable polls check, every interval until ctx ends, until node can
+// be stopped (StopSafety.Stoppable), and tells progress what it still waits
 // for. While the node is not idle (its leadership or a LUN came back to
 // it, say) it drains it again. A blocked node is refused at once, unless
 // force, which waits only until the node is idle.
-func (c *Client) WaitStoppable(ctx context.Context, node string, force bool, interval time.Duration, progress func(waiting []string)) (*StopSafety, error) {
+func (c *Client) WaitStoppable(ctx context.Context, node string, force bool, interval time.Duration, check SafetyCheck, progress func(waiting []string)) (*StopSafety, error) {
 	var waiting []string
 	for {
-		s, err := c.StopSafety(ctx, node)
+		s, err := check(ctx, node)
 		if err != nil {
 			return nil, waitErr(ctx, err, node, "can be stopped", waiting)
 		}

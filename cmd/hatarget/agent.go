@@ -42,6 +42,7 @@ type agentOptions struct {
 	nopIn           time.Duration
 	debugAddr       string
 	protocol        uint16
+	autoFinalize    bool
 }
 
 func newAgentCommand() *cobra.Command {
@@ -109,6 +110,7 @@ changed ones that wait for a restart; these apply at once: ` + strings.Join(live
 	f.StringVar(&o.storageDir, "storage-dir", "", "where this node keeps its copies of replicated LUNs created without --path (default DATA-DIR/luns)")
 	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address")
+	f.BoolVar(&o.autoFinalize, "auto-finalize", false, "while this node leads, finalize an upgrade by itself once every node runs a release that supports the new cluster version, as 'hatarget cluster upgrade finalize' does: after it, the previous release can no longer run on any node's data dir")
 	f.Uint16Var(&o.protocol, "advertise-protocol", 0, "advertise an older command protocol (testing the version gate)")
 	_ = f.MarkHidden("advertise-protocol")
 	f.String(configFlag, defaultAgentConfig, "configuration file (TOML) to read the settings from; a missing default file is fine, \"\" reads none")
@@ -164,6 +166,11 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	notify(sdStatus("starting"))
+	// Before anything is created in the data dir: one that a newer release
+	// finalized is left exactly as it is.
+	if err := cluster.CheckDataDir(o.dataDir); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
 	stateDir := filepath.Join(o.dataDir, "state")
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
@@ -202,7 +209,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
 		ForwardAddr: o.addr(o.forwardPort), ReplicationAddr: o.addr(o.replPort), Membership: membership, Network: network, Lease: lease,
 		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect,
-		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir,
+		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir, AutoFinalize: o.autoFinalize,
 		Logger: log, Registry: reg, Dataplane: srv, Reservations: prs,
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hatarget/hatarget/cluster"
 	"github.com/hatarget/hatarget/cluster/api"
 )
 
@@ -131,7 +132,7 @@ what it waits for. With --force it waits only until the node is idle.`,
 			}
 			out := drained{DrainResult: r}
 			if o.wait {
-				if out.Safety, err = c.client.WaitStoppable(ctx, name, force, o.interval, progress); err != nil {
+				if out.Safety, err = c.client.WaitStoppable(ctx, name, force, o.interval, c.stopSafety, progress); err != nil {
 					return err
 				}
 			}
@@ -141,6 +142,36 @@ what it waits for. With --force it waits only until the node is idle.`,
 	o.addFlags(cmd, "the node can be stopped safely")
 	cmd.Flags().BoolVar(&force, "force", false, "drain even when stopping the node would make a LUN unavailable or cost the quorum")
 	return cmd
+}
+
+// stopSafety asks the cluster whether node may stop. A leader of a release
+// from before the safety route (v0.1.0, in the first steps of an upgrade
+// from it) answers 404: the same check then runs here on its status and
+// LUN list, and this command hands Raft leadership over itself, which
+// such a leader's drain does not do.
+func (c *ctl) stopSafety(ctx context.Context, node string) (*api.StopSafety, error) {
+	s, err := c.client.StopSafety(ctx, node)
+	if !api.IsRouteMissing(err) {
+		return s, err
+	}
+	st, err := c.client.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Leader == node {
+		if _, err := c.client.TransferLeadership(ctx, ""); err != nil {
+			return nil, fmt.Errorf("handing Raft leadership over from %s: %w", node, err)
+		}
+		if st, err = c.client.Status(ctx); err != nil {
+			return nil, err
+		}
+	}
+	luns, err := c.client.LUNs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	safety := cluster.StopSafetyFromStatus(st, luns, node, node)
+	return &safety, nil
 }
 
 func printDrained(w io.Writer, name string, d drained) {

@@ -27,14 +27,20 @@ const (
 // and remembers what was acknowledged: the client side of
 // guarantees.md's "no acknowledged write is lost".
 type checker struct {
-	t      *testing.T
-	addrs  []string
-	path   int
-	s      *initiator.Session
-	seq    uint64
-	acked  [checkBlocks]uint64 // the sequence last acknowledged per block
-	issued uint64              // the highest sequence ever sent
-	ackAt  []time.Time         // when each write was acknowledged
+	t     *testing.T
+	lun   uint64
+	addrs []string
+	path  int
+	// spread sends each write through the next path, not only after an
+	// error: a multipath device using every path.
+	spread   bool
+	sessions map[string]*initiator.Session // by portal
+	seq      uint64
+	acked    [checkBlocks]uint64 // the sequence last acknowledged per block
+	issued   uint64              // the highest sequence ever sent
+	ackAt    []time.Time         // when each write was acknowledged
+	// retried counts the writes a path failed and another path took.
+	retried int
 }
 
 func block(seq uint64) []byte {
@@ -52,30 +58,50 @@ func block(seq uint64) []byte {
 func (c *checker) write(ctx context.Context) {
 	c.seq++
 	seq := c.seq
-	for {
-		if c.s == nil {
-			s, err := initiator.Dial(ctx, initiator.Config{Addr: c.addrs[c.path], TargetName: tgtIQN, Timeout: time.Second})
-			if err != nil {
+	for failed := false; ; failed = true {
+		addr := c.addrs[c.path]
+		s := c.sessions[addr]
+		if s == nil {
+			var err error
+			if s, err = initiator.Dial(ctx, initiator.Config{Addr: addr, TargetName: tgtIQN, Timeout: time.Second}); err != nil {
 				c.nextPath(ctx)
 				continue
 			}
-			c.s = s
+			if c.sessions == nil {
+				c.sessions = map[string]*initiator.Session{}
+			}
+			c.sessions[addr] = s
 		}
 		c.issued = max(c.issued, seq)
 		// A forwarded command may wait up to a second for a move to
 		// settle; longer is a hung path.
 		wctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-		err := c.s.Write(wctx, 0, seq%checkBlocks, 1, blockSize, block(seq))
+		err := s.Write(wctx, c.lun, seq%checkBlocks, 1, blockSize, block(seq))
 		cancel()
 		if err == nil {
 			c.acked[seq%checkBlocks] = seq
 			c.ackAt = append(c.ackAt, time.Now())
+			if failed {
+				c.retried++
+			}
+			if c.spread {
+				c.path = (c.path + 1) % len(c.addrs)
+			}
 			return
 		}
-		c.s.Close()
-		c.s = nil
+		s.Close()
+		delete(c.sessions, addr)
 		c.nextPath(ctx)
 	}
+}
+
+// aim makes addrs the checker's paths, the first one next.
+func (c *checker) aim(addrs []string) {
+	for _, s := range c.sessions {
+		s.Close()
+	}
+	c.sessions = nil
+	c.addrs, c.path = addrs, 0
 }
 
 func (c *checker) nextPath(ctx context.Context) {
@@ -98,7 +124,7 @@ func (c *checker) verify(ctx context.Context, addr string) {
 	for lba := uint64(0); lba < checkBlocks; lba++ {
 		var err error
 		for range 5 { // unit attentions first
-			if err = s.Read(ctx, 0, lba, 1, blockSize, buf); err == nil {
+			if err = s.Read(ctx, c.lun, lba, 1, blockSize, buf); err == nil {
 				break
 			}
 		}
@@ -194,8 +220,7 @@ func failoverRounds(t *testing.T, replicated bool) {
 		for _, f := range faults {
 			l := ownedLUN(ctx, t, c.Node(1+round%3), "fo0")
 			owner := c.ByName(l.Owner)
-			ck.addrs = portalsOwnerFirst(c, owner)
-			ck.path = 0
+			ck.aim(portalsOwnerFirst(c, owner))
 			for end := time.Now().Add(time.Second); time.Now().Before(end); {
 				ck.write(ctx)
 			}

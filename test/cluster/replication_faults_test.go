@@ -36,12 +36,7 @@ func replicatedFaultCluster(ctx context.Context, t *testing.T) (*nodetest.Cluste
 // aimAt points the checker at the owner's portal first, as a multipath
 // initiator prefers the active/optimized path.
 func aimAt(c *nodetest.Cluster, ck *checker, owner *nodetest.Agent) {
-	ck.addrs = portalsOwnerFirst(c, owner)
-	ck.path = 0
-	if ck.s != nil {
-		ck.s.Close()
-		ck.s = nil
-	}
+	ck.aim(portalsOwnerFirst(c, owner))
 }
 
 // writeFor writes through the checker for d.

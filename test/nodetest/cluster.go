@@ -427,6 +427,26 @@ func (a *Agent) Start() {
 	a.waitReady()
 }
 
+// StartFailing runs the node, expecting it to exit by itself within
+// timeout (a binary refusing its data dir, say), and returns what it
+// printed and how it exited. The test fails if it is still running then.
+func (a *Agent) StartFailing(timeout time.Duration) (string, error) {
+	a.c.t.Helper()
+	if a.Running() {
+		a.c.t.Fatalf("%s: StartFailing while running", a.Name)
+	}
+	from := len(a.Logs())
+	a.spawn()
+	if !a.wait(timeout) {
+		a.stop(5 * time.Second)
+		a.c.t.Fatalf("%s still running %s after start; it was expected to exit:\n%s", a.Name, timeout, a.Logs()[from:])
+	}
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	return a.Logs()[from:], a.exitErr()
+}
+
 func (a *Agent) spawn() {
 	a.c.t.Helper()
 	a.mu.Lock()

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestAgentRefusesNewerDataDir: an agent whose data dir a newer release
+// finalized fails naming that release, before it creates or changes
+// anything in the directory (the state and storage directories included).
+func TestAgentRefusesNewerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	marker := `{"format": 99, "cluster_version": 99, "release": "v9.0.0", "updated": "2030-01-01T00:00:00Z"}`
+	if err := os.WriteFile(filepath.Join(dir, "format.json"), []byte(marker), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := listTree(t, dir)
+	o := agentOptions{name: "n1", dataDir: dir, bind: "127.0.0.1"}
+	r := &reloader{running: agentFlags(), level: new(slog.LevelVar), log: slog.New(slog.DiscardHandler), lookupEnv: os.LookupEnv}
+	err := runAgent(t.Context(), o, slog.New(slog.DiscardHandler), new(strings.Builder), nil, r)
+	if err == nil || !strings.Contains(err.Error(), "--data-dir") || !strings.Contains(err.Error(), "v9.0.0") {
+		t.Fatalf("runAgent = %v; want a refusal of --data-dir naming release v9.0.0", err)
+	}
+	if after := listTree(t, dir); !slices.Equal(after, before) {
+		t.Errorf("the refused agent changed its data dir:\nbefore %q\nafter  %q", before, after)
+	}
+}
+
+// listTree lists every path under root with its modification time.
+func listTree(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, p+" "+fi.ModTime().String())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
