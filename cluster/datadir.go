@@ -122,10 +122,20 @@ func (m dataDirMarker) check(dir string) error {
 			by += " on " + m.Updated.UTC().Format(time.RFC3339)
 		}
 	}
-	return fmt.Errorf("data directory %s belongs to a cluster finalized at cluster version %d (data directory format %d, written by %s); "+
+	return newerDataDirError(fmt.Sprintf("data directory %s belongs to a cluster finalized at cluster version %d (data directory format %d, written by %s); "+
 		"this binary supports cluster versions up to %d and formats up to %d and cannot take part: run %s. Nothing was changed",
-		dir, m.ClusterVersion, m.Format, by, fsm.ClusterVersion, raftStoreFormat, run)
+		dir, m.ClusterVersion, m.Format, by, fsm.ClusterVersion, raftStoreFormat, run))
 }
+
+// ErrNewerDataDir is what a refusal of a data directory that a newer
+// release finalized wraps: retrying cannot help, so the agent exits with
+// a status its service manager does not restart on.
+var ErrNewerDataDir = errors.New("data directory of a newer release")
+
+type newerDataDirError string
+
+func (e newerDataDirError) Error() string { return string(e) }
+func (e newerDataDirError) Unwrap() error { return ErrNewerDataDir }
 
 // readMarker reads format.json; a directory without one, or no directory
 // at all, is unmarkedDir.

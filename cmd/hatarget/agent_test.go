@@ -26,6 +26,9 @@ func TestAgentRefusesNewerDataDir(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--data-dir") || !strings.Contains(err.Error(), "v9.0.0") {
 		t.Fatalf("runAgent = %v; want a refusal of --data-dir naming release v9.0.0", err)
 	}
+	if got := exitStatus(err); got != exitConfig {
+		t.Errorf("exit status %d for a newer data dir; want %d, which the unit does not restart on", got, exitConfig)
+	}
 	if after := listTree(t, dir); !slices.Equal(after, before) {
 		t.Errorf("the refused agent changed its data dir:\nbefore %q\nafter  %q", before, after)
 	}

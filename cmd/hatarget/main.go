@@ -5,10 +5,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/hatarget/hatarget/cluster"
 )
 
 func main() {
@@ -16,6 +19,18 @@ func main() {
 	defer stop()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hatarget:", err)
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// exitConfig (sysexits' EX_CONFIG) says the agent cannot run with this
+// configuration at all: the unit's RestartPreventExitStatus stops systemd
+// from restarting it in a loop.
+const exitConfig = 78
+
+func exitStatus(err error) int {
+	if errors.Is(err, cluster.ErrNewerDataDir) {
+		return exitConfig
+	}
+	return 1
 }
