@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/fsm"
+	"github.com/hatarget/hatarget/target/durable"
 )
 
 const (
@@ -181,7 +182,7 @@ func writeMarker(dir string, m dataDirMarker) error {
 	if err != nil {
 		return fmt.Errorf("encoding the format marker: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, markerFile), append(b, '\n')); err != nil {
 		return fmt.Errorf("writing the format marker: %w", err)
 	}
 	return nil
@@ -326,7 +327,7 @@ func guardStore(dir string, m dataDirMarker) (bool, error) {
 	if err := os.Rename(tmp, legacy); err != nil {
 		return true, fmt.Errorf("putting the guard in place: %w", err)
 	}
-	return true, syncDir(dir)
+	return true, durable.SyncDir(dir)
 }
 
 // makeGuard builds the guard directory at tmp, replacing what an
@@ -338,7 +339,7 @@ func makeGuard(tmp string, m dataDirMarker) error {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return fmt.Errorf("making the guard: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(tmp, guardReadme), []byte(guardText(m))); err != nil {
+	if err := durable.WriteFile(filepath.Join(tmp, guardReadme), []byte(guardText(m))); err != nil {
 		return fmt.Errorf("making the guard: %w", err)
 	}
 	return nil
@@ -362,43 +363,4 @@ it and stop before changing anything. Do not remove this directory. Run
 %[2]s or a later release; `+"`hatarget version`"+` lists the cluster versions
 ("cluster") and data directory formats ("raftdb") a binary supports.
 `, m.ClusterVersion, m.Release, m.Format, m.Updated.UTC().Format(time.RFC3339), storeName, guardedFormat)
-}
-
-// writeFileSync replaces path with data, mode 0600: written to a temporary
-// file beside it, synced, renamed over it, and the directory synced, so
-// that a crash leaves the old content or the new one.
-func writeFileSync(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hatarget/hatarget/target/durable"
 )
 
 // The activity log is what a replica remembers of the last writes it
@@ -270,7 +272,7 @@ func (a *activityLog) openFile(path string, size int64) (err error) {
 	a.seq = 0
 	clear(a.ring[:])
 	clear(a.recent)
-	if err := writeFileSync(path, encodeActivityLog(nil)); err != nil {
+	if err := durable.WriteFile(path, encodeActivityLog(nil)); err != nil {
 		return fmt.Errorf("activity log: %w", err)
 	}
 	if a.file, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {

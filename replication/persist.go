@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hatarget/hatarget/target/durable"
 )
 
 // The owner keeps each dirty bitmap in a file of VolumeConfig.StateDir,
@@ -198,7 +200,7 @@ func (v *Volume) loadDirty() error {
 		v.log.Info("dirty bitmap of a replica restored", "replica", st.node,
 			"dirty", st.dirty.Count()*st.dirty.RegionSize(), "compare", st.compare)
 	}
-	return syncDir(s.dir)
+	return durable.SyncDir(s.dir)
 }
 
 func readReplicaState(path string) (replicaState, error) {
@@ -279,7 +281,7 @@ func (v *Volume) saveLocked() error {
 	}
 	changed := len(files) > 0
 	for _, f := range files {
-		if err := writeFile(filepath.Join(s.dir, dirtyFileName(f.node)), f.data); err != nil {
+		if err := durable.Replace(filepath.Join(s.dir, dirtyFileName(f.node)), f.data); err != nil {
 			return fmt.Errorf("replication state of %s: %w", v.cfg.Device, err)
 		}
 		s.written[f.node] = f.state
@@ -295,7 +297,7 @@ func (v *Volume) saveLocked() error {
 		changed = true
 	}
 	if changed {
-		if err := syncDir(s.dir); err != nil {
+		if err := durable.SyncDir(s.dir); err != nil {
 			s.err = fmt.Errorf("replication state of %s: %w", v.cfg.Device, err)
 			return s.err
 		}
@@ -337,50 +339,6 @@ func (v *Volume) dirtyFiles() ([]dirtyFile, map[string]bool, error) {
 		files = append(files, dirtyFile{node: node, data: data, state: st})
 	}
 	return files, keep, nil
-}
-
-// writeFile replaces path with data atomically: a temporary file in the
-// same directory, written, synced and renamed over it. The directory is
-// the caller's to sync.
-func writeFile(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// writeFileSync is writeFile followed by a sync of the directory.
-func writeFileSync(path string, data []byte) error {
-	if err := writeFile(path, data); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // fdatasync makes f's data durable, without the metadata a fixed-size

@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hatarget/hatarget/target/durable"
 )
 
 // Reservations: SPC-4 persistent reservations and SPC-2 RESERVE/RELEASE.
@@ -140,48 +141,8 @@ type FilePersister struct {
 // path (mode 0600). Its directory must exist.
 func NewFilePersister(path string) *FilePersister { return &FilePersister{path: path} }
 
-// Save writes state to a temporary file in the same directory, syncs it,
-// renames it over the file and syncs the directory.
-func (p *FilePersister) Save(state []byte) error {
-	dir, base := filepath.Split(p.path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(state); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p.path); err != nil {
-		return err
-	}
-	ok = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+// Save replaces the file with state durably (durable.WriteFile).
+func (p *FilePersister) Save(state []byte) error { return durable.WriteFile(p.path, state) }
 
 // Load reads the file; a missing file is no saved state.
 func (p *FilePersister) Load() ([]byte, error) {
