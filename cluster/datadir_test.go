@@ -1,11 +1,8 @@
 package cluster
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +15,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/hatarget/hatarget/fsm"
+	"github.com/hatarget/hatarget/test/nodetest"
 )
 
 // markerJSON is a format.json as this binary would write it.
@@ -145,37 +143,6 @@ func writeTree(t *testing.T, root string, entries []entry) {
 	}
 }
 
-// treeSums describes every file and directory under root: path, mode,
-// size, modification time and, for files, a SHA-256 of the content.
-func treeSums(t *testing.T, root string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%s %v %d %d", strings.TrimPrefix(p, root), fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
-		if fi.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			line += " " + hex.EncodeToString(sum[:])
-		}
-		out = append(out, line)
-		return nil
-	})
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // layoutOf summarises the Raft directory and the marker as the tests
 // compare them: each entry of raft/ as name, "file" or "dir", and a
 // file's content; the guard's README as "README"; the marker's format.
@@ -257,13 +224,13 @@ func TestOpenRaftDir(t *testing.T) {
 			if tt.before != nil {
 				writeTree(t, dir, tt.before)
 			}
-			sums := treeSums(t, dir)
+			sums := nodetest.TreeSums(t, dir)
 			path, err := startRaftDir(dataDirNode(dir))
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("openRaftDir = %q, %v; want an error with %q", path, err, tt.err)
 				}
-				if after := treeSums(t, dir); !slices.Equal(after, sums) {
+				if after := nodetest.TreeSums(t, dir); !slices.Equal(after, sums) {
 					t.Errorf("a refused start changed the data directory:\nbefore %q\nafter  %q", sums, after)
 				}
 				return
@@ -379,7 +346,7 @@ func TestStartRefusesNewerDataDir(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, []entry{{markerFile, markerJSON(raftStoreFormat+1, fsm.ClusterVersion+1)}, {"raft/store.db", "log"},
 		{"raft/raft.db/README", "guard"}})
-	sums := treeSums(t, dir)
+	sums := nodetest.TreeSums(t, dir)
 	const addr = "127.0.0.1:1"
 	n, err := Start(Config{Name: "n1", DataDir: dir, ISCSIAddr: addr, APIAddr: addr, RaftAddr: addr, GossipAddr: addr,
 		Logger: slog.New(slog.DiscardHandler)})
@@ -390,7 +357,7 @@ func TestStartRefusesNewerDataDir(t *testing.T) {
 	if !strings.Contains(err.Error(), "release v9.9.9") {
 		t.Errorf("refusal %q does not name the release that wrote the directory", err)
 	}
-	if after := treeSums(t, dir); !slices.Equal(after, sums) {
+	if after := nodetest.TreeSums(t, dir); !slices.Equal(after, sums) {
 		t.Errorf("a refused start changed the data directory:\nbefore %q\nafter  %q", sums, after)
 	}
 }

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hatarget/hatarget/test/nodetest"
 )
 
 // TestAgentRefusesNewerDataDir: an agent whose data dir a newer release
@@ -19,7 +20,7 @@ func TestAgentRefusesNewerDataDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "format.json"), []byte(marker), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before := listTree(t, dir)
+	before := nodetest.TreeSums(t, dir)
 	o := agentOptions{name: "n1", dataDir: dir, bind: "127.0.0.1"}
 	r := &reloader{running: agentFlags(), level: new(slog.LevelVar), log: slog.New(slog.DiscardHandler), lookupEnv: os.LookupEnv}
 	err := runAgent(t.Context(), o, slog.New(slog.DiscardHandler), new(strings.Builder), nil, r)
@@ -29,28 +30,8 @@ func TestAgentRefusesNewerDataDir(t *testing.T) {
 	if got := exitStatus(err); got != exitConfig {
 		t.Errorf("exit status %d for a newer data dir; want %d, which the unit does not restart on", got, exitConfig)
 	}
-	if after := listTree(t, dir); !slices.Equal(after, before) {
+	if after := nodetest.TreeSums(t, dir); !slices.Equal(after, before) {
 		t.Errorf("the refused agent changed its data dir:\nbefore %q\nafter  %q", before, after)
 	}
 }
 
-// listTree lists every path under root with its modification time.
-func listTree(t *testing.T, root string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		out = append(out, p+" "+fi.ModTime().String())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}

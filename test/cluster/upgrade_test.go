@@ -2,9 +2,7 @@ package cluster
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,15 +71,15 @@ func TestRollingUpgrade(t *testing.T) {
 	refuser := u.order()[0]
 	u.mustCtl(refuser, "node", "drain", refuser.Name, "--wait", "--timeout", "2m")
 	refuser.Stop()
-	before := dirSums(t, refuser.DataDir)
+	before := nodetest.TreeSums(t, refuser.DataDir)
 	refuser.Bin = old.Bin
 	out, err := refuser.StartFailing(30 * time.Second)
 	if err == nil {
 		t.Errorf("%s on %s's finalized data dir exited without an error:\n%s", old.Version, refuser.Name, out)
 	}
 	t.Logf("%s on %s's finalized data dir: %v\n%s", old.Version, refuser.Name, err, tail(out, 5))
-	if diff := diffSums(before, dirSums(t, refuser.DataDir)); diff != "" {
-		t.Errorf("%s changed %s's finalized data dir: %s", old.Version, refuser.Name, diff)
+	if diff := nodetest.TreeDiff(before, nodetest.TreeSums(t, refuser.DataDir)); diff != "" {
+		t.Errorf("%s changed %s's finalized data dir:\n%s", old.Version, refuser.Name, diff)
 	}
 	refuser.Bin = newBin
 	refuser.Start()
@@ -233,50 +231,4 @@ func (u *upgrade) mustCtl(a *nodetest.Agent, args ...string) string {
 		u.t.Fatalf("hatarget %s (through %s): %v\n%s", strings.Join(args, " "), via.Name, err, out)
 	}
 	return string(out)
-}
-
-// dirSums maps every file under dir to its checksum, and every directory
-// to "dir".
-func dirSums(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if d.IsDir() {
-			out[rel] = "dir"
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		out[rel] = fmt.Sprintf("%x", sha256.Sum256(b))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// diffSums says which paths differ between two dirSums.
-func diffSums(a, b map[string]string) string {
-	var out []string
-	for p, s := range a {
-		switch t, ok := b[p]; {
-		case !ok:
-			out = append(out, p+" removed")
-		case t != s:
-			out = append(out, p+" changed")
-		}
-	}
-	for p := range b {
-		if _, ok := a[p]; !ok {
-			out = append(out, p+" added")
-		}
-	}
-	return strings.Join(out, ", ")
 }
