@@ -17,18 +17,21 @@ const module = "github.com/hatarget/hatarget/"
 // may import. A prefix rule applies to subpackages too unless a longer
 // prefix has its own rule. Pure packages import nothing of the project.
 var allowed = map[string][]string{
-	"fsm":                    {"fsm"},
-	"target/iscsi/pdu":       {},
-	"target/backend":         {},
-	"target/scsi":            {"target/backend", "alua"},
-	"target/iscsi":           {"target/iscsi", "target/scsi", "target/backend"},
-	"target/iscsi/initiator": {"target/iscsi/pdu", "target/iscsi/initiator"},
-	"target":                 {"target", "alua", "replication"},
-	"replication":            {"target/backend", "target/nodeconn"},
-	"target/nodeconn":        {},
-	"alua":                   {},
-	"cluster/api":            {},
-	"test":                   {"target", "fsm", "cluster/api", "test"},
+	"fsm":                      {"fsm"},
+	"target/iscsi/pdu":         {},
+	"target/iscsi/pdu/pdutest": {"target/iscsi/pdu"},
+	"target/durable":           {},
+	"cluster/pki":              {},
+	"target/backend":           {},
+	"target/scsi":              {"target/backend", "target/durable", "alua"},
+	"target/iscsi":             {"target/iscsi", "target/scsi", "target/backend"},
+	"target/iscsi/initiator":   {"target/iscsi/pdu", "target/iscsi/initiator"},
+	"target":                   {"target", "alua", "replication"},
+	"replication":              {"target/backend", "target/nodeconn", "target/durable", "cluster/pki"},
+	"target/nodeconn":          {},
+	"alua":                     {},
+	"cluster/api":              {},
+	"test":                     {"target", "fsm", "cluster/api", "cluster/pki", "test"},
 }
 
 func TestImportDirection(t *testing.T) {
