@@ -41,11 +41,11 @@ func TestNodeWaitCommands(t *testing.T) {
 		{name: "rebalance --dry-run", args: []string{"cluster", "rebalance", "--dry-run"}, calls: []call{
 			{method: "POST", path: "/v1/rebalance", body: `{"dry_run":true}`, answer: `{"moves":[{"lun":"db0","from":"n1","to":"n2"}],"dry_run":true}`},
 		}, want: []string{"would move 1 LUN (dry run):\nLUN  FROM  TO\ndb0  n1    n2\n"}},
-		{name: "upgrade plan: leader last, one node done, one unknown", args: []string{"cluster", "upgrade", "plan"}, calls: upgradeCalls(),
+		{name: "upgrade plan: leader last, one node done, the old leader's safety checked here", args: []string{"cluster", "upgrade", "plan"}, calls: upgradeCalls(),
 			want: []string{"cluster version 1; upgrading to v0.2.0\n",
 				"1     n2           v0.2.0 (done)  -     r0 (in-sync)  yes\n",
 				"2     n3           v0.1.0         db0   r0 (in-sync)  after drain: LUN db0: n3 still owns it (n2 can take it over)\n",
-				"3     n1 (leader)  v0.1.0         r0    r0 (in-sync)  unknown (the answering node's release has no stop-safety check)\n",
+				"3     n1 (leader)  v0.1.0         r0    r0 (in-sync)  after drain: LUN r0: n1 still owns it (n2, n3 can take it over); n1 is not drained; n1 leads Raft\n",
 				"each step: node drain NAME --wait"}},
 		{name: "upgrade status: next step", args: []string{"cluster", "upgrade", "status"}, calls: upgradeCalls(),
 			want: []string{"1 of 3 nodes run v0.2.0; cluster version 1\nMIXED VERSIONS",
@@ -73,13 +73,14 @@ func TestNodeWaitCommands(t *testing.T) {
 
 // upgradeCalls are the API calls of `cluster upgrade plan` and `status`
 // against a cluster half-way through an upgrade: n2 runs the new release,
-// the leader n1 the old one, which has no safety route.
+// the leader n1 the old one, which has no safety route: the plan checks
+// n1 on the status and LUN list instead.
 func upgradeCalls() []call {
 	return []call{
 		{method: "GET", path: "/v1/status", answer: `{"leader":"n1","cluster_version":1,"mixed_versions":true,"nodes":[
-			{"name":"n1","version":"v0.1.0","protocol":4,"healthy":true},
-			{"name":"n2","version":"v0.2.0","protocol":5,"healthy":true},
-			{"name":"n3","version":"v0.1.0","protocol":4,"healthy":true}]}`},
+			{"name":"n1","version":"v0.1.0","protocol":4,"healthy":true,"voter":true,"gossip":"alive"},
+			{"name":"n2","version":"v0.2.0","protocol":5,"healthy":true,"voter":true,"gossip":"alive"},
+			{"name":"n3","version":"v0.1.0","protocol":4,"healthy":true,"voter":true,"gossip":"alive"}]}`},
 		{method: "GET", path: "/v1/luns", answer: `[{"name":"r0","owner":"n1","replicas":[{"node":"n1","state":"in-sync","owner":true},{"node":"n2","state":"in-sync"},{"node":"n3","state":"in-sync"}]},{"name":"db0","owner":"n3"}]`},
 		{method: "GET", path: "/v1/nodes/n1/safety", status: 404, answer: `404 page not found`},
 		{method: "GET", path: "/v1/nodes/n2/safety", answer: `{"node":"n2","safe":true,"idle":true}`},

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/hatarget/hatarget/cluster"
 	"github.com/hatarget/hatarget/cluster/api"
 )
 
@@ -118,14 +117,16 @@ func buildUpgradePlan(ctx context.Context, cl *api.Client) (*upgradePlan, error)
 				}
 			}
 		}
-		if s, err := cl.StopSafety(ctx, n.Name); err != nil {
+		s, err := cl.StopSafety(ctx, n.Name)
+		if api.IsRouteMissing(err) {
+			// The node that answered, or the leader it asked, runs a
+			// release from before the check (v0.1.0): the same check on
+			// what it shows, which does not say who is drained.
+			fallback := cluster.StopSafetyFromStatus(st, luns, n.Name)
+			s, err = &fallback, nil
+		}
+		if err != nil {
 			un.SafetyError = err.Error()
-			var e *api.Error
-			if errors.As(err, &e) && e.Status == http.StatusNotFound {
-				// The node that answered (or the leader it asked) runs a
-				// release from before the check.
-				un.SafetyError = "the answering node's release has no stop-safety check"
-			}
 		} else {
 			un.Safety = s
 		}
