@@ -122,22 +122,24 @@ type chapExchange struct {
 }
 
 // verify checks the initiator's CHAP_N/CHAP_R against the configured users
-// in constant time and returns the user that matched.
+// and returns the user that matched. Every user's response is computed and
+// compared in constant time, whatever the name, so the time taken tells
+// neither which names exist nor how much of a response was right.
 func (x *chapExchange) verify(users []CHAPUser, name, response string) (CHAPUser, error) {
 	resp, err := decodeCHAPBinary(response)
 	if err != nil {
 		return CHAPUser{}, fmt.Errorf("CHAP_R: %w", err)
 	}
-	for _, u := range users {
-		if u.User != name {
-			continue
-		}
+	match := -1
+	for i, u := range users {
 		want := chapResponse(x.algo, x.id, u.Secret, x.challenge)
-		if subtle.ConstantTimeCompare(want, resp) == 1 {
-			return u, nil
-		}
+		ok := subtle.ConstantTimeCompare([]byte(u.User), []byte(name)) & subtle.ConstantTimeCompare(want, resp)
+		match = subtle.ConstantTimeSelect(ok, i, match)
 	}
-	return CHAPUser{}, fmt.Errorf("CHAP authentication failed for user %q", name)
+	if match < 0 {
+		return CHAPUser{}, fmt.Errorf("CHAP authentication failed for user %q", name)
+	}
+	return users[match], nil
 }
 
 // mutualResponse answers the initiator's challenge with our outgoing secret.

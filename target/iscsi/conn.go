@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,7 +39,49 @@ type outPDU struct {
 	done func()
 	// closeAfter ends the connection once this PDU is written (logout).
 	closeAfter bool
+	// ctl marks a PDU queued by send, which ctlQueue bounds.
+	ctl bool
 }
+
+// ctlQueue counts the PDUs queued by send and not yet written: answers to
+// the initiator's requests (NOP-In echoes, Rejects, text, TMF and logout
+// responses) and R2Ts. Command responses are bounded by the CmdSN window;
+// these are not, so an initiator that sends requests and never reads the
+// answers would make the queue, and the echoed data it holds, grow without
+// end. Past the limits the connection is dropped.
+type ctlQueue struct {
+	pdus, bytes       int
+	maxPDUs, maxBytes int
+}
+
+// Limits of ctlQueue. An initiator that reads its answers never has more
+// than a few outstanding; R2Ts are bounded by the tasks a session may have
+// (twice the queue depth, immediate commands included) times
+// MaxOutstandingR2T, and one echo by MaxRecvDataSegmentLength.
+const (
+	ctlQueueMinPDUs  = 1024
+	ctlQueueMinBytes = 4 << 20
+)
+
+func newCtlQueue(p *Params) ctlQueue {
+	return ctlQueue{
+		maxPDUs:  ctlQueueMinPDUs + 2*int(p.QueueDepth)*int(max(p.MaxOutstandingR2T, 1)),
+		maxBytes: max(ctlQueueMinBytes, 4*int(p.MaxRecvDataSegmentLength)),
+	}
+}
+
+// add counts p, or reports false when the queue is full.
+func (q *ctlQueue) add(p *outPDU) bool {
+	if q.pdus >= q.maxPDUs || q.bytes+len(p.data) > q.maxBytes {
+		return false
+	}
+	q.pdus++
+	q.bytes += len(p.data)
+	p.ctl = true
+	return true
+}
+
+var errNotReading = errors.New("initiator does not read the answers to its requests")
 
 // conn is one TCP connection. The reader goroutine owns br and all login and
 // command-decoding state; the writer goroutine owns the socket's write side.
@@ -57,11 +100,13 @@ type conn struct {
 
 	wmu      sync.Mutex
 	wq       []*outPDU
+	ctlq     ctlQueue
 	statSN   uint32
 	wsig     chan struct{}
 	writing  bool // full feature phase: the writer goroutine exists
 	flushing bool // some goroutine is writing; it drains wq before it stops
 	batch    []*outPDU
+	batchCtl ctlQueue // what of batch counts in ctlq
 	bufs     net.Buffers
 
 	lastRecv  atomic.Int64 // unix nanos of the last PDU received
@@ -83,7 +128,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
 		srv:    s,
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64*1024),
+		br:     bufio.NewReaderSize(nc, loginReadBuffer),
 		log:    s.log.With("remote", nc.RemoteAddr().String()),
 		wsig:   make(chan struct{}, 1),
 		closed: make(chan struct{}),
@@ -99,9 +144,11 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
+	c.growReader()
 	c.workers = newWorkerPool(int(c.params.QueueDepth))
 	c.wmu.Lock()
 	c.writing = true
+	c.ctlq = newCtlQueue(&c.params)
 	c.wmu.Unlock()
 	go c.writeLoop()
 	if c.srv.opts.NOPInterval > 0 {
@@ -125,6 +172,27 @@ func (c *conn) serve() {
 		c.close(err)
 	}
 	c.sess.connectionLost(c, err)
+}
+
+// Read buffer sizes: a connection holds only a small buffer until it has
+// logged in, so that the connections a peer may open without
+// authenticating (Options.MaxConnections) cost little memory; the full
+// feature phase reads through a large one, which gathers many small PDUs
+// per system call.
+const (
+	loginReadBuffer = 4 << 10
+	ffpReadBuffer   = 64 << 10
+)
+
+// growReader switches to the full feature phase's read buffer, carrying
+// over whatever the initiator already sent after its last Login Request.
+func (c *conn) growReader() {
+	var src io.Reader = c.nc
+	if n := c.br.Buffered(); n > 0 {
+		rest, _ := c.br.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(rest)), c.nc)
+	}
+	c.br = bufio.NewReaderSize(src, ffpReadBuffer)
 }
 
 // readLoop decodes PDUs in the full feature phase.
@@ -234,14 +302,27 @@ func (c *conn) reject(h *pdu.Header, reason byte) {
 // never block on the socket's write side, or a peer that is itself blocked
 // writing to us would deadlock with us.
 func (c *conn) send(p *outPDU) {
-	c.enqueue(p)
+	if !c.queue(p, true) {
+		if p.done != nil {
+			p.done()
+		}
+		c.close(errNotReading)
+		return
+	}
 	c.kick()
 }
 
 // enqueue adds p to the write queue, filling the sequence numbers in queue
 // order so StatSN is strictly increasing on the wire.
-func (c *conn) enqueue(p *outPDU) {
+func (c *conn) enqueue(p *outPDU) { c.queue(p, false) }
+
+// queue is enqueue, for a ctl PDU only while ctlq has room.
+func (c *conn) queue(p *outPDU, ctl bool) bool {
 	c.wmu.Lock()
+	if ctl && !c.ctlq.add(p) {
+		c.wmu.Unlock()
+		return false
+	}
 	switch p.stat {
 	case statAssign:
 		binary.BigEndian.PutUint32(p.hdr[24:], c.statSN)
@@ -256,6 +337,7 @@ func (c *conn) enqueue(p *outPDU) {
 	}
 	c.wq = append(c.wq, p)
 	c.wmu.Unlock()
+	return true
 }
 
 func (c *conn) kick() {
@@ -295,11 +377,13 @@ func (c *conn) flush() {
 		clear(c.wq)
 		c.wq = c.wq[:0]
 		c.wmu.Unlock()
-		if !c.writeBatch() {
-			c.wmu.Lock()
+		ok := c.writeBatch()
+		c.wmu.Lock()
+		c.ctlq.pdus -= c.batchCtl.pdus
+		c.ctlq.bytes -= c.batchCtl.bytes
+		if !ok {
 			break
 		}
-		c.wmu.Lock()
 	}
 	c.flushing = false
 	c.wmu.Unlock()
@@ -311,10 +395,15 @@ func (c *conn) writeBatch() bool {
 	iov := c.bufs // WriteTo consumes its receiver
 	_, err := iov.WriteTo(c.nc)
 	closeNow := false
+	c.batchCtl = ctlQueue{}
 	for i, p := range c.batch {
 		// done may recycle the task p belongs to, and the reader may be
 		// filling it for the next command already: p is read before.
 		closeNow = closeNow || p.closeAfter
+		if p.ctl {
+			c.batchCtl.pdus++
+			c.batchCtl.bytes += len(p.data)
+		}
 		if p.done != nil {
 			p.done()
 		}

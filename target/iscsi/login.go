@@ -12,15 +12,14 @@ import (
 )
 
 // Login bounds: RFC 7143 fixes MaxRecvDataSegmentLength at 8192 during
-// login; we take a little more from lenient initiators, and cap the text
-// accumulated over continuation PDUs so a peer cannot make us buffer
-// without limit before authenticating.
+// login; we take a little more from lenient initiators in one PDU, and
+// Options.MaxTextBytes caps the text accumulated over continuation PDUs so
+// a peer cannot make us buffer without limit before authenticating.
 const (
 	// reinstateWait bounds how long a reinstating login waits for the old
 	// session's running commands (their backend I/O) to finish.
 	reinstateWait   = 10 * time.Second
 	maxLoginSegment = 64 * 1024
-	maxLoginText    = 64 * 1024
 	maxNameLen      = 223 // RFC 7143 4.2.7.1
 )
 
@@ -44,6 +43,11 @@ type loginState struct {
 	first pdu.LoginReq
 	req   pdu.LoginReq
 	text  []byte
+
+	// stage is the stage the target agreed to be in: the initiator's CSG
+	// must match it, or a peer could claim to be past the security stage
+	// without ever having left it.
+	stage byte
 
 	initiator  string
 	discovery  bool
@@ -98,8 +102,8 @@ func (ls *loginState) step(h *pdu.Header, first bool) (bool, error) {
 	if err := ls.checkHeader(first); err != nil {
 		return false, err
 	}
-	if r.DataLen > maxLoginSegment || len(ls.text)+r.DataLen > maxLoginText {
-		return false, initiatorError(pdu.LoginDetailInitiatorError, "login text longer than %d bytes", maxLoginText)
+	if limit := ls.c.srv.opts.MaxTextBytes; r.DataLen > maxLoginSegment || len(ls.text)+r.DataLen > limit {
+		return false, initiatorError(pdu.LoginDetailInitiatorError, "login text longer than %d bytes", limit)
 	}
 	seg := make([]byte, r.DataLen)
 	if err := pdu.ReadData(ls.c.br, seg, false); err != nil {
@@ -117,7 +121,7 @@ func (ls *loginState) step(h *pdu.Header, first bool) (bool, error) {
 	if err != nil {
 		return false, initiatorError(pdu.LoginDetailInitiatorError, "%v", err)
 	}
-	answer, err := ls.processKeys(kvs, first)
+	answer, err := ls.processKeys(kvs)
 	if err != nil {
 		return false, err
 	}
@@ -127,6 +131,9 @@ func (ls *loginState) step(h *pdu.Header, first bool) (bool, error) {
 	}
 	if transit && nsg == pdu.StageFullFeature {
 		return true, ls.enterFullFeature(answer)
+	}
+	if transit {
+		ls.stage = nsg
 	}
 	return false, ls.respond(answer, transit, r.CSG, nsg)
 }
@@ -139,12 +146,15 @@ func (ls *loginState) checkHeader(first bool) error {
 			return initiatorError(pdu.LoginDetailUnsupportedVer, "iSCSI version %d-%d not supported", r.VersionMin, r.VersionMax)
 		}
 		ls.cmdSN = r.CmdSN
+		ls.stage = r.CSG
 	} else if r.ISID != f.ISID || r.TSIH != f.TSIH || r.CID != f.CID || r.ITT != f.ITT {
 		return initiatorError(pdu.LoginDetailInitiatorError, "ISID, TSIH, CID or ITT changed during login")
 	}
 	switch {
 	case r.CSG == 2 || r.CSG == pdu.StageFullFeature:
 		return initiatorError(pdu.LoginDetailInitiatorError, "invalid current stage %d", r.CSG)
+	case r.CSG != ls.stage:
+		return initiatorError(pdu.LoginDetailInitiatorError, "current stage %d, but the target is in stage %d", r.CSG, ls.stage)
 	case r.Transit && (r.NSG == 2 || r.NSG <= r.CSG):
 		return initiatorError(pdu.LoginDetailInitiatorError, "invalid next stage %d from stage %d", r.NSG, r.CSG)
 	}
@@ -153,15 +163,16 @@ func (ls *loginState) checkHeader(first bool) error {
 
 // processKeys answers every key of one login request. The identity keys go
 // first whatever their order, because the target they name decides how the
-// operational keys of the same PDU are negotiated.
-func (ls *loginState) processKeys(kvs []pdu.KV, first bool) ([]pdu.KV, error) {
-	seen := make(map[string]bool, len(kvs))
+// operational keys of the same PDU are negotiated. The first request is
+// the first complete text, which continuation may spread over several
+// PDUs: it decides admission, without which nothing else may be answered.
+func (ls *loginState) processKeys(kvs []pdu.KV) ([]pdu.KV, error) {
+	first := !ls.admitted()
+	if err := noRepeatedKey(kvs); err != nil {
+		return nil, initiatorError(pdu.LoginDetailInitiatorError, "%v", err)
+	}
 	for _, kv := range kvs {
-		if seen[kv.Key] {
-			return nil, initiatorError(pdu.LoginDetailInitiatorError, "key %s repeated", kv.Key)
-		}
-		seen[kv.Key] = true
-		if err := ls.identityKey(kv); err != nil {
+		if err := ls.identityKey(kv, first); err != nil {
 			return nil, err
 		}
 	}
@@ -196,8 +207,10 @@ func (ls *loginState) processKeys(kvs []pdu.KV, first bool) ([]pdu.KV, error) {
 }
 
 // identityKey records InitiatorName, SessionType and TargetName; other keys
-// are left for key().
-func (ls *loginState) identityKey(kv pdu.KV) error {
+// are left for key(). admit decides on the first request's identity, so
+// none of it may change afterwards: a login admitted to an open target
+// must not turn into a discovery session that requires CHAP.
+func (ls *loginState) identityKey(kv pdu.KV, first bool) error {
 	switch kv.Key {
 	case "InitiatorName":
 		if kv.Value == "" || len(kv.Value) > maxNameLen {
@@ -208,13 +221,18 @@ func (ls *loginState) identityKey(kv pdu.KV) error {
 		}
 		ls.initiator = kv.Value
 	case "SessionType":
+		var discovery bool
 		switch kv.Value {
 		case "Discovery":
-			ls.discovery = true
+			discovery = true
 		case "Normal":
 		default:
 			return initiatorError(pdu.LoginDetailInitiatorError, "invalid SessionType %q", kv.Value)
 		}
+		if !first && discovery != ls.discovery {
+			return initiatorError(pdu.LoginDetailInitiatorError, "SessionType changed during login")
+		}
+		ls.discovery = discovery
 	case "TargetName":
 		if ls.targetName != "" && ls.targetName != kv.Value {
 			return initiatorError(pdu.LoginDetailInitiatorError, "TargetName changed during login")
@@ -247,7 +265,10 @@ func (ls *loginState) key(kv pdu.KV) ([]pdu.KV, error) {
 	return nil, nil
 }
 
-// admit decides, after the first PDU, whether this initiator may log in to
+// admitted reports whether admit has accepted the login.
+func (ls *loginState) admitted() bool { return ls.neg != nil }
+
+// admit decides, after the first request, whether this initiator may log in to
 // the requested target, and what authentication it needs.
 func (ls *loginState) admit() error {
 	if ls.initiator == "" {
@@ -490,6 +511,10 @@ func (s *Server) attachSession(ls *loginState) (*session, error) {
 		s.mu.Unlock()
 		return nil, &loginError{pdu.LoginTargetErr, 0x01, "target shutting down"} // service unavailable
 	}
+	if reason := s.sessionLimit(ls, old); reason != "" {
+		s.mu.Unlock()
+		return nil, &loginError{pdu.LoginTargetErr, pdu.LoginDetailOutOfResources, reason}
+	}
 	tsih := ls.first.TSIH
 	if tsih == 0 {
 		tsih = s.allocTSIH()
@@ -561,6 +586,32 @@ func (s *Server) awaitFailed(peers []*session) {
 }
 
 var errPeerClosed = errors.New("connection closed by the initiator")
+
+// sessionLimit says why the session ls is about to create would exceed
+// Options.MaxSessionsPerInitiator or MaxSessionsPerTarget, or "" (called
+// with s.mu held). The session it reinstates, replaced, does not count: it
+// is going.
+func (s *Server) sessionLimit(ls *loginState, replaced *session) string {
+	perInitiator, perTarget := 0, 0
+	for _, sess := range s.sessions {
+		if sess == replaced {
+			continue
+		}
+		if sess.initiator == ls.initiator {
+			perInitiator++
+		}
+		if !ls.discovery && !sess.discovery && sess.targetName == ls.targetName {
+			perTarget++
+		}
+	}
+	switch {
+	case perInitiator >= s.opts.MaxSessionsPerInitiator:
+		return fmt.Sprintf("initiator has %d sessions, the limit", perInitiator)
+	case perTarget >= s.opts.MaxSessionsPerTarget:
+		return fmt.Sprintf("target has %d sessions, the limit", perTarget)
+	}
+	return ""
+}
 
 // allocTSIH picks an unused, nonzero TSIH (called with s.mu held).
 func (s *Server) allocTSIH() uint16 {

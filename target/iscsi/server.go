@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,9 +33,40 @@ type Options struct {
 	// with a NOP-In; NOPTimeout how long we wait for the answer before
 	// dropping the connection. Zero disables pings.
 	NOPInterval, NOPTimeout time.Duration
-	// MaxConnections caps concurrent connections (before and after login).
+	// MaxConnections caps concurrent connections (before and after login):
+	// each costs a socket, a goroutine and a buffer, so an unbounded number
+	// of idle ones would exhaust the process before any authentication.
 	MaxConnections int
+	// MaxConnectionsPerSource caps the connections from one IP address, so
+	// a single host cannot take every slot of MaxConnections and lock the
+	// other initiators out.
+	MaxConnectionsPerSource int
+	// MaxSessionsPerTarget and MaxSessionsPerInitiator cap the sessions in
+	// full feature phase; a login beyond them is refused with "out of
+	// resources" (0x0302). Discovery sessions count for their initiator
+	// only.
+	MaxSessionsPerTarget, MaxSessionsPerInitiator int
+	// MaxTextBytes caps the key=value text accumulated over the continued
+	// PDUs of one login or one Text Request.
+	MaxTextBytes int
 }
+
+// Default limits. An initiator opens one session per target and portal, and
+// deployments that give every volume its own target (OpenStack Cinder, most
+// Kubernetes CSI drivers) put a few hundred on one hypervisor, all from one
+// address and under one initiator name: 256 leaves them room, and 16 such
+// hosts fill the 4096 connections a node accepts. 1024 sessions on one
+// target is more initiators than any shared LUN has; the login timeout is
+// open-iscsi's own; 64 KiB of text is eight times the 8 KiB a login PDU may
+// carry (RFC 7143 13.12) and far above what any initiator sends.
+const (
+	DefaultLoginTimeout            = 15 * time.Second
+	DefaultMaxConnections          = 4096
+	DefaultMaxConnectionsPerSource = 256
+	DefaultMaxSessionsPerTarget    = 1024
+	DefaultMaxSessionsPerInitiator = 256
+	DefaultMaxTextBytes            = 64 * 1024
+)
 
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
@@ -44,7 +76,7 @@ func (o *Options) setDefaults() {
 		o.PortalGroupTag = 1
 	}
 	if o.LoginTimeout == 0 {
-		o.LoginTimeout = 15 * time.Second
+		o.LoginTimeout = DefaultLoginTimeout
 	}
 	if o.NOPInterval == 0 {
 		o.NOPInterval = 30 * time.Second
@@ -52,8 +84,16 @@ func (o *Options) setDefaults() {
 	if o.NOPTimeout == 0 {
 		o.NOPTimeout = 30 * time.Second
 	}
-	if o.MaxConnections == 0 {
-		o.MaxConnections = 4096
+	setDefault(&o.MaxConnections, DefaultMaxConnections)
+	setDefault(&o.MaxConnectionsPerSource, DefaultMaxConnectionsPerSource)
+	setDefault(&o.MaxSessionsPerTarget, DefaultMaxSessionsPerTarget)
+	setDefault(&o.MaxSessionsPerInitiator, DefaultMaxSessionsPerInitiator)
+	setDefault(&o.MaxTextBytes, DefaultMaxTextBytes)
+}
+
+func setDefault(v *int, def int) {
+	if *v <= 0 {
+		*v = def
 	}
 }
 
@@ -63,9 +103,14 @@ type Server struct {
 	log     *slog.Logger
 	targets atomic.Pointer[targetSet]
 
+	// refusals rate-limits the log of refused connections: a flood of
+	// them must not turn into a flood of log lines.
+	refusals refusalLog
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	perSource map[netip.Addr]int // open connections by remote address
 	sessions  map[sessionKey]*session
 	nextTSIH  uint16
 	closing   bool
@@ -80,6 +125,7 @@ func NewServer(opts Options) *Server {
 		log:       opts.Logger,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
+		perSource: map[netip.Addr]int{},
 		sessions:  map[sessionKey]*session{},
 	}
 	s.targets.Store(&targetSet{byName: map[string]*Target{}})
@@ -172,15 +218,17 @@ func (s *Server) acceptLoop(l net.Listener) {
 }
 
 func (s *Server) startConn(nc net.Conn) {
+	src := sourceAddr(nc)
 	s.mu.Lock()
-	if s.closing || len(s.conns) >= s.opts.MaxConnections {
+	if reason := s.connLimit(src); reason != "" {
 		s.mu.Unlock()
-		s.log.Warn("refusing connection", "remote", nc.RemoteAddr().String(), "reason", "connection limit or shutdown")
+		s.refusals.warn(s.log, "refusing connection", "remote", nc.RemoteAddr().String(), "reason", reason)
 		nc.Close()
 		return
 	}
 	c := newConn(s, nc)
 	s.conns[c] = struct{}{}
+	s.perSource[src]++
 	s.connWG.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -188,8 +236,52 @@ func (s *Server) startConn(nc net.Conn) {
 		c.serve()
 		s.mu.Lock()
 		delete(s.conns, c)
+		if s.perSource[src]--; s.perSource[src] <= 0 {
+			delete(s.perSource, src)
+		}
 		s.mu.Unlock()
 	}()
+}
+
+// connLimit says why a new connection from src must be refused, or ""
+// (called with s.mu held). Refusing at accept, before reading anything,
+// keeps a flood from costing more than an accept and a close.
+func (s *Server) connLimit(src netip.Addr) string {
+	switch {
+	case s.closing:
+		return "shutting down"
+	case len(s.conns) >= s.opts.MaxConnections:
+		return fmt.Sprintf("%d connections open, the limit", len(s.conns))
+	case s.perSource[src] >= s.opts.MaxConnectionsPerSource:
+		return fmt.Sprintf("%d connections open from %s, the limit per source address", s.perSource[src], src)
+	}
+	return ""
+}
+
+// sourceAddr is the IP address a connection comes from; connections that
+// are not TCP (tests over pipes) share the zero address.
+func sourceAddr(nc net.Conn) netip.Addr {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// refusalLog logs at most one refusal per second and counts the others,
+// which the next line reports as "suppressed".
+type refusalLog struct {
+	last       atomic.Int64 // unix nanos of the last line logged
+	suppressed atomic.Int64
+}
+
+func (r *refusalLog) warn(log *slog.Logger, msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(time.Second) || !r.last.CompareAndSwap(last, now) {
+		r.suppressed.Add(1)
+		return
+	}
+	log.Warn(msg, append(args, "suppressed", r.suppressed.Swap(0))...)
 }
 
 // Shutdown stops accepting connections, lets in-flight commands finish and

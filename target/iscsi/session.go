@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hatarget/hatarget/target/iscsi/pdu"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -150,16 +151,24 @@ func (s *session) newTask(c *conn) *task {
 	return t
 }
 
-// register adds a task under its ITT; false when the ITT is in use, which
-// the initiator must never do (RFC 7143 11.1.5).
-func (s *session) register(t *task) bool {
+// register adds a task under its ITT, or returns the reason to reject its
+// command with: the ITT is in use, which the initiator must never do (RFC
+// 7143 11.1.5), or the command is immediate and too many are. Immediate
+// commands bypass the CmdSN window, so without a cap of their own an
+// initiator could start any number of them, each with its goroutine and
+// buffer; queueDepth more than the window allows is far beyond what any
+// initiator sends (Linux and libiscsi send none).
+func (s *session) register(t *task) (rejectReason byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.tasks[t.itt]; dup || s.closed {
-		return false
+		return pdu.RejectTaskInProgress
+	}
+	if t.immediate && len(s.tasks) >= 2*int(s.queueDepth) {
+		return pdu.RejectImmediateCmd
 	}
 	s.tasks[t.itt] = t
-	return true
+	return 0
 }
 
 // unregister removes a task from the ITT and TTT tables, so its ITT may be
@@ -205,6 +214,20 @@ func (s *session) allocTTT(t *task) uint32 {
 			return s.nextTTT
 		}
 	}
+}
+
+// gathering returns the task itt names if it is a write still gathering
+// its Data-Out, or nil. Such a task belongs to the connection's reader, the
+// only caller, so its data fields may be used without the lock; once it
+// runs, a worker owns it and a stray Data-Out naming its ITT must not touch
+// it.
+func (s *session) gathering(itt uint32) *task {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.tasks[itt]; t != nil && !t.running && t.buf != nil {
+		return t
+	}
+	return nil
 }
 
 func (s *session) lookupITT(itt uint32) *task {

@@ -81,8 +81,8 @@ func (c *conn) handleCommand(h *pdu.Header, ahs []byte) error {
 	if err := t.setCDB(ahs); err != nil {
 		return c.refuseCommand(t, h, pdu.RejectInvalidPDUField)
 	}
-	if !s.register(t) {
-		return c.refuseCommand(t, h, pdu.RejectTaskInProgress)
+	if reason := s.register(t); reason != 0 {
+		return c.refuseCommand(t, h, reason)
 	}
 	v := s.currentView()
 	t.view = v
@@ -197,9 +197,11 @@ func (t *task) sendR2Ts() {
 func (c *conn) handleDataOut(h *pdu.Header) error {
 	var d pdu.DataOut
 	d.Unmarshal(h)
-	t := c.sess.lookupITT(d.ITT)
-	if t == nil || t.buf == nil || t.received >= t.edtl {
-		// Data for a task that is gone (refused, or already complete) is dropped.
+	t := c.sess.gathering(d.ITT)
+	if t == nil || t.received >= t.edtl {
+		// Data for a task that is gone (refused, aborted, complete) or that
+		// takes no data is dropped: RFC 7143 11.5.1 has the target discard
+		// data of aborted tasks, which an initiator may still have in flight.
 		return c.skipSegment(h)
 	}
 	if t.aborted.Load() {

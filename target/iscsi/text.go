@@ -2,15 +2,13 @@ package iscsi
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 
 	"github.com/hatarget/hatarget/target/backend"
 	"github.com/hatarget/hatarget/target/iscsi/pdu"
 )
-
-// maxTextRequest bounds text accumulated over continued Text Requests.
-const maxTextRequest = 64 * 1024
 
 // textState carries a text exchange across PDUs: the initiator's continued
 // request, or the rest of a response too long for one PDU.
@@ -47,8 +45,9 @@ func (c *conn) handleText(h *pdu.Header) error {
 	if ts.itt != req.ITT {
 		*ts = textState{itt: req.ITT}
 	}
-	if len(ts.request)+len(data) > maxTextRequest {
+	if limit := c.srv.opts.MaxTextBytes; len(ts.request)+len(data) > limit {
 		*ts = textState{}
+		c.log.Debug("text request too long", "limit", limit)
 		c.reject(h, pdu.RejectOutOfResources)
 		return nil
 	}
@@ -58,14 +57,33 @@ func (c *conn) handleText(h *pdu.Header) error {
 		return nil
 	}
 	kvs, err := pdu.ParseText(ts.request)
+	if err == nil {
+		err = noRepeatedKey(kvs)
+	}
 	if err != nil {
 		*ts = textState{}
+		c.log.Debug("bad text request", "err", err)
 		c.reject(h, pdu.RejectProtocolError)
 		return nil
 	}
 	ts.request = nil
 	ts.pending = c.textAnswer(kvs)
 	c.sendTextChunk(&req)
+	return nil
+}
+
+// noRepeatedKey refuses a request naming a key twice (RFC 7143 6.1). Each
+// SendTargets=All is answered with the whole target list, so without it 64
+// KiB of repeated keys would make us build an answer thousands of times
+// larger.
+func noRepeatedKey(kvs []pdu.KV) error {
+	seen := make(map[string]bool, len(kvs))
+	for _, kv := range kvs {
+		if seen[kv.Key] {
+			return fmt.Errorf("key %s repeated", kv.Key)
+		}
+		seen[kv.Key] = true
+	}
 	return nil
 }
 
