@@ -34,4 +34,3 @@ func TestAgentRefusesNewerDataDir(t *testing.T) {
 		t.Errorf("the refused agent changed its data dir:\nbefore %q\nafter  %q", before, after)
 	}
 }
-
