@@ -71,6 +71,7 @@ func (e *memberEvents) NotifyLeave(m *memberlist.Node) {
 	e.mu.Unlock()
 	e.node.wakeLeader()
 	e.node.wakeReconcile()
+	e.node.wakePeers()
 }
 
 // gone reports whether gossip has seen a node die or leave.
@@ -92,6 +93,7 @@ func (e *memberEvents) set(m *memberlist.Node) {
 	e.mu.Unlock()
 	e.node.wakeLeader()
 	e.node.wakeReconcile()
+	e.node.wakePeers()
 }
 
 // list returns copies of the members, including those gone (dead or

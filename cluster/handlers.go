@@ -38,6 +38,7 @@ func (n *Node) localStatus() api.LocalStatus {
 		Protocol:   n.cfg.Protocol,
 		Protocols:  n.protocols(),
 		Ready:      n.IsReady(),
+		Settling:   n.settling(),
 	}
 }
 
@@ -190,7 +191,7 @@ func (n *Node) handleRemoveNode(w http.ResponseWriter, r *http.Request) {
 	var gen uint64
 	if inState {
 		var err error
-		if _, gen, err = n.propose(&fsm.RemoveNode{Name: name}); err != nil {
+		if _, gen, err = n.proposeAs(n.principalOf(r.Context()), &fsm.RemoveNode{Name: name}); err != nil {
 			writeErr(w, err)
 			return
 		}

@@ -82,7 +82,7 @@ func (n *Node) handleForcePromote(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	p, err := n.forcePromote(r.PathValue("name"), req)
+	p, err := n.forcePromote(n.principalOf(r.Context()), r.PathValue("name"), req)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -109,7 +109,7 @@ type promotion struct {
 // forcePromote checks and, unless req.DryRun, commits a forced promotion
 // under ownerMu, like the leader's own failovers, so that no lease is
 // granted to the old owner between the check and the commit.
-func (n *Node) forcePromote(name string, req api.ForcePromote) (promotion, error) {
+func (n *Node) forcePromote(by principal, name string, req api.ForcePromote) (promotion, error) {
 	n.ownerMu.Lock()
 	defer n.ownerMu.Unlock()
 	s := n.fsm.State()
@@ -127,7 +127,7 @@ func (n *Node) forcePromote(name string, req api.ForcePromote) (promotion, error
 		}
 		return promotion{state: s, device: d, overridden: overridden}, nil
 	}
-	res, gen, err := n.propose(c)
+	res, gen, err := n.proposeAs(by, c)
 	if err != nil {
 		return promotion{}, err
 	}

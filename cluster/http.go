@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/fsm"
@@ -27,7 +25,7 @@ import (
 const maxBody = 16 << 20
 
 func (n *Node) startAPI() error {
-	ln, err := n.network.Listen(n.cfg.APIAddr)
+	ln, err := n.network.Listen(PortAPI, n.cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("cluster: API listener: %w", err)
 	}
@@ -42,58 +40,23 @@ func (n *Node) serveAPI() {
 	}
 }
 
+// routes serves every route behind the authorization guard (auth.go).
 func (n *Node) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /v1/local", n.handleLocal)
-	mux.HandleFunc("GET /v1/status", n.read(n.readStatus))
-	mux.HandleFunc("GET /v1/members", n.handleMembers)
-	mux.HandleFunc("DELETE /v1/members/{name}", n.leaderOnly(n.handleRemoveNode))
-	mux.HandleFunc("POST /v1/leadership", n.leaderOnly(n.handleTransferLeadership))
-	mux.HandleFunc("GET /v1/snapshot", n.read(n.readSnapshot))
-	mux.HandleFunc("POST /v1/snapshot", n.write(n.buildRestore))
-	mux.HandleFunc("GET /v1/targets", n.read(n.readTargets))
-	mux.HandleFunc("POST /v1/targets", n.write(n.buildCreateTarget))
-	mux.HandleFunc("GET /v1/targets/{iqn}", n.read(n.readTarget))
-	mux.HandleFunc("PATCH /v1/targets/{iqn}", n.write(n.buildUpdateTarget))
-	mux.HandleFunc("DELETE /v1/targets/{iqn}", n.write(n.buildDeleteTarget))
-	mux.HandleFunc("PUT /v1/targets/{iqn}/chap", n.write(n.buildSetCHAP))
-	mux.HandleFunc("POST /v1/targets/{iqn}/acl", n.write(n.buildAddACL))
-	mux.HandleFunc("DELETE /v1/targets/{iqn}/acl/{initiator}", n.write(n.buildRemoveACL))
-	mux.HandleFunc("DELETE /v1/targets/{iqn}/luns/{lun}", n.write(n.buildDeleteLUN))
-	mux.HandleFunc("GET /v1/luns", n.read(n.readLUNs))
-	mux.HandleFunc("POST /v1/luns", n.write(n.buildCreateLUN))
-	mux.HandleFunc("GET /v1/luns/{name}", n.read(n.readLUN))
-	mux.HandleFunc("POST /v1/luns/{name}/resize", n.write(n.buildResize))
-	mux.HandleFunc("POST /v1/luns/{name}/move", n.write(n.buildMove))
-	mux.HandleFunc("POST /v1/luns/{name}/replace-replica", n.write(n.buildReplaceReplica))
-	mux.HandleFunc("POST /v1/luns/{name}/force-promote", n.leaderOnly(n.handleForcePromote))
-	mux.HandleFunc("POST /v1/nodes/{name}/drain", n.leaderOnly(n.handleDrain))
-	mux.HandleFunc("POST /v1/nodes/{name}/undrain", n.write(n.buildUndrain))
-	mux.HandleFunc("GET /v1/nodes/{name}/safety", n.read(n.readStopSafety))
-	mux.HandleFunc("POST /v1/rebalance", n.leaderOnly(n.handleRebalance))
-	mux.HandleFunc("POST /v1/upgrade/finalize", n.write(n.buildFinalize))
-	mux.HandleFunc("POST /v1/import/scst", n.write(n.buildImport))
-	mux.HandleFunc("GET /v1/export/scst", n.read(n.readExport))
-	mux.HandleFunc("POST /v1/internal/reservation", n.write(n.buildReservation))
-	mux.HandleFunc("POST /v1/internal/lease", n.handleLease)
-	mux.HandleFunc("POST /v1/internal/in-sync", n.write(n.buildSetInSync))
-	mux.HandleFunc("GET /v1/internal/resync", n.handleResync)
-	return n.authenticate(mux)
+	mux, table := n.apiMux()
+	return n.guard(mux, table)
 }
 
-// authenticate requires the bearer token, when one is configured, on
-// every route; the comparison takes constant time.
-func (n *Node) authenticate(next http.Handler) http.Handler {
-	want := []byte("Bearer " + n.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, http.StatusUnauthorized, api.CodeUnauthorized, "this cluster requires an API token: pass --token or set HATARGET_TOKEN")
-			return
+// apiMux registers the routes of routeTable, and the keyring's.
+func (n *Node) apiMux() (*http.ServeMux, []apiRoute) {
+	mux := http.NewServeMux()
+	table := n.routeTable()
+	for _, rt := range table {
+		if rt.handler != nil {
+			mux.Handle(rt.pattern, rt.handler)
 		}
-		w.Header().Set(api.HeaderGeneration, strconv.FormatUint(n.fsm.State().Index, 10))
-		next.ServeHTTP(w, r)
-	})
+	}
+	n.keyringRoutes(mux)
+	return mux, table
 }
 
 // builder turns a request into a command, run on the leader only, and
@@ -108,13 +71,17 @@ func (n *Node) write(build builder) http.HandlerFunc {
 			n.forwardToLeader(w, r)
 			return
 		}
+		if err := n.settle(r.Context()); err != nil {
+			writeErr(w, err)
+			return
+		}
 		c, render, err := build(r)
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
 		before := n.fsm.State()
-		res, gen, err := n.propose(c)
+		res, gen, err := n.proposeAs(n.principalOf(r.Context()), c)
 		if err != nil {
 			writeErr(w, err)
 			return
@@ -169,6 +136,10 @@ func (n *Node) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
 			n.forwardToLeader(w, r)
 			return
 		}
+		if err := n.settle(r.Context()); err != nil {
+			writeErr(w, err)
+			return
+		}
 		h(w, r)
 	}
 }
@@ -194,6 +165,11 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 			pr.SetURL(target)
 			pr.Out.Host = r.Host
 			pr.Out.Header.Set(api.HeaderForwarded, n.cfg.Name)
+			// The leader authenticates the caller's own token again; these
+			// tell it what only this node saw (auth.go).
+			p := n.principalOf(r.Context())
+			pr.Out.Header.Set(headerClient, p.source)
+			pr.Out.Header.Set(headerPrincipal, p.name)
 		},
 		Transport: n.forward.Transport,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {

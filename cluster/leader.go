@@ -49,6 +49,9 @@ func (n *Node) leaderLoop() {
 			n.leases.becameLeader(time.Now())
 			finalizer.soon()
 		}
+		if !n.settleWithin(backgroundTimeout) {
+			continue
+		}
 		n.reconcileMembers()
 		n.assignOwners()
 		if n.cfg.AutoFinalize || n.fresh.Load() {

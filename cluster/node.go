@@ -45,6 +45,10 @@ type Config struct {
 	// Network is how node channels listen and dial (nil: plain TCP); the
 	// dataplane's forwarding uses the same one.
 	Network *Network
+	// GossipKey, when set, encrypts gossip (AES, 16, 24 or 32 bytes) on
+	// a node that has not saved a keyring yet; after that the saved
+	// keyring, which `cluster keyring` rotates, is used (keyring.go).
+	GossipKey []byte
 	// Join lists gossip addresses of other nodes to join through.
 	Join []string
 	// BootstrapExpect forms a new cluster once this many fresh nodes see
@@ -76,6 +80,8 @@ type Config struct {
 	// itself once every node runs a release that supports it
 	// (autofinalize.go).
 	AutoFinalize bool
+	// MetricsPublic serves /metrics without a token once tokens are on.
+	MetricsPublic bool
 }
 
 // Dataplane is what the cluster drives: the iSCSI target.
@@ -89,20 +95,29 @@ type Node struct {
 	// fresh: this node bootstrapped a new cluster and has not seen
 	// another node lead it; if it is the first leader, it starts the
 	// cluster at this binary's cluster version (autoFinalizer).
-	fresh   atomic.Bool
-	log     *slog.Logger
-	network *Network
-	fsm     *raftFSM
-	raft    *raft.Raft
-	store   *raftboltdb.BoltStore
-	trans   *raft.NetworkTransport
-	ml      *memberlist.Memberlist
-	meta    *metaDelegate
-	api     *http.Server
-	apiLn   net.Listener
-	forward *http.Client
-	metrics *metrics
-	prs     *Reservations
+	fresh atomic.Bool
+	// settledTerm is the last term in which this node, leading, committed
+	// an entry (settle).
+	settledTerm atomic.Uint64
+	log         *slog.Logger
+	network     *Network
+	fsm         *raftFSM
+	raft        *raft.Raft
+	store       *raftboltdb.BoltStore
+	trans       *raft.NetworkTransport
+	ml          *memberlist.Memberlist
+	meta        *metaDelegate
+	api         *http.Server
+	apiLn       net.Listener
+	forward     *http.Client
+	metrics     *metrics
+	prs         *Reservations
+
+	// keyring encrypts gossip (nil: plain); keyringMu orders its changes
+	// and their saving.
+	keyring   *memberlist.Keyring
+	keyringMu sync.Mutex
+
 	// served is the generation the dataplane serves: the index of the
 	// last state applied to it successfully.
 	served atomic.Uint64
@@ -118,6 +133,9 @@ type Node struct {
 	memberEvents  chan struct{}
 	reconcileWake chan struct{}
 	dataDirWake   chan struct{}
+	// peersWake refreshes the names the node channels accept
+	// (tlsauth.go).
+	peersWake chan struct{}
 	// gossip holds copies of the gossip members (see memberEvents).
 	gossip *memberEvents
 	// leases is the owner lease bookkeeping (lease.go); ownerMu orders
@@ -152,11 +170,14 @@ func Start(cfg Config) (*Node, error) {
 		memberEvents:  make(chan struct{}, 1),
 		reconcileWake: make(chan struct{}, 1),
 		dataDirWake:   make(chan struct{}, 1),
+		peersWake:     make(chan struct{}, 1),
 		stop:          make(chan struct{}),
 		ready:         make(chan struct{}),
 	}
 	n.fsm = newRaftFSM(fsm.Env{Reservations: prMachine{}})
 	n.fsm.observe(n.observeClusterVersion)
+	n.fsm.committed = newAuditLog(cfg.DataDir, n.log).record
+	n.fsm.observe(func(fsm.Command, any, *fsm.State) { n.wakePeers() })
 	n.prs = cfg.Reservations
 	if n.prs == nil {
 		n.prs = NewReservations()
@@ -180,6 +201,7 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.refreshPeers() // the Raft configuration and state just loaded
 	if err := n.startGossip(hasState); err != nil {
 		return nil, err
 	}
@@ -187,6 +209,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.metrics = newMetrics(n, cfg.Registry)
+	n.goLoop(n.peersLoop)
 	n.goLoop(n.joinLoop)
 	if !hasState && cfg.BootstrapExpect > 0 {
 		n.goLoop(n.bootstrapLoop)
@@ -265,7 +288,7 @@ func (n *Node) startRaft(marker dataDirMarker) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("cluster: opening snapshots: %w", err)
 	}
-	ln, err := n.network.Listen(n.cfg.RaftAddr)
+	ln, err := n.network.Listen(PortRaft, n.cfg.RaftAddr)
 	if err != nil {
 		return false, fmt.Errorf("cluster: raft listener: %w", err)
 	}
@@ -347,6 +370,11 @@ func (n *Node) startGossip(hasState bool) error {
 	// hold the reconnect loop for the LAN default of 10 s.
 	mc.TCPTimeout = 2 * time.Second
 	mc.Delegate = n.meta
+	kr, err := n.openKeyring()
+	if err != nil {
+		return err
+	}
+	n.keyring, mc.Keyring = kr, kr
 	n.gossip = &memberEvents{node: n}
 	mc.Events = n.gossip
 	mc.Logger = nil

@@ -100,12 +100,12 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if rec := s.Nodes[name]; rec == nil || !rec.Drained {
-		if _, _, err := n.propose(&fsm.SetDrain{Node: name, Drained: true}); err != nil {
+		if _, _, err := n.proposeAs(n.principalOf(r.Context()), &fsm.SetDrain{Node: name, Drained: true}); err != nil {
 			writeErr(w, err)
 			return
 		}
 	}
-	moved, kept, err := n.moveAwayFrom(name)
+	moved, kept, err := n.moveAwayFrom(n.principalOf(r.Context()), name)
 	if err != nil {
 		writeErr(w, prefixed(err, "node %s is drained but still owns LUNs", name))
 		return
@@ -170,8 +170,9 @@ const leaderWait = 3 * time.Second
 // moveAwayFrom moves every LUN node owns to the least loaded candidate,
 // one committed move at a time. It keeps, and lists, those no other node
 // can own yet (their other copies are out of sync): a drain moves them
-// once a resync is done, when `node drain --wait` drains again.
-func (n *Node) moveAwayFrom(node string) (moved map[string]string, kept []string, err error) {
+// once a resync is done, when `node drain --wait` drains again. The moves
+// are by, for the audit log.
+func (n *Node) moveAwayFrom(by principal, node string) (moved map[string]string, kept []string, err error) {
 	moved = map[string]string{}
 	for _, name := range fsm.SortedKeys(n.fsm.State().Devices) {
 		s := n.fsm.State()
@@ -184,7 +185,7 @@ func (n *Node) moveAwayFrom(node string) (moved map[string]string, kept []string
 			kept = append(kept, name)
 			continue
 		}
-		if _, _, err := n.propose(&fsm.SetOwner{Device: name, Owner: to, Epoch: d.Epoch}); err != nil {
+		if _, _, err := n.proposeAs(by, &fsm.SetOwner{Device: name, Owner: to, Epoch: d.Epoch}); err != nil {
 			return moved, kept, prefixed(err, "moving LUN %s to %s", name, to)
 		}
 		moved[name] = to

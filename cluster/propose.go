@@ -27,14 +27,28 @@ var errOutcomeUnknown = errors.New("raft leadership was lost while the change wa
 // propose validates a command against the current state and the
 // dataplane's rules, checks every voter can decode it, and commits it. It
 // returns the command's result and the index (generation) that holds it.
+// The audit log records it as this node's own change.
 func (n *Node) propose(c fsm.Command) (any, uint64, error) {
-	return n.proposeWithin(c, applyTimeout)
+	return n.proposeBy(n.self(), c, applyTimeout)
+}
+
+// proposeAs is propose on behalf of p, the caller of an API request, whom
+// the audit log records as its author.
+func (n *Node) proposeAs(p principal, c fsm.Command) (any, uint64, error) {
+	return n.proposeBy(p, c, applyTimeout)
 }
 
 // proposeWithin is propose with a bound on the wait for a commit; the
 // leader's background work uses a short one so that shutdown is never
 // held up by a proposal that cannot commit.
 func (n *Node) proposeWithin(c fsm.Command, timeout time.Duration) (any, uint64, error) {
+	return n.proposeBy(n.self(), c, timeout)
+}
+
+// proposeBy proposes c with p as its author in the entry's audit data
+// (audit.go) and the leader's clock as its time: the state machine never
+// reads either.
+func (n *Node) proposeBy(p principal, c fsm.Command, timeout time.Duration) (any, uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, 0, errNotLeader
 	}
@@ -49,7 +63,7 @@ func (n *Node) proposeWithin(c fsm.Command, timeout time.Duration) (any, uint64,
 		return nil, 0, err
 	}
 	start := time.Now()
-	f := n.raft.Apply(b, timeout)
+	f := n.raft.ApplyLog(raft.Log{Data: b, Extensions: encodeAuditMeta(p, start)}, timeout)
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):

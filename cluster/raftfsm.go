@@ -31,6 +31,10 @@ type raftFSM struct {
 	observers []func(c fsm.Command, res any, s *fsm.State)
 	// observed is the index of the last state the observers have seen.
 	observed atomic.Uint64
+	// committed, set before Raft starts, hears of every command applied
+	// with its log entry, whose Extensions the observers do not see: the
+	// audit log's hook.
+	committed func(l *raft.Log, c fsm.Command)
 }
 
 func newRaftFSM(env fsm.Env) *raftFSM {
@@ -103,6 +107,9 @@ func (f *raftFSM) Apply(l *raft.Log) any {
 		return applyResult{err: err}
 	}
 	f.publish(next, c, res)
+	if f.committed != nil {
+		f.committed(l, c)
+	}
 	return applyResult{value: res}
 }
 

@@ -83,7 +83,7 @@ func (n *Node) handleRebalance(w http.ResponseWriter, r *http.Request) {
 		for i, m := range res.Moves {
 			c, err := n.moveCommand(s, m.LUN, m.To)
 			if err == nil {
-				_, res.Generation, err = n.propose(c)
+				_, res.Generation, err = n.proposeAs(n.principalOf(r.Context()), c)
 			}
 			if err != nil {
 				writeErr(w, prefixed(err, "rebalance: moved %d of %d LUNs, then moving LUN %s to %s failed", i, len(res.Moves), m.LUN, m.To))

@@ -19,7 +19,9 @@ import (
 //	   set_in_sync, replace_replica and force_promote
 //	5: the active cluster version (set_cluster_version, and the state's
 //	   cluster_version, also in restore)
-const Protocol uint16 = 5
+//	6: API tokens (bootstrap_tokens, create_token, revoke_token, and the
+//	   state's tokens, also in restore)
+const Protocol uint16 = 6
 
 // ProtocolReplication is the protocol that introduced synchronous
 // replication. Besides its new command types, it added optional fields to
@@ -49,7 +51,11 @@ type CommandSpec struct {
 	// Since is the protocol version that introduced the type: a node
 	// advertising an older protocol cannot decode it.
 	Since uint16
-	new   func() Command
+	// ClusterVersion, when set, is the active cluster version the type
+	// needs (version.go): below it, nodes may still go back to a release
+	// that cannot decode it, so Apply refuses it on every node alike.
+	ClusterVersion uint16
+	new            func() Command
 }
 
 // commands is every command type this binary knows.
@@ -75,6 +81,10 @@ var commands = map[CommandType]CommandSpec{
 	TypeForcePromote:   {Since: ProtocolReplication, new: func() Command { return &ForcePromote{} }},
 
 	TypeSetClusterVersion: {Since: ProtocolClusterVersion, new: func() Command { return &SetClusterVersion{} }},
+
+	TypeBootstrapTokens: {Since: ProtocolTokens, ClusterVersion: ClusterVersionTokens, new: func() Command { return &BootstrapTokens{} }},
+	TypeCreateToken:     {Since: ProtocolTokens, ClusterVersion: ClusterVersionTokens, new: func() Command { return &CreateToken{} }},
+	TypeRevokeToken:     {Since: ProtocolTokens, ClusterVersion: ClusterVersionTokens, new: func() Command { return &RevokeToken{} }},
 }
 
 // Spec returns the description of a command type.
@@ -202,6 +212,7 @@ func CheckCommand(c Command, peers []Peer) error {
 var fieldFeatures = map[uint16]string{
 	ProtocolReplication:    "replication",
 	ProtocolClusterVersion: "cluster version",
+	ProtocolTokens:         "token",
 }
 
 func checkPeers(what string, need uint16, peers []Peer) error {
@@ -247,6 +258,9 @@ func (s *State) Apply(index uint64, entry []byte, env Env) (*State, any, error) 
 // ApplyCommand is Apply for a decoded command.
 func (s *State) ApplyCommand(index uint64, c Command, env Env) (*State, any, error) {
 	if err := c.check(); err != nil {
+		return s.WithIndex(index), nil, err
+	}
+	if err := s.checkClusterVersion(c.Type()); err != nil {
 		return s.WithIndex(index), nil, err
 	}
 	next := s.next()

@@ -21,6 +21,12 @@
 // finalizes the upgrade, so that until then any node can go back to the
 // previous release.
 //
+// API tokens (protocol 6, tokens.go): bootstrap_tokens, create_token and
+// revoke_token keep each token's name, role and SHA-256, never its secret,
+// which the proposer makes and hands to its caller once. They are the
+// first commands that also need an active cluster version
+// (CommandSpec.ClusterVersion, checked by Apply on every node alike).
+//
 // Synchronous replication (protocol 4): a device with Replicas keeps its
 // blocks on those nodes' own disks; InSync is the subset known to hold
 // every acknowledged write, always holding the owner. Only an in-sync

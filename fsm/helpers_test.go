@@ -18,6 +18,7 @@ var allTypes = []CommandType{
 	TypeRestore, TypeImport, TypeSetOwner, TypeSetDrain,
 	TypeSetInSync, TypeReplaceReplica, TypeForcePromote,
 	TypeSetClusterVersion,
+	TypeBootstrapTokens, TypeCreateToken, TypeRevokeToken,
 }
 
 const (
@@ -116,6 +117,12 @@ func sampleCommand(t CommandType) Command {
 		return &ForcePromote{Device: "r0", Epoch: 1, Owner: "n3"}
 	case TypeSetClusterVersion:
 		return &SetClusterVersion{Version: ClusterVersion}
+	case TypeBootstrapTokens:
+		return &BootstrapTokens{Token: Token{Name: "root", Role: RoleAdmin, Hash: HashSecret("root-secret")}}
+	case TypeCreateToken:
+		return &CreateToken{Token: Token{Name: "ops", Role: RoleOperator, Hash: HashSecret("ops-secret")}}
+	case TypeRevokeToken:
+		return &RevokeToken{Name: "ops"}
 	}
 	panic("sampleCommand: no sample for " + string(t))
 }

@@ -346,6 +346,12 @@ func (c *Restore) fieldsSince() uint16 {
 	if c.State.ClusterVersion != 0 {
 		need = max(need, ProtocolClusterVersion)
 	}
+	// Restore keeps the cluster's tokens (a backup must not reopen the
+	// API or bring back revoked tokens), but ones in the entry are
+	// decoded all the same.
+	if len(c.State.Tokens) > 0 || c.State.TokensSince != 0 {
+		need = max(need, ProtocolTokens)
+	}
 	return need
 }
 

@@ -29,6 +29,12 @@ type State struct {
 	// the snapshots of a cluster in the middle of an upgrade still load in
 	// the previous release, whose decoding is strict.
 	ClusterVersion uint16 `json:"cluster_version,omitempty"`
+	// Tokens are the API tokens by name (tokens.go); TokensSince is the
+	// index of the entry that bootstrapped them, zero while the API is
+	// open. Both are left out of the encoding until then, so that states
+	// without tokens encode as older releases wrote them.
+	Tokens      map[string]*Token `json:"tokens,omitempty"`
+	TokensSince uint64            `json:"tokens_since,omitempty"`
 }
 
 // Empty returns the state of a new cluster.

@@ -35,6 +35,9 @@ func UnmarshalSnapshot(b []byte) (*State, error) {
 	if f.State == nil {
 		return nil, errorf(CodeInvalid, "snapshot has no state")
 	}
+	if err := f.State.checkStoredTokens(); err != nil {
+		return nil, err
+	}
 	s := f.State.next()
 	return s, nil
 }

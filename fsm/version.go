@@ -44,6 +44,17 @@ func (s *State) ActiveVersion() uint16 {
 	return max(s.ClusterVersion, ClusterVersionBase)
 }
 
+// checkClusterVersion refuses a command type whose spec needs a higher
+// active cluster version than s has: the one place that rule is applied.
+func (s *State) checkClusterVersion(t CommandType) error {
+	need := commands[t].ClusterVersion
+	if active := s.ActiveVersion(); need > active {
+		return errorf(CodeUnsupported, "%s needs cluster version %d and the cluster is at %d: finalize the upgrade first (hatarget cluster upgrade finalize)",
+			t, need, active)
+	}
+	return nil
+}
+
 // TypeSetClusterVersion raises the active cluster version.
 const TypeSetClusterVersion CommandType = "set_cluster_version"
 

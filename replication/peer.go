@@ -208,7 +208,10 @@ func (p *Peer) connect(ctx context.Context) (*peerConn, error) {
 	deadline, _ := ctx.Deadline()
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	err = p.handshake(nc)
+	err = checkPeerName(nc, p.cfg.Node)
+	if err == nil {
+		err = p.handshake(nc)
+	}
 	stop()
 	if err != nil {
 		nc.Close()

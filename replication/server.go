@@ -474,6 +474,9 @@ func (sc *serverConn) handshake() error {
 		return err
 	}
 	sc.node = string(ch.Name)
+	if err := checkPeerName(sc.nc, sc.node); err != nil {
+		return err
+	}
 	sh := ServerHello{Version: Version}
 	if s.cfg.Secret != "" {
 		sh.Flags = FlagAuth

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +62,16 @@ func NewClient(addr, token string) *Client {
 		base = "http://" + base
 	}
 	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}, RetryNoLeader: 15 * time.Second}
+}
+
+// UseTLS makes the client talk HTTPS with cfg (the cluster CA, and an
+// operator's certificate if any). An http:// base becomes https://: a
+// node with TLS answers nothing else.
+func (c *Client) UseTLS(cfg *tls.Config) {
+	if rest, ok := strings.CutPrefix(c.Base, "http://"); ok {
+		c.Base = "https://" + rest
+	}
+	c.HTTP.Transport = &http.Transport{TLSClientConfig: cfg, Proxy: http.ProxyFromEnvironment}
 }
 
 // Do sends a request with an optional JSON body (raw bytes are sent as

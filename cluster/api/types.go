@@ -134,6 +134,10 @@ type LocalStatus struct {
 	Protocols []ProtocolVersion `json:"protocols,omitempty"`
 	// Ready: the node has caught up with the cluster and serves iSCSI.
 	Ready bool `json:"ready"`
+	// Settling: the node leads but has not committed an entry of its term
+	// yet, so its commit index is not the cluster's (a node catching up
+	// asks again). Releases before it never set it.
+	Settling bool `json:"settling,omitempty"`
 }
 
 // Member is one memberlist member (GET /v1/members).

@@ -43,6 +43,11 @@ type agentOptions struct {
 	debugAddr       string
 	protocol        uint16
 	autoFinalize    bool
+	metricsPublic   bool
+	tlsCA           string
+	tlsCert         string
+	tlsKey          string
+	gossipKey       string
 }
 
 func newAgentCommand() *cobra.Command {
@@ -67,7 +72,12 @@ environment variable (HATARGET_DATA_DIR; lists comma-separated). Flags win
 over the environment, the environment over the file. Under systemd
 (Type=notify) the node reports ready once it has caught up with the cluster
 and opened its iSCSI portal. SIGHUP rereads the settings and logs the
-changed ones that wait for a restart; these apply at once: ` + strings.Join(liveSettingNames(), ", ") + `.`,
+changed ones that wait for a restart; these apply at once: ` + strings.Join(liveSettingNames(), ", ") + `.
+
+With --tls-ca, --tls-cert and --tls-key every node channel is mutual TLS
+under the cluster CA (docs/tls.md); SIGHUP also rereads those files, and
+established connections carry on. --gossip-key encrypts gossip; hatarget
+cluster keyring rotates the key.`,
 		Example: `  # three nodes, one command each
   hatarget agent --name n1 --bind 10.0.0.1 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.2 --join 10.0.0.3
   hatarget agent --name n2 --bind 10.0.0.2 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.1
@@ -110,7 +120,12 @@ changed ones that wait for a restart; these apply at once: ` + strings.Join(live
 	f.StringVar(&o.storageDir, "storage-dir", "", "where this node keeps its copies of replicated LUNs created without --path (default DATA-DIR/luns)")
 	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address")
+	f.BoolVar(&o.metricsPublic, "metrics-public", false, "serve /metrics without an API token once tokens are on (hatarget token bootstrap), for a Prometheus without one; every other route still needs a token")
 	f.BoolVar(&o.autoFinalize, "auto-finalize", false, "while this node leads, finalize an upgrade by itself once every node runs a release that supports the new cluster version, as 'hatarget cluster upgrade finalize' does: after it, the previous release can no longer run on any node's data dir")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "cluster CA certificate file (PEM): with --tls-cert and --tls-key, every node channel (Raft, forwarding, replication, the API) is mutual TLS and peers must present a certificate of this CA naming a member; see docs/tls.md")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "this node's certificate file (PEM), made by hatarget tls cert create; reread on SIGHUP")
+	f.StringVar(&o.tlsKey, "tls-key", "", "this node's private key file (PEM, mode 0600); reread on SIGHUP")
+	f.StringVar(&o.gossipKey, "gossip-key", "", "encrypt gossip with this key (base64 of 16, 24 or 32 bytes: openssl rand -base64 32); the node saves its keyring in the data dir, after which hatarget cluster keyring rotates it")
 	f.Uint16Var(&o.protocol, "advertise-protocol", 0, "advertise an older command protocol (testing the version gate)")
 	_ = f.MarkHidden("advertise-protocol")
 	f.String(configFlag, defaultAgentConfig, "configuration file (TOML) to read the settings from; a missing default file is fine, \"\" reads none")
@@ -177,16 +192,23 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	network, err := agentNetwork(o, log, reg, r)
+	if err != nil {
+		return err
+	}
+	gossipKey, err := o.parseGossipKey()
+	if err != nil {
+		return err
+	}
 	prs := cluster.NewReservations()
 	membership := cluster.NewMembership()
 	lease := scsi.NewLease()
-	network := cluster.NewNetwork()
 	srv := target.New(target.Options{
 		Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs, Lease: lease,
 		ForwardDial: func(ctx context.Context, addr string) (net.Conn, error) { return network.DialContext(ctx, "tcp", addr) },
 		Replication: target.ReplicationOptions{Self: o.name, Secret: o.token, Dial: network.DialContext, Membership: membership},
 	})
-	fwd, err := network.Listen(o.addr(o.forwardPort))
+	fwd, err := network.Listen(cluster.PortForward, o.addr(o.forwardPort))
 	if err != nil {
 		return fmt.Errorf("forwarding listener: %w", err)
 	}
@@ -195,7 +217,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 			log.Error("forwarding listener stopped", "err", err)
 		}
 	}()
-	repl, err := network.Listen(o.addr(o.replPort))
+	repl, err := network.Listen(cluster.PortReplication, o.addr(o.replPort))
 	if err != nil {
 		return fmt.Errorf("replication listener: %w", err)
 	}
@@ -208,9 +230,9 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 		Name: o.name, DataDir: o.dataDir,
 		ISCSIAddr: o.addr(o.iscsiPort), APIAddr: o.addr(o.apiPort), RaftAddr: o.addr(o.raftPort), GossipAddr: o.addr(o.gossipPort),
 		ForwardAddr: o.addr(o.forwardPort), ReplicationAddr: o.addr(o.replPort), Membership: membership, Network: network, Lease: lease,
-		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect,
+		Join: o.joinAddrs(), BootstrapExpect: o.bootstrapExpect, GossipKey: gossipKey,
 		Version: version, Protocol: o.protocol, Token: o.token, StorageDir: o.storageDir, AutoFinalize: o.autoFinalize,
-		Logger: log, Registry: reg, Dataplane: srv, Reservations: prs,
+		MetricsPublic: o.metricsPublic, Logger: log, Registry: reg, Dataplane: srv, Reservations: prs,
 	})
 	if err != nil {
 		srv.Shutdown(context.Background())

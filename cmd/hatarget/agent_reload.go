@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	"github.com/spf13/pflag"
+
+	"github.com/hatarget/hatarget/cluster/pki"
 )
 
 // liveSettings are the settings a reload (SIGHUP) applies to the running
@@ -38,6 +40,8 @@ type reloader struct {
 	level     *slog.LevelVar
 	log       *slog.Logger
 	lookupEnv func(string) (string, bool)
+	// tls are the node's TLS credentials (nil: plain TCP).
+	tls *pki.Credentials
 }
 
 // reload resolves the settings again, the command line as the agent was
@@ -46,9 +50,29 @@ type reloader struct {
 // names of those that need a restart. A file that does not load changes
 // nothing.
 //
-// Certificates (a later change) hook in here: their files change in place,
-// so they are reread on every reload, not only when a path setting changes.
+// The TLS files are reread on every reload, not only when a path setting
+// changes: a renewal rewrites them in place.
 func (r *reloader) reload() (needRestart []string, err error) {
+	tlsErr := r.reloadTLS()
+	needRestart, err = r.reloadSettings()
+	return needRestart, errors.Join(tlsErr, err)
+}
+
+// reloadTLS rereads the certificate, key and CA. New connections use them;
+// established ones, and with them iSCSI sessions and Raft leadership, are
+// left alone. Files that do not load leave the running credentials.
+func (r *reloader) reloadTLS() error {
+	if r.tls == nil {
+		return nil
+	}
+	if err := r.tls.Reload(); err != nil {
+		return err
+	}
+	logCredentials(r.log, r.tls, "TLS credentials reloaded")
+	return nil
+}
+
+func (r *reloader) reloadSettings() (needRestart []string, err error) {
 	fresh := agentFlags()
 	r.running.VisitAll(func(f *pflag.Flag) {
 		if err != nil || !isSetting(f) || !f.Changed {

@@ -25,6 +25,7 @@ func newClusterCommand() *cobra.Command {
 		newClusterTransferCommand(), newClusterSnapshotCommand())
 	cmd.AddCommand(newClusterRebalanceCommand())
 	cmd.AddCommand(newClusterUpgradeCommand())
+	cmd.AddCommand(newClusterKeyringCommand())
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,14 +18,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hatarget/hatarget/cluster/api"
+	"github.com/hatarget/hatarget/cluster/pki"
+	"github.com/hatarget/hatarget/target/durable"
 )
 
 // The control commands (cluster, target, lun, import, export) are thin
 // clients of one node's management API; any node accepts any call.
 
 const (
-	envAddr  = "HATARGET_ADDR"
-	envToken = "HATARGET_TOKEN"
+	envAddr   = "HATARGET_ADDR"
+	envToken  = "HATARGET_TOKEN"
+	envCACert = "HATARGET_CACERT"
+	envCert   = "HATARGET_CLIENT_CERT"
+	envKey    = "HATARGET_CLIENT_KEY"
 	// requestTimeout bounds a whole command, so that a node that lost its
 	// quorum cannot hang a script.
 	requestTimeout = 30 * time.Second
@@ -58,6 +63,9 @@ func addCtlFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.String("addr", defaultCtlAddr, "management API of any node, HOST[:PORT] or URL (env "+envAddr+")")
 	f.String("token", "", "bearer token of the API (env "+envToken+")")
+	f.String("ca-cert", "", "cluster CA certificate (PEM): talk HTTPS to a node started with --tls-ca, verifying it (env "+envCACert+")")
+	f.String("cert", "", "operator client certificate (PEM) from hatarget tls cert create --client, with --key (env "+envCert+")")
+	f.String("key", "", "private key of --cert (env "+envKey+")")
 	f.StringP("output", "o", string(outputTable), "output format: table or json")
 	noFiles := cobra.FixedCompletions(nil, cobra.ShellCompDirectiveNoFileComp)
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
@@ -84,12 +92,47 @@ func newCtl(cmd *cobra.Command) (*ctl, error) {
 	if strings.TrimSpace(addr) == "" {
 		return nil, fmt.Errorf("--addr is empty: give HOST[:PORT] of a node's API (default %s)", defaultCtlAddr)
 	}
+	client := api.NewClient(addr, flagOrEnv(cmd, "token", envToken))
+	if err := ctlTLS(cmd, client); err != nil {
+		return nil, err
+	}
 	return &ctl{
-		client: api.NewClient(addr, flagOrEnv(cmd, "token", envToken)),
+		client: client,
 		format: format,
 		out:    cmd.OutOrStdout(),
 		in:     cmd.InOrStdin(),
 	}, nil
+}
+
+// ctlTLS switches the client to HTTPS when --ca-cert is given. The CA is
+// required for it: trusting any certificate would hand the token to
+// whoever answers.
+func ctlTLS(cmd *cobra.Command, client *api.Client) error {
+	ca := flagOrEnv(cmd, "ca-cert", envCACert)
+	cert, key := flagOrEnv(cmd, "cert", envCert), flagOrEnv(cmd, "key", envKey)
+	if ca == "" {
+		if cert != "" || key != "" {
+			return errors.New("--cert and --key need --ca-cert: the CA that verifies the node")
+		}
+		return nil
+	}
+	roots, err := pki.LoadRoots(ca)
+	if err != nil {
+		return fmt.Errorf("--ca-cert: %w", err)
+	}
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	switch {
+	case cert != "" && key != "":
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return fmt.Errorf("--cert/--key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	case cert != "" || key != "":
+		return errors.New("--cert and --key go together")
+	}
+	client.UseTLS(cfg)
+	return nil
 }
 
 // flagOrEnv returns the flag when it was given, else the environment
@@ -143,6 +186,10 @@ func (c *ctl) explain(err error) error {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &urlErr) && urlErr.Timeout():
 		return fmt.Errorf("no answer from %s within %s (check --addr or %s; a node without quorum cannot commit)",
 			c.client.Base, requestTimeout, envAddr)
+	case errors.As(err, &urlErr) && errors.Is(err, io.EOF) && strings.HasPrefix(c.client.Base, "http://"):
+		// A node with TLS closes a plain HTTP connection without a word.
+		return fmt.Errorf("%s closed the connection: a node started with --tls-ca answers HTTPS only; pass --ca-cert or set %s",
+			c.client.Base, envCACert)
 	case errors.As(err, &urlErr):
 		return fmt.Errorf("cannot reach the hatarget API at %s: %v (is the agent running there? set --addr or %s)",
 			c.client.Base, urlErr.Err, envAddr)
@@ -311,30 +358,8 @@ func writeOutput(c *ctl, name string, data []byte) error {
 	return writeFileAtomic(name, data)
 }
 
-func writeFileAtomic(name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err = os.Rename(tmp.Name(), name); err != nil {
+func writeFileAtomic(name string, data []byte) error {
+	if err := durable.WriteFile(name, data); err != nil {
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
 	return nil

@@ -36,7 +36,12 @@ with their own disks do. Once the cluster has a leader the demo creates the
 demo target and a 1 GiB LUN replicated as LUNs are by default (a copy on
 three nodes, or on every node of a smaller demo) unless they exist from an
 earlier run, prints the cluster status and how to connect, and stops every
-node on Ctrl-C.`,
+node on Ctrl-C.
+
+The nodes talk mutual TLS and encrypt gossip: the first run makes a cluster
+CA (DATA-DIR/ca), a certificate per node (DATA-DIR/NODE/tls) and a gossip
+key (DATA-DIR/gossip.key); control commands connect with
+--ca-cert DATA-DIR/ca/ca.crt (or HATARGET_CACERT).`,
 		Example: `  hatarget demo
   hatarget demo --data-dir /tmp/hatarget-demo`,
 		Args: cobra.NoArgs,
@@ -75,25 +80,29 @@ func runDemo(ctx context.Context, o demoOptions, log *slog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
+	sec, err := prepareDemoSecurity(dataDir)
+	if err != nil {
+		return err
+	}
 	nodes := make([]*demoNode, o.nodes)
 	for i := range nodes {
 		nodes[i] = &demoNode{name: "node" + strconv.Itoa(i+1), ip: "127.0.0." + strconv.Itoa(i+1)}
 	}
 	defer stopDemo(nodes, log)
 	for _, n := range nodes {
-		if err := n.start(self, dataDir, nodes); err != nil {
+		if err := n.start(self, dataDir, nodes, sec); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(out, "started %d nodes; logs in %s/<node>/agent.log\n", len(nodes), dataDir)
-	client := api.NewClient(nodes[0].addr(api.DefaultAPIPort), "")
+	client := sec.client(nodes[0].addr(api.DefaultAPIPort))
 	if err := waitForLeader(ctx, client, nodes); err != nil {
 		return err
 	}
 	if err := ensureDemoLUN(ctx, client, out); err != nil {
 		return err
 	}
-	printDemo(ctx, out, nodes)
+	printDemo(ctx, out, nodes, sec.caFile)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(out, "\nstopping the nodes")
@@ -105,7 +114,7 @@ func runDemo(ctx context.Context, o demoOptions, log *slog.Logger, out io.Writer
 
 func (n *demoNode) addr(port int) string { return net.JoinHostPort(n.ip, strconv.Itoa(port)) }
 
-func (n *demoNode) start(self, dataDir string, all []*demoNode) error {
+func (n *demoNode) start(self, dataDir string, all []*demoNode, sec *demoSecurity) error {
 	dir := filepath.Join(dataDir, n.name)
 	storage := filepath.Join(dir, "luns")
 	if err := os.MkdirAll(storage, 0o700); err != nil {
@@ -124,7 +133,14 @@ func (n *demoNode) start(self, dataDir string, all []*demoNode) error {
 			args = append(args, "--join", peer.ip)
 		}
 	}
+	secArgs, err := sec.nodeArgs(n, dir)
+	if err != nil {
+		logFile.Close()
+		return fmt.Errorf("%s: %w", n.name, err)
+	}
+	args = append(args, secArgs...)
 	n.cmd = exec.Command(self, args...)
+	n.cmd.Env = sec.env()
 	n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
 	// Ctrl-C reaches the whole process group; the demo stops its nodes
 	// itself, in order, so they must not see it.
@@ -211,9 +227,9 @@ func ensureDemoLUN(ctx context.Context, client *api.Client, out io.Writer) error
 	return nil
 }
 
-func printDemo(ctx context.Context, out io.Writer, nodes []*demoNode) {
+func printDemo(ctx context.Context, out io.Writer, nodes []*demoNode, caFile string) {
 	status := newRootCommand()
-	status.SetArgs([]string{"cluster", "status", "--addr", nodes[0].addr(api.DefaultAPIPort)})
+	status.SetArgs([]string{"cluster", "status", "--addr", nodes[0].addr(api.DefaultAPIPort), "--ca-cert", caFile})
 	status.SetOut(out)
 	status.SetErr(out)
 	fmt.Fprintln(out)
@@ -225,7 +241,8 @@ func printDemo(ctx context.Context, out io.Writer, nodes []*demoNode) {
 	fmt.Fprintf(out, "  iscsi-ls -s iscsi://%s\n", first)
 	fmt.Fprintf(out, "  iscsiadm -m discovery -t sendtargets -p %s && iscsiadm -m node -T %s --login   # one session per node: multipath\n", first, demoTarget)
 	fmt.Fprintf(out, "  hatarget bench --portal %s --target %s --pattern randread --qd 32\n", first, demoTarget)
-	fmt.Fprintln(out, "Manage it from another terminal:")
+	fmt.Fprintln(out, "Manage it from another terminal (the nodes talk TLS with the demo's CA):")
+	fmt.Fprintf(out, "  export %s=%s\n", envCACert, caFile)
 	fmt.Fprintln(out, "  hatarget cluster status")
 	fmt.Fprintf(out, "  hatarget lun create %s 1 --name disk1 --size 10G --addr %s\n", demoTarget, nodes[len(nodes)-1].addr(api.DefaultAPIPort))
 	fmt.Fprintln(out, "Stop with Ctrl-C.")

@@ -23,6 +23,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newTLSCommand())
 	// Control commands: clients of a node's management API.
 	root.AddCommand(newClusterCommand(), newTargetCommand(), newLUNCommand(), newNodeCommand(), newImportCommand(), newExportCommand())
+	root.AddCommand(newTokenCommand(), newAuditCommand())
 	return root
 }
 

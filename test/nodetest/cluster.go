@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/cluster/api"
+	"github.com/hatarget/hatarget/cluster/pki"
 )
 
 // ClusterOptions tune StartCluster.
@@ -37,6 +38,13 @@ type ClusterOptions struct {
 	// Binary is the hatarget binary every node starts with (default
 	// Binary()); Agent.Bin changes it for one node, e.g. to upgrade it.
 	Binary string
+	// TLS makes a cluster CA (Cluster.CA) and a certificate per node,
+	// passed with --tls-ca/--tls-cert/--tls-key; API clients and CLI
+	// then use HTTPS with the CA (tls.go).
+	TLS bool
+	// Token is passed to every node as --token, and used by Client and
+	// CLI.
+	Token string
 }
 
 // Ports are a cluster's six ports. Every node listens on the same ports
@@ -53,6 +61,9 @@ type Cluster struct {
 	StorageDir string // --storage-dir shared by every node (unless PrivateStorage)
 	root       string
 	net        *network // nil on loopback
+	// CA signs the nodes' certificates with ClusterOptions.TLS; nil
+	// otherwise.
+	CA *pki.CA
 
 	mu    sync.Mutex
 	nodes []*Agent
@@ -74,7 +85,9 @@ type Agent struct {
 	Extra []string
 	// Bin is the binary the next Start runs: the cluster's unless a test
 	// changes it (a rolling upgrade).
-	Bin  string
+	Bin string
+	// TLS are the node's certificate files with ClusterOptions.TLS.
+	TLS  pki.Files
 	base []string // flags fixed at creation: name, ports, join, bootstrap
 	logs *SyncBuffer
 
@@ -104,6 +117,9 @@ func StartCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 	}
 	c := &Cluster{t: t, bin: bin, opts: opts, root: root, StorageDir: filepath.Join(root, "storage")}
 	t.Cleanup(c.cleanup)
+	if opts.TLS {
+		c.CA = newTestCA(t, filepath.Join(root, "ca"))
+	}
 	if opts.Netns {
 		// Every node has its own port space: the default ports.
 		c.net = newNetwork(t)
@@ -152,6 +168,13 @@ func (c *Cluster) newAgent(i int, name string, extraBase, extra []string) *Agent
 	}
 	if c.opts.PrivateStorage {
 		a.StorageDir = filepath.Join(a.DataDir, "luns")
+	}
+	if c.opts.Token != "" {
+		extraBase = append(extraBase, "--token", c.opts.Token)
+	}
+	if c.CA != nil {
+		a.TLS = a.IssueCert(false)
+		extraBase = append(extraBase, "--tls-ca", a.TLS.CA, "--tls-cert", a.TLS.Cert, "--tls-key", a.TLS.Key)
 	}
 	a.base = append([]string{"--name", a.Name, "--data-dir", a.DataDir, "--bind", a.IP,
 		"--iscsi-port", strconv.Itoa(c.Ports.ISCSI), "--api-port", strconv.Itoa(c.Ports.API),
@@ -251,7 +274,14 @@ func (c *Cluster) CLI(t testing.TB, i int, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, append(args, "--addr", c.Node(i).APIAddr())...)
+	args = append(args, "--addr", c.Node(i).APIAddr())
+	if c.opts.Token != "" {
+		args = append(args, "--token", c.opts.Token)
+	}
+	if c.CA != nil {
+		args = append(args, "--ca-cert", c.CACertFile())
+	}
+	cmd := exec.CommandContext(ctx, c.bin, args...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -388,9 +418,12 @@ func (a *Agent) Logs() string { return a.logs.String() }
 // Client is an API client for polling: short timeouts, no retries, so a
 // paused or dead node answers with an error quickly.
 func (a *Agent) Client() *api.Client {
-	cl := api.NewClient(a.APIAddr(), "")
+	cl := api.NewClient(a.APIAddr(), a.c.opts.Token)
 	cl.HTTP.Timeout = 2 * time.Second
 	cl.RetryNoLeader = 0
+	if a.c.CA != nil {
+		cl.UseTLS(a.c.clientTLS())
+	}
 	return cl
 }
 
