@@ -82,6 +82,9 @@ func (n *Node) proposeBy(p principal, c fsm.Command, timeout time.Duration) (any
 // machine would refuse or that yields a configuration the dataplane
 // cannot serve (an unknown negotiation key, say).
 func (n *Node) precheck(c fsm.Command) error {
+	if err := fsm.CheckPolicy(c); err != nil {
+		return err
+	}
 	cur := n.fsm.State()
 	next, _, err := cur.ApplyCommand(cur.Index+1, c, n.fsm.env)
 	if err != nil || c.Type() == fsm.TypeReservation {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/hatarget/hatarget/fsm"
 	"github.com/hatarget/hatarget/fsm/scstconf"
 	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/backend"
@@ -34,6 +35,9 @@ func scstToConfig(f *scstconf.File, log *slog.Logger) (target.Config, error) {
 	if f.ISCSIDriver.Pos.IsValid() && !f.ISCSIDriver.Enabled {
 		log.Warn("scst.conf: TARGET_DRIVER iscsi is disabled (enabled 0): no target is served", "at", f.ISCSIDriver.Pos.String())
 		return cfg, nil
+	}
+	if err := fsm.CheckCHAPSecrets("discovery", scstSecrets(f.ISCSIDriver.IncomingUsers), ""); err != nil {
+		return target.Config{}, fmt.Errorf("%s: %w", f.ISCSIDriver.Pos, err)
 	}
 	cfg.DiscoveryUsers = chapUsers(f.ISCSIDriver.IncomingUsers)
 	for _, t := range f.Targets {
@@ -79,6 +83,13 @@ func deviceFromSCST(d scstconf.Device) target.Device {
 }
 
 func targetFromSCST(t scstconf.Target, log *slog.Logger) (target.Target, error) {
+	var mutual string
+	if len(t.OutgoingUsers) > 0 {
+		mutual = t.OutgoingUsers[0].Secret
+	}
+	if err := fsm.CheckCHAPSecrets("target "+t.Name, scstSecrets(t.IncomingUsers), mutual); err != nil {
+		return target.Target{}, fmt.Errorf("%s: %w", t.Pos, err)
+	}
 	tc := target.Target{
 		Name:          t.Name,
 		LUNs:          lunsFromSCST(t.LUNs),
@@ -115,6 +126,14 @@ func lunsFromSCST(ls []scstconf.LUN) []target.LUN {
 	out := make([]target.LUN, 0, len(ls))
 	for _, l := range ls {
 		out = append(out, target.LUN{Number: l.Number, Device: l.Device, ReadOnly: l.ReadOnly})
+	}
+	return out
+}
+
+func scstSecrets(us []scstconf.CHAPUser) []string {
+	var out []string
+	for _, u := range us {
+		out = append(out, u.Secret)
 	}
 	return out
 }
