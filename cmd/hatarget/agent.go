@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,7 +20,6 @@ import (
 	"github.com/hatarget/hatarget/cluster"
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/target"
-	"github.com/hatarget/hatarget/target/iscsi"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -39,7 +37,7 @@ type agentOptions struct {
 	bootstrapExpect int
 	token           string
 	storageDir      string
-	nopIn           time.Duration
+	portal          portalOptions
 	debugAddr       string
 	protocol        uint16
 	autoFinalize    bool
@@ -118,7 +116,7 @@ cluster keyring rotates the key.`,
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many fresh nodes see each other")
 	f.StringVar(&o.token, "token", "", "require this bearer token on API calls")
 	f.StringVar(&o.storageDir, "storage-dir", "", "where this node keeps its copies of replicated LUNs created without --path (default DATA-DIR/luns)")
-	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
+	o.portal.addFlags(f)
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address")
 	f.BoolVar(&o.metricsPublic, "metrics-public", false, "serve /metrics without an API token once tokens are on (hatarget token bootstrap), for a Prometheus without one; every other route still needs a token")
 	f.BoolVar(&o.autoFinalize, "auto-finalize", false, "while this node leads, finalize an upgrade by itself once every node runs a release that supports the new cluster version, as 'hatarget cluster upgrade finalize' does: after it, the previous release can no longer run on any node's data dir")
@@ -204,7 +202,7 @@ func runAgent(ctx context.Context, o agentOptions, log *slog.Logger, out io.Writ
 	membership := cluster.NewMembership()
 	lease := scsi.NewLease()
 	srv := target.New(target.Options{
-		Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}, Registerer: reg, Reservations: prs, Lease: lease,
+		Logger: log, StateDir: stateDir, ISCSI: o.portal.iscsi(), Registerer: reg, Reservations: prs, Lease: lease,
 		ForwardDial: func(ctx context.Context, addr string) (net.Conn, error) { return network.DialContext(ctx, "tcp", addr) },
 		Replication: target.ReplicationOptions{Self: o.name, Secret: o.token, Dial: network.DialContext, Membership: membership},
 	})

@@ -16,7 +16,6 @@ import (
 
 	"github.com/hatarget/hatarget/target"
 	"github.com/hatarget/hatarget/target/backend"
-	"github.com/hatarget/hatarget/target/iscsi"
 )
 
 const (
@@ -30,7 +29,7 @@ type serveOptions struct {
 	listen     []string
 	dataDir    string
 	queueDepth uint32
-	nopIn      time.Duration
+	portal     portalOptions
 	debugAddr  string
 }
 
@@ -63,7 +62,7 @@ Without --config it serves a demo LUN: a 1 GiB sparse file in --data-dir.`,
 	f.StringArrayVar(&o.listen, "listen", []string{"0.0.0.0:3260"}, "iSCSI portal address, repeatable (IPv6 as [addr]:port)")
 	f.StringVar(&o.dataDir, "data-dir", "hatarget-data", "directory for state that survives restarts (reservations with APTPL) and the demo LUN")
 	f.Uint32Var(&o.queueDepth, "queue-depth", 0, "commands a session may have outstanding (CmdSN window; default 64)")
-	f.DurationVar(&o.nopIn, "nop-in-interval", 30*time.Second, "ping an idle initiator after this long (0 disables)")
+	o.portal.addFlags(f)
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof on this address (e.g. 127.0.0.1:6060)")
 	return cmd
 }
@@ -86,7 +85,7 @@ func runServe(ctx context.Context, o serveOptions, log *slog.Logger, out io.Writ
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: iscsi.Options{NOPInterval: o.nopIn}})
+	srv := target.New(target.Options{Logger: log, StateDir: stateDir, ISCSI: o.portal.iscsi()})
 	if err := srv.Apply(cfg); err != nil {
 		return fmt.Errorf("applying configuration: %w", err)
 	}
