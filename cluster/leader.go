@@ -170,10 +170,12 @@ func ownerCandidatesIn(state *fsm.State, view clusterView, d *fsm.Device) []stri
 	return slices.DeleteFunc(all, func(c string) bool { return !d.IsInSync(c) })
 }
 
+// liveUndrained lists the nodes gossip sees alive that are not drained,
+// nor back with a wiped data dir (incarnation.go).
 func liveUndrained(state *fsm.State, view clusterView) []string {
 	var out []string
 	for name, rec := range state.Nodes {
-		if view.alive[name] && !rec.Drained {
+		if view.alive[name] && !rec.Drained && !reincarnated(rec, view.inc[name]) {
 			out = append(out, name)
 		}
 	}
@@ -204,7 +206,11 @@ func (n *Node) reconcileMembers() {
 				continue
 			}
 		}
-		if rec := nodeRecord(m); !sameNode(state.Nodes[name], rec) {
+		rec := nodeRecord(m, state.ActiveVersion() >= fsm.ClusterVersionIncarnation)
+		if reincarnated(state.Nodes[name], m.Meta.Inc) && !n.forgetIncarnation(state, name, voters) {
+			continue
+		}
+		if !sameNode(state.Nodes[name], rec) {
 			if state.Nodes[name] == nil && !n.forgetCopies(state, name) {
 				continue
 			}
@@ -215,15 +221,18 @@ func (n *Node) reconcileMembers() {
 	}
 }
 
-// forgetCopies gives a new epoch, under the same owner, to every
-// replicated LUN that lists node as a replica although node is not
-// registered: it was removed (`cluster remove`, which leaves it among the
-// replicas, out of sync) and now joins again, maybe with its disk wiped.
-// The owner then replaces its replication volume by one that knows
-// nothing of the node's copy, so the resync compares all of it. The old
-// volume's dirty bitmap covers only what the node missed while it was a
-// member, and copying that alone would leave a wiped copy holding zeros
-// everywhere else: a copy that could later be promoted.
+// forgetCopies gives a new epoch, out of the in-sync set, to every copy
+// of a replicated LUN node holds, when node's copies cannot be trusted:
+// it was removed (`cluster remove`, which leaves it among the replicas,
+// out of sync) and now joins again, or it came back with a new
+// incarnation (its data dir wiped). The owner then replaces its
+// replication volume by one that knows nothing of the node's copy, so the
+// resync compares all of it. The old volume's dirty bitmap covers only
+// what the node missed while it was a member, and copying that alone
+// would leave a wiped copy holding zeros everywhere else: a copy that
+// could later be promoted. A LUN node owns moves to an in-sync copy; one
+// with none stays where it is, unavailable (its owner serves nothing
+// until recognised: dataplaneConfig), for an operator's force-promote.
 //
 // It runs before the node is registered again, so that a leader that
 // fails in between leaves the node unregistered and its successor does
@@ -235,7 +244,7 @@ func (n *Node) forgetCopies(state *fsm.State, node string) bool {
 	ok := true
 	for _, name := range fsm.SortedKeys(state.Devices) {
 		d := state.Devices[name]
-		if !d.Replicated() || !d.HasReplica(node) || d.Owner == "" || d.Owner == node {
+		if !d.Replicated() || !d.HasReplica(node) || d.Owner == "" {
 			continue
 		}
 		if n.renewed[name] == d.Epoch {
@@ -243,7 +252,17 @@ func (n *Node) forgetCopies(state *fsm.State, node string) bool {
 			// failed, and a new epoch for every retry would stall I/O.
 			continue
 		}
-		res, _, err := n.proposeWithin(&fsm.SetOwner{Device: name, Owner: d.Owner, Epoch: d.Epoch}, backgroundTimeout)
+		owner := d.Owner
+		if owner == node {
+			others := slices.DeleteFunc(ownerCandidatesIn(state, n.clusterView(), d), func(c string) bool { return c == node })
+			if owner = state.LeastLoaded(others); owner == "" {
+				n.log.Error("a LUN's owner lost its copy and no other in-sync copy is left: the LUN stays unavailable (hatarget lun force-promote)",
+					"lun", name, "owner", node)
+				ok = false
+				continue
+			}
+		}
+		res, _, err := n.proposeWithin(&fsm.SetOwner{Device: name, Owner: owner, Epoch: d.Epoch, Drop: []string{node}}, backgroundTimeout)
 		if err != nil {
 			n.log.Warn("renewing the epoch of a LUN a removed replica rejoins", "lun", name, "replica", node, "err", err)
 			ok = false
@@ -251,15 +270,42 @@ func (n *Node) forgetCopies(state *fsm.State, node string) bool {
 		}
 		epoch := res.(*fsm.Device).Epoch
 		n.renewed[name] = epoch
-		n.log.Info("a removed replica rejoins: new epoch for the LUN, so that its owner compares the replica's whole copy",
-			"lun", name, "replica", node, "owner", d.Owner, "epoch", epoch)
+		n.log.Info("a replica whose copy cannot be trusted rejoins: new epoch for the LUN without it in sync, so that its owner compares the whole copy",
+			"lun", name, "replica", node, "owner", owner, "epoch", epoch)
 	}
 	return ok
 }
 
-func nodeRecord(m member) fsm.Node {
-	return fsm.Node{Name: m.Name, ISCSIAddr: m.Meta.ISCSI, APIAddr: m.Meta.API, RaftAddr: m.Meta.Raft, GossipAddr: m.Addr,
+// nodeRecord is what member m says of itself, with its incarnation when
+// the cluster version lets records carry one.
+func nodeRecord(m member, withIncarnation bool) fsm.Node {
+	rec := fsm.Node{Name: m.Name, ISCSIAddr: m.Meta.ISCSI, APIAddr: m.Meta.API, RaftAddr: m.Meta.Raft, GossipAddr: m.Addr,
 		Version: m.Meta.Version, Protocol: m.Meta.Protocol}
+	if withIncarnation {
+		rec.Incarnation = m.Meta.Inc
+	}
+	return rec
+}
+
+// forgetIncarnation handles a node that came back with a new incarnation
+// (its data dir wiped): its copies are forgotten (forgetCopies), and it
+// leaves the Raft configuration, to be added again by the next
+// reconcileMembers as the new voter it is. It reports whether both are
+// done; the node's record keeps its old incarnation until then, so a
+// leader that fails in between leaves the work to its successor.
+func (n *Node) forgetIncarnation(state *fsm.State, node string, voters map[string]raft.Server) bool {
+	n.log.Warn("a node came back with a new incarnation (its data directory was wiped): forgetting its copies and its Raft vote",
+		"member", node, "was", state.Nodes[node].Incarnation)
+	if !n.forgetCopies(state, node) {
+		return false
+	}
+	if _, voter := voters[node]; voter && node != n.cfg.Name {
+		if err := n.raft.RemoveServer(raft.ServerID(node), 0, backgroundTimeout).Error(); err != nil {
+			n.log.Warn("removing a reincarnated node from Raft", "member", node, "err", err)
+			return false
+		}
+	}
+	return true
 }
 
 // sameNode compares a stored record with a fresh one, ignoring what the

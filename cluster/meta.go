@@ -36,6 +36,9 @@ type Meta struct {
 	// it already holds Raft state, so no new cluster may be formed with it.
 	BootstrapExpect int  `json:"expect,omitempty"`
 	Bootstrapped    bool `json:"boot,omitempty"`
+	// Inc is the node's incarnation (incarnation.go); nodes of v0.1.0
+	// advertise none.
+	Inc string `json:"inc,omitempty"`
 	// Protocols is the node's protocol table (ProtocolTable) in the form
 	// of FormatProtocols; nodes of v0.1.0 advertise none.
 	Protocols string `json:"pt,omitempty"`

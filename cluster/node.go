@@ -96,6 +96,8 @@ type Node struct {
 	// another node lead it; if it is the first leader, it starts the
 	// cluster at this binary's cluster version (autoFinalizer).
 	fresh atomic.Bool
+	// incarnation names this node's data directory (incarnation.go).
+	incarnation string
 	// settledTerm is the last term in which this node, leading, committed
 	// an entry (settle).
 	settledTerm atomic.Uint64
@@ -196,6 +198,9 @@ func Start(cfg Config) (*Node, error) {
 	// Replicated LUNs' copies are created there by the dataplane.
 	if err := os.MkdirAll(n.storageDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("cluster: storage directory: %w", err)
+	}
+	if n.incarnation, err = loadIncarnation(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	hasState, err := n.startRaft(marker)
 	if err != nil {
@@ -350,7 +355,7 @@ func (n *Node) startGossip(hasState bool) error {
 	n.meta = &metaDelegate{node: n, meta: Meta{
 		Version: n.cfg.Version, Protocol: n.cfg.Protocol,
 		ISCSI: n.cfg.ISCSIAddr, API: n.cfg.APIAddr, Raft: n.cfg.RaftAddr, Fwd: n.cfg.ForwardAddr, Repl: n.cfg.ReplicationAddr,
-		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: hasState,
+		BootstrapExpect: n.cfg.BootstrapExpect, Bootstrapped: hasState, Inc: n.incarnation,
 	}}
 	n.meta.meta.setProtocols(n.protocols())
 	mc := memberlist.DefaultLANConfig()

@@ -74,6 +74,7 @@ type clusterView struct {
 	alive map[string]bool
 	fwd   map[string]string
 	repl  map[string]string // replication addresses
+	inc   map[string]string // incarnations
 	lease bool
 }
 
@@ -85,12 +86,13 @@ func (v clusterView) gone(node string) bool {
 }
 
 func (n *Node) clusterView() clusterView {
-	v := clusterView{alive: map[string]bool{}, fwd: map[string]string{}, repl: map[string]string{}, lease: n.holdsLease()}
+	v := clusterView{alive: map[string]bool{}, fwd: map[string]string{}, repl: map[string]string{}, inc: map[string]string{}, lease: n.holdsLease()}
 	for name, m := range n.members() {
 		v.alive[name] = m.State == memberlist.StateAlive
 		if m.MetaErr == nil {
 			v.fwd[name] = m.Meta.Fwd
 			v.repl[name] = m.Meta.Repl
+			v.inc[name] = m.Meta.Inc
 		}
 	}
 	return v
@@ -99,11 +101,14 @@ func (n *Node) clusterView() clusterView {
 // localNode is what of this node's own configuration shapes its
 // dataplane: its name, and where its copies of replicated LUNs live.
 type localNode struct {
-	name       string
-	storageDir string
+	name        string
+	storageDir  string
+	incarnation string
 }
 
-func (n *Node) local() localNode { return localNode{name: n.cfg.Name, storageDir: n.storageDir()} }
+func (n *Node) local() localNode {
+	return localNode{name: n.cfg.Name, storageDir: n.storageDir(), incarnation: n.incarnation}
+}
 
 // dataplaneConfig is what node self serves of state s: every enabled
 // target on every node, advertising every node's portal.
@@ -132,7 +137,7 @@ func dataplaneConfig(s *fsm.State, me localNode, view clusterView) target.Config
 		cfg.DiscoveryUsers = append(cfg.DiscoveryUsers, target.CHAPUser{User: u.User, Secret: u.Secret})
 	}
 	cfg.PortGroups = portGroups(s, self, view)
-	cfg.Owners = owners(s, self, view)
+	cfg.Owners = owners(s, self, view, reincarnated(s.Nodes[self], me.incarnation))
 	cfg.Replication = replication(s, view)
 	return cfg
 }
@@ -171,13 +176,18 @@ func replication(s *fsm.State, view clusterView) map[string]target.Replication {
 // executes its commands or where to forward them. A LUN whose owner's
 // forwarding address is unknown (an old node, or one never seen) gets no
 // entry and executes here, as before forwarding existed.
-func owners(s *fsm.State, self string, view clusterView) map[string]target.Owner {
+//
+// A node whose data dir was wiped (stranger: its record names another
+// incarnation) executes nothing it owns: its copies are empty until the
+// leader has moved its LUNs to in-sync copies (forgetCopies), and until
+// then it refuses them as an owner that is gone.
+func owners(s *fsm.State, self string, view clusterView, stranger bool) map[string]target.Owner {
 	out := map[string]target.Owner{}
 	for name, d := range s.Devices {
 		switch {
 		case d.Owner == "":
 		case d.Owner == self:
-			out[name] = target.Owner{Epoch: d.Epoch}
+			out[name] = target.Owner{Epoch: d.Epoch, Gone: stranger}
 		case view.fwd[d.Owner] != "":
 			out[name] = target.Owner{Addr: view.fwd[d.Owner], Epoch: d.Epoch, Gone: view.gone(d.Owner)}
 		}

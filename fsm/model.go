@@ -58,6 +58,10 @@ type Node struct {
 	Protocol uint16 `json:"protocol"`
 	// Drained nodes own no LUN: new owners are chosen elsewhere.
 	Drained bool `json:"drained,omitempty"`
+	// Incarnation names the node's data directory (cluster/incarnation.go):
+	// a new one means the node lost its data. Recorded from cluster
+	// version 2 (ClusterVersionIncarnation); empty before.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // Handlers a device can use.

@@ -12,7 +12,7 @@ package fsm
 //	2: the active cluster version itself (set_cluster_version); owners
 //	   resume the replicas' dirty bitmaps they persisted; every node moves
 //	   its data dir to format 2 (cluster/datadir.go), which the previous
-//	   release cannot open
+//	   release cannot open; node records carry the node's incarnation
 //
 // A cluster bootstrapped by binaries that all support ClusterVersion
 // starts at it: it has no older release to go back to.
@@ -24,6 +24,11 @@ const (
 	// the one an upgrade to it finalizes to.
 	ClusterVersion uint16 = 2
 )
+
+// ClusterVersionIncarnation is the cluster version from which node
+// records carry the node's incarnation: the previous release decodes
+// commands and snapshots strictly and refuses the field.
+const ClusterVersionIncarnation uint16 = 2
 
 // ClusterVersionReplicaState is the cluster version from which an owner
 // resumes the dirty bitmaps it persisted (replication/persist.go) when it

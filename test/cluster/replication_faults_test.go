@@ -343,6 +343,46 @@ func TestReplicatedFullRestart(t *testing.T) {
 	t.Logf("%d checker writes, %d bulk writes in all", ck.seq, bulk.writes)
 }
 
+// TestReplicatedWipedNodeRejoins: a replica that is neither owner nor
+// leader is stopped while no write arrives, so its owner never drops it
+// from the in-sync set, and comes back with its data and storage
+// directories wiped, under the same name, without `cluster remove`. Its
+// new incarnation must make the leader forget its copy (out of the
+// in-sync set under a new epoch) and its Raft vote, and the owner must
+// compare its whole copy: afterwards every acknowledged write reads back
+// through every node, the copies are identical, and nothing ever read
+// zeros where data was.
+func TestReplicatedWipedNodeRejoins(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, ck, bulk := replicatedFaultCluster(ctx, t)
+	bulk.write(ctx, ck.addrs, 32)
+	syncCache(ctx, t, ck.addrs)
+	writeFor(ctx, ck, time.Second)
+
+	leader := c.WaitLeader(t, 15*time.Second)
+	before := ownedLUN(ctx, t, c.Node(1), "fo0")
+	owner := c.ByName(before.Owner)
+	wiped := neither(c, before.Owner, leader)
+	wiped.Stop()
+	for _, dir := range []string{wiped.DataDir, wiped.StorageDir} {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatalf("wiping %s: %v", wiped.Name, err)
+		}
+	}
+	t.Logf("%s stopped and wiped; its owner %s sees its copy %s", wiped.Name, owner.Name, replicaState(ctx, owner, "fo0", wiped.Name))
+	startedAt := time.Now()
+	wiped.Start()
+	waitInSync(ctx, t, c, "fo0", ck)
+	after := ownedLUN(ctx, t, owner, "fo0")
+	t.Logf("replica %s wiped and started again without removal: epoch %d -> %d, back in sync %s after its start; resync: %s",
+		wiped.Name, before.Epoch, after.Epoch, time.Since(startedAt).Round(time.Millisecond), resyncLogLine(owner, wiped.Name))
+	if after.Epoch == before.Epoch {
+		t.Errorf("fo0 kept epoch %d when its replica %s came back wiped: its copy was trusted", after.Epoch, wiped.Name)
+	}
+	checkEverywhere(ctx, t, c, ck, bulk, c.Nodes())
+}
+
 // TestReplicatedReplaceNode: a LUN replicated on three nodes with their
 // own disks, with data all over it.
 //
