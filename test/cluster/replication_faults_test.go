@@ -343,6 +343,26 @@ func TestReplicatedFullRestart(t *testing.T) {
 	t.Logf("%d checker writes, %d bulk writes in all", ck.seq, bulk.writes)
 }
 
+// dataAllOver writes bulk data all over fo0 and makes it durable, then
+// checker writes: a copy that got only what its node missed while it was
+// down differs from the others.
+func dataAllOver(ctx context.Context, t *testing.T, ck *checker, bulk *bulkWriter) {
+	bulk.write(ctx, ck.addrs, 32)
+	syncCache(ctx, t, ck.addrs)
+	writeFor(ctx, ck, time.Second)
+}
+
+// wipe deletes a stopped node's data and storage directories, as when its
+// disk is replaced.
+func wipe(t *testing.T, a *nodetest.Agent) {
+	t.Helper()
+	for _, dir := range []string{a.DataDir, a.StorageDir} {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatalf("wiping %s: %v", a.Name, err)
+		}
+	}
+}
+
 // TestReplicatedWipedNodeRejoins: a replica that is neither owner nor
 // leader is stopped while no write arrives, so its owner never drops it
 // from the in-sync set, and comes back with its data and storage
@@ -356,20 +376,14 @@ func TestReplicatedWipedNodeRejoins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c, ck, bulk := replicatedFaultCluster(ctx, t)
-	bulk.write(ctx, ck.addrs, 32)
-	syncCache(ctx, t, ck.addrs)
-	writeFor(ctx, ck, time.Second)
+	dataAllOver(ctx, t, ck, bulk)
 
 	leader := c.WaitLeader(t, 15*time.Second)
 	before := ownedLUN(ctx, t, c.Node(1), "fo0")
 	owner := c.ByName(before.Owner)
 	wiped := neither(c, before.Owner, leader)
 	wiped.Stop()
-	for _, dir := range []string{wiped.DataDir, wiped.StorageDir} {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatalf("wiping %s: %v", wiped.Name, err)
-		}
-	}
+	wipe(t, wiped)
 	t.Logf("%s stopped and wiped; its owner %s sees its copy %s", wiped.Name, owner.Name, replicaState(ctx, owner, "fo0", wiped.Name))
 	startedAt := time.Now()
 	wiped.Start()
@@ -404,11 +418,7 @@ func TestReplicatedReplaceNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c, ck, bulk := replicatedFaultCluster(ctx, t)
-	// Data all over the LUN: a copy that got only what its node missed
-	// while it was down differs from the others.
-	bulk.write(ctx, ck.addrs, 32)
-	syncCache(ctx, t, ck.addrs)
-	writeFor(ctx, ck, time.Second)
+	dataAllOver(ctx, t, ck, bulk)
 
 	// 1. A replica wiped, rejoining under its name.
 	leader := c.WaitLeader(t, 15*time.Second)
@@ -418,11 +428,7 @@ func TestReplicatedReplaceNode(t *testing.T) {
 	wiped.Stop()
 	stoppedAt := time.Now()
 	dropped := waitDropped(ctx, t, ck, owner, wiped.Name, stoppedAt)
-	for _, dir := range []string{wiped.DataDir, wiped.StorageDir} {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatalf("wiping %s: %v", wiped.Name, err)
-		}
-	}
+	wipe(t, wiped)
 	removeDead(ctx, t, c, wiped.Name)
 	bulk.write(ctx, ck.addrs, 8)
 	writeFor(ctx, ck, time.Second)
