@@ -4,7 +4,8 @@
 # interesting inputs). Targets are discovered from the source, so a new one
 # is never forgotten. FUZZ_JOBS=N runs N targets at once, the machine's
 # CPUs shared between them (make fuzz-long: 22 targets of 10 minutes take
-# 220 minutes one at a time).
+# 220 minutes one at a time); FUZZ_ONLY=REGEX runs the targets whose
+# "package name" line matches it.
 #
 # Go 1.26's fuzz coordinator can report a bare "context deadline exceeded"
 # at the -fuzztime boundary when a worker is mid-input (golang/go#75804,
@@ -45,4 +46,4 @@ export fuzztime workers
 
 grep -rl --include='*_test.go' '^func Fuzz' . | sort | while IFS= read -r file; do
 	grep -ho '^func Fuzz[A-Za-z0-9_]*' "$file" | sed "s|^func |$(dirname "$file") |"
-done | xargs -P "$jobs" -L1 bash -c 'fuzz_target "$@"' _
+done | grep -E -- "${FUZZ_ONLY:-.}" | xargs -P "$jobs" -L1 bash -c 'fuzz_target "$@"' _
