@@ -388,37 +388,13 @@ func TestSessionLimits(t *testing.T) {
 	}
 }
 
-// ffpConn logs a raw connection in to the open target.
-func ffpConn(t *testing.T, f *hostileFixture, initiator string) *pdutest.Conn {
-	t.Helper()
-	c := pdutest.Dial(t, f.addr)
-	c.Login(pdutest.LoginConfig{Initiator: initiator, Target: openIQN})
-	if err := c.ClearUnitAttention(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// expectQuiet checks that c got nothing but the answer to a ping since the
-// last read: what it sent was dropped.
-func expectQuiet(t *testing.T, c *pdutest.Conn, what string) {
-	t.Helper()
-	before, err := c.NOP(0x7fff0000)
-	if err != nil {
-		t.Fatalf("after %s: %v", what, err)
-	}
-	if len(before) > 0 {
-		t.Errorf("%s answered with %v", what, pdutest.Opcodes(before))
-	}
-}
-
 // TestForeignTasks checks that a session cannot reach another session's
 // tasks by their ITT and TTT: Data-Out is dropped, ABORT TASK answers "task
 // does not exist", and the owner's commands complete untouched.
 func TestForeignTasks(t *testing.T) {
 	t.Parallel()
 	f := startHostile(t, Options{})
-	a, b := ffpConn(t, f, alice), ffpConn(t, f, bob)
+	a, b := pdutest.DialLoggedIn(t, f.addr, alice, openIQN), pdutest.DialLoggedIn(t, f.addr, bob, openIQN)
 	const itt = 0x10
 	if err := a.Command(pdutest.RW10(true, itt, 8, 8), nil); err != nil {
 		t.Fatal(err)
@@ -431,7 +407,7 @@ func TestForeignTasks(t *testing.T) {
 	if err := b.DataOut(itt, r2t.TTT, bytes.Repeat([]byte("B"), 4096)); err != nil {
 		t.Fatal(err)
 	}
-	expectQuiet(t, b, "Data-Out naming another session's ITT and TTT")
+	b.ExpectQuiet(t, "Data-Out naming another session's ITT and TTT")
 	if err := b.TaskMgmt(pdu.TaskMgmtReq{Function: pdu.TMFAbortTask, ITT: 0x20, RTT: itt, RefCmdSN: b.CmdSN}); err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +428,7 @@ func TestForeignTasks(t *testing.T) {
 func TestDataOutForRunningRead(t *testing.T) {
 	t.Parallel()
 	f := startHostile(t, Options{})
-	c := ffpConn(t, f, alice)
+	c := pdutest.DialLoggedIn(t, f.addr, alice, openIQN)
 	const itt = 0x30
 	if err := c.Command(pdutest.RW10(false, itt, heldLBA, 1), nil); err != nil {
 		t.Fatal(err)
@@ -464,7 +440,7 @@ func TestDataOutForRunningRead(t *testing.T) {
 	if err := c.DataOut(itt, 1, make([]byte, 512)); err != nil {
 		t.Fatal(err)
 	}
-	expectQuiet(t, c, "Data-Out naming a running READ")
+	c.ExpectQuiet(t, "Data-Out naming a running READ")
 	close(f.held.release)
 	h, data, _, err := c.ReadITT(itt, pdutest.Timeout)
 	if err != nil || h.Opcode() != pdu.OpDataIn && h.Opcode() != pdu.OpSCSIResponse {
@@ -477,7 +453,7 @@ func TestDataOutForRunningRead(t *testing.T) {
 func TestSNACKRejected(t *testing.T) {
 	t.Parallel()
 	f := startHostile(t, Options{})
-	c := ffpConn(t, f, alice)
+	c := pdutest.DialLoggedIn(t, f.addr, alice, openIQN)
 	for _, snackType := range []byte{0, 1, 2, 3} {
 		if err := c.SNACK(snackType, 0x40, pdu.ReservedTag, 0, 0); err != nil {
 			t.Fatal(err)
@@ -487,7 +463,7 @@ func TestSNACKRejected(t *testing.T) {
 			t.Fatalf("SNACK type %d: %v reason %#x, err %v; want Reject reason 0x03", snackType, h.Opcode(), h[2], err)
 		}
 	}
-	expectQuiet(t, c, "SNACKs")
+	c.ExpectQuiet(t, "SNACKs")
 }
 
 // TestImmediateCommandCap checks that immediate commands, which bypass the
@@ -495,7 +471,7 @@ func TestSNACKRejected(t *testing.T) {
 func TestImmediateCommandCap(t *testing.T) {
 	t.Parallel()
 	f := startHostile(t, Options{})
-	c := ffpConn(t, f, alice)
+	c := pdutest.DialLoggedIn(t, f.addr, alice, openIQN)
 	const qd = 4 // the open target's queue depth
 	for i := range 3 * qd {
 		cmd := pdutest.RW10(false, uint32(0x100+i), heldLBA, 1)
@@ -539,7 +515,7 @@ func TestImmediateCommandCap(t *testing.T) {
 func TestUnreadAnswers(t *testing.T) {
 	t.Parallel()
 	f := startHostile(t, Options{})
-	c := ffpConn(t, f, alice)
+	c := pdutest.DialLoggedIn(t, f.addr, alice, openIQN)
 	data := make([]byte, 64<<10)
 	var h pdu.Header
 	for i := 0; ; i++ {

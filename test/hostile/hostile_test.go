@@ -317,7 +317,7 @@ func sessionCases() []hostileCase {
 			}
 		}, files: iscsi.DefaultMaxSessionsPerTarget + 256},
 		{name: "another initiator reusing an ISID: a session of its own, the first untouched", run: func(t *testing.T, addr string) {
-			a := ffpConn(t, addr, alice)
+			a := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			b := pdutest.Dial(t, addr)
 			b.ISID = a.ISID
 			b.Login(pdutest.LoginConfig{Initiator: bob, Target: openIQN})
@@ -348,31 +348,6 @@ func sessionCases() []hostileCase {
 	}
 }
 
-// ffpConn logs in to the open target and clears the new nexus's unit
-// attention.
-func ffpConn(t *testing.T, addr, initiator string) *pdutest.Conn {
-	t.Helper()
-	c := pdutest.Dial(t, addr)
-	c.Login(pdutest.LoginConfig{Initiator: initiator, Target: openIQN})
-	if err := c.ClearUnitAttention(); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// expectQuiet checks that c answers a ping and sent nothing else since
-// the last read: what it sent before was dropped.
-func expectQuiet(t *testing.T, c *pdutest.Conn, what string) {
-	t.Helper()
-	before, err := c.NOP(0x7fff0000)
-	if err != nil {
-		t.Fatalf("after %s: %v", what, err)
-	}
-	if len(before) > 0 {
-		t.Errorf("%s answered with %v", what, pdutest.Opcodes(before))
-	}
-}
-
 // expectReject reads the Reject of the PDU with itt and checks its reason.
 func expectReject(t *testing.T, c *pdutest.Conn, itt uint32, reason byte) {
 	t.Helper()
@@ -385,7 +360,7 @@ func expectReject(t *testing.T, c *pdutest.Conn, itt uint32, reason byte) {
 func fullFeatureCases() []hostileCase {
 	return []hostileCase{
 		{name: "Data-Out and ABORT TASK naming another session's task: dropped, task does not exist", run: func(t *testing.T, addr string) {
-			a, b := ffpConn(t, addr, alice), ffpConn(t, addr, bob)
+			a, b := pdutest.DialLoggedIn(t, addr, alice, openIQN), pdutest.DialLoggedIn(t, addr, bob, openIQN)
 			const itt = 0x10
 			if err := a.Command(pdutest.RW10(true, itt, hostileLBA, 8), nil); err != nil {
 				t.Fatal(err)
@@ -397,7 +372,7 @@ func fullFeatureCases() []hostileCase {
 			if err := b.DataOut(itt, r2t.TTT, bytes.Repeat([]byte("B"), 4096)); err != nil {
 				t.Fatal(err)
 			}
-			expectQuiet(t, b, "Data-Out naming another session's task")
+			b.ExpectQuiet(t, "Data-Out naming another session's task")
 			if err := b.TaskMgmt(pdu.TaskMgmtReq{Function: pdu.TMFAbortTask, ITT: 0x20, RTT: itt, RefCmdSN: b.CmdSN}); err != nil {
 				t.Fatal(err)
 			}
@@ -417,7 +392,7 @@ func fullFeatureCases() []hostileCase {
 			}
 		}},
 		{name: "Data-Out for its own write with a wrong TTT: CHECK CONDITION; naming a completed command: discarded", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			const itt = 0x61
 			if err := c.Command(pdutest.RW10(true, itt, hostileLBA, 8), nil); err != nil {
 				t.Fatal(err)
@@ -435,10 +410,10 @@ func fullFeatureCases() []hostileCase {
 			if err := c.DataOut(itt, r2t.TTT, make([]byte, 4096)); err != nil {
 				t.Fatal(err)
 			}
-			expectQuiet(t, c, "Data-Out naming a completed command")
+			c.ExpectQuiet(t, "Data-Out naming a completed command")
 		}},
 		{name: "an ITT already in use: Reject 0x07", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			const itt = 0x62
 			if err := c.Command(pdutest.RW10(true, itt, hostileLBA, 8), nil); err != nil {
 				t.Fatal(err)
@@ -452,7 +427,7 @@ func fullFeatureCases() []hostileCase {
 			expectReject(t, c, itt, pdu.RejectTaskInProgress)
 		}},
 		{name: "a command outside the CmdSN window: ignored", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			cmd := pdutest.RW10(false, 0x63, hostileLBA, 8)
 			cmd.CmdSN, cmd.ExpStatSN = c.CmdSN+1000, c.ExpStatSN
 			var h pdu.Header
@@ -460,18 +435,18 @@ func fullFeatureCases() []hostileCase {
 			if err := c.Write(&h, nil); err != nil {
 				t.Fatal(err)
 			}
-			expectQuiet(t, c, "a command beyond MaxCmdSN")
+			c.ExpectQuiet(t, "a command beyond MaxCmdSN")
 		}},
 		{name: "data on a READ: Reject 0x04", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			if err := c.Command(pdutest.RW10(false, 0x64, hostileLBA, 8), make([]byte, 512)); err != nil {
 				t.Fatal(err)
 			}
 			expectReject(t, c, 0x64, pdu.RejectProtocolError)
-			expectQuiet(t, c, "the rejected READ")
+			c.ExpectQuiet(t, "the rejected READ")
 		}},
 		{name: "a Login Request in the full feature phase: Reject 0x04; an unknown opcode: Reject 0x05", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			var login, odd pdu.Header
 			(&pdu.LoginReq{Transit: true, CSG: op, NSG: ffp, ISID: c.ISID, ITT: 0x65, CmdSN: c.CmdSN}).Marshal(&login)
 			odd[0], odd[1] = 0x1c|0x40, 0x80
@@ -525,13 +500,13 @@ func fullFeatureCases() []hostileCase {
 				t.Fatal(err)
 			}
 			expectReject(t, c, 0x69, pdu.RejectDataDigest)
-			expectQuiet(t, c, "the rejected write")
+			c.ExpectQuiet(t, "the rejected write")
 			if bytes.Equal(readHostile(t, c), data) {
 				t.Fatal("the write whose data digest failed reached the disk")
 			}
 		}},
 		{name: "SNACK: Reject 0x03, the connection goes on", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			for i, typ := range []byte{0, 1, 2, 3} {
 				itt := uint32(0x30 + i)
 				if err := c.SNACK(typ, itt, pdu.ReservedTag, 0, 0); err != nil {
@@ -539,10 +514,10 @@ func fullFeatureCases() []hostileCase {
 				}
 				expectReject(t, c, itt, pdu.RejectSNACK)
 			}
-			expectQuiet(t, c, "the SNACKs")
+			c.ExpectQuiet(t, "the SNACKs")
 		}},
 		{name: "immediate commands beyond twice the queue depth: Reject 0x06", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			// Writes without their data stay outstanding, waiting for it.
 			const qd = 64
 			for i := range 2*qd + 4 {
@@ -557,7 +532,7 @@ func fullFeatureCases() []hostileCase {
 			}
 		}},
 		{name: "answers left unread: the connection dropped", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			data := make([]byte, 64<<10)
 			var h pdu.Header
 			for i := range 64 << 10 {
@@ -605,7 +580,7 @@ func fullFeatureCases() []hostileCase {
 			}
 		}},
 		{name: "expected data transfer length of 4 GiB: CHECK CONDITION, nothing allocated", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			cmd := pdutest.RW10(false, 0x40, 0, 0)
 			cmd.EDTL = 0xffffffff
 			if err := c.Command(cmd, nil); err != nil {
@@ -616,7 +591,7 @@ func fullFeatureCases() []hostileCase {
 			}
 		}},
 		{name: "PDU announcing more than MaxRecvDataSegmentLength: Reject 0x04, connection dropped", run: func(t *testing.T, addr string) {
-			c := ffpConn(t, addr, alice)
+			c := pdutest.DialLoggedIn(t, addr, alice, openIQN)
 			var h pdu.Header
 			(&pdu.NOPOut{Immediate: true, DataLen: 1<<24 - 1, ITT: 0x50, TTT: pdu.ReservedTag, CmdSN: c.CmdSN}).Marshal(&h)
 			if err := c.Write(&h, nil); err != nil {

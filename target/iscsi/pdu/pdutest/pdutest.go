@@ -599,3 +599,28 @@ func (c *Conn) ExpectR2T(itt uint32) (pdu.R2T, error) {
 	r.Unmarshal(&h)
 	return r, nil
 }
+
+// DialLoggedIn logs a raw connection in to target as initiator and clears
+// the new nexus's unit attention.
+func DialLoggedIn(t testing.TB, addr, initiator, target string) *Conn {
+	t.Helper()
+	c := Dial(t, addr)
+	c.Login(LoginConfig{Initiator: initiator, Target: target})
+	if err := c.ClearUnitAttention(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ExpectQuiet checks that c answers a ping and sent nothing else since the
+// last read: what it was sent before (named by what) was dropped.
+func (c *Conn) ExpectQuiet(t testing.TB, what string) {
+	t.Helper()
+	before, err := c.NOP(0x7fff0000)
+	if err != nil {
+		t.Fatalf("after %s: %v", what, err)
+	}
+	if len(before) > 0 {
+		t.Errorf("%s answered with %v", what, Opcodes(before))
+	}
+}
