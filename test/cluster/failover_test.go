@@ -122,13 +122,7 @@ func (c *checker) verify(ctx context.Context, addr string) {
 	defer s.Close()
 	buf := make([]byte, blockSize)
 	for lba := uint64(0); lba < checkBlocks; lba++ {
-		var err error
-		for range 5 { // unit attentions first
-			if err = s.Read(ctx, c.lun, lba, 1, blockSize, buf); err == nil {
-				break
-			}
-		}
-		if err != nil {
+		if err := readAsInitiator(ctx, s, c.lun, lba, 1, buf); err != nil {
 			c.t.Fatalf("read lba %d through %s: %v", lba, addr, err)
 		}
 		seq := binary.BigEndian.Uint64(buf[8:])
@@ -143,6 +137,23 @@ func (c *checker) verify(ctx context.Context, addr string) {
 		case seq > c.issued:
 			c.t.Errorf("lba %d through %s holds seq %d, never sent (last %d)", lba, addr, seq, c.issued)
 		}
+	}
+}
+
+// readAsInitiator reads through s, retrying for up to 10 s as an
+// initiator does: unit attentions, and the unavailable or transitioning
+// state a node may report for a moment after a fault heals. A node that
+// was cut off gossips, once back, that its peers are dead; a node
+// believing that about the owner refuses I/O until the owner's refutation
+// reaches it, which ALUA allows.
+func readAsInitiator(ctx context.Context, s *initiator.Session, lun, lba uint64, blocks uint32, buf []byte) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.Read(ctx, lun, lba, blocks, blockSize, buf)
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -370,12 +381,7 @@ func checkNotWritten(ctx context.Context, t *testing.T, addr string, lba uint64)
 	}
 	defer s.Close()
 	buf := make([]byte, blockSize)
-	for range 5 {
-		if err = s.Read(ctx, 0, lba, 1, blockSize, buf); err == nil {
-			break
-		}
-	}
-	if err != nil {
+	if err := readAsInitiator(ctx, s, 0, lba, 1, buf); err != nil {
 		t.Fatalf("reading lba %d through %s: %v", lba, addr, err)
 	}
 	if bytes.Equal(buf, bytes.Repeat([]byte{0xee}, blockSize)) {

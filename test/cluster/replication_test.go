@@ -390,12 +390,7 @@ func (w *bulkWriter) verify(ctx context.Context, addr string) {
 		if n == 0 {
 			continue
 		}
-		for range 5 { // unit attentions first
-			if err = s.Read(ctx, 0, uint64(slot*bulkSlot/blockSize), bulkSlot/blockSize, blockSize, buf); err == nil {
-				break
-			}
-		}
-		if err != nil {
+		if err := readAsInitiator(ctx, s, 0, uint64(slot*bulkSlot/blockSize), bulkSlot/blockSize, buf); err != nil {
 			w.t.Fatalf("read slot %d through %s: %v", slot, addr, err)
 		}
 		if !bytes.Equal(buf, bulkData(slot, n)) {
