@@ -58,6 +58,8 @@ type Network struct {
 	// by the node (tlsauth.go) so that a handshake never waits on Raft.
 	// Until the node publishes one, every node peer is refused.
 	members atomic.Pointer[map[string]struct{}]
+	// refused counts the connections its listeners refused.
+	refused atomic.Uint64
 }
 
 // NewNetwork returns plain TCP node networking.
@@ -75,6 +77,9 @@ func NewTLSNetwork(creds *pki.Credentials, log *slog.Logger) *Network {
 	}
 	return n
 }
+
+// Refused is how many connections the network's listeners have refused.
+func (n *Network) Refused() uint64 { return n.refused.Load() }
 
 // TLS reports whether the network is secured.
 func (n *Network) TLS() bool { return n.creds != nil }
@@ -102,7 +107,8 @@ func (n *Network) Listen(port Port, addr string) (net.Listener, error) {
 	if port == PortAPI {
 		cfg = n.creds.APIServerConfig(n.isMember)
 	}
-	return newTLSListener(ln, cfg, n.log.With("port", string(port), "listen", ln.Addr().String())), nil
+	log := n.log.With("port", string(port), "listen", ln.Addr().String())
+	return newTLSListener(ln, cfg, newRefusalLog(log, &n.refused)), nil
 }
 
 // DialContext opens a node channel connection to addr; with TLS it
@@ -126,7 +132,7 @@ func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Co
 type tlsListener struct {
 	inner net.Listener
 	cfg   *tls.Config
-	log   *slog.Logger
+	log   *refusalLog
 	slots chan struct{}
 	ready chan net.Conn
 	done  chan struct{}
@@ -136,7 +142,7 @@ type tlsListener struct {
 	err error
 }
 
-func newTLSListener(inner net.Listener, cfg *tls.Config, log *slog.Logger) *tlsListener {
+func newTLSListener(inner net.Listener, cfg *tls.Config, log *refusalLog) *tlsListener {
 	l := &tlsListener{
 		inner: inner, cfg: cfg, log: log,
 		slots: make(chan struct{}, maxHandshakes),
@@ -189,7 +195,7 @@ func (l *tlsListener) handshake(c net.Conn) {
 // refuse closes a connection and logs why, with the peer's address: the
 // trail an operator follows to a misconfigured node or an intruder.
 func (l *tlsListener) refuse(c net.Conn, reason error) {
-	l.log.Warn("refused a connection", "remote", c.RemoteAddr().String(), "reason", reason.Error())
+	l.log.refused(c.RemoteAddr().String(), reason)
 	c.Close()
 }
 

@@ -65,7 +65,12 @@ func agentNetwork(o agentOptions, log *slog.Logger, reg prometheus.Registerer, r
 		return cluster.NewNetwork(), err
 	}
 	r.tls = creds
-	return cluster.NewTLSNetwork(creds, log), nil
+	network := cluster.NewTLSNetwork(creds, log)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "hatarget_tls_refused_connections_total",
+		Help: "Connections to the node channels refused at the TLS handshake (no, or a wrong, certificate; not a member).",
+	}, func() float64 { return float64(network.Refused()) }))
+	return network, nil
 }
 
 func (o agentOptions) parseGossipKey() ([]byte, error) {
