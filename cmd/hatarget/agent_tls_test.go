@@ -83,9 +83,10 @@ func TestAgentTLSReload(t *testing.T) {
 		t.Error("a failed reload replaced the running certificate")
 	}
 	mfs, err := reg.Gather()
-	if err != nil || len(mfs) != 1 || mfs[0].GetName() != "hatarget_tls_cert_expiry_timestamp_seconds" ||
-		int64(mfs[0].GetMetric()[0].GetGauge().GetValue()) != r.tls.Leaf().NotAfter.Unix() {
-		t.Errorf("expiry metric: %v, %v", mfs, err)
+	if err != nil || len(mfs) != 2 || mfs[0].GetName() != "hatarget_tls_cert_expiry_timestamp_seconds" ||
+		int64(mfs[0].GetMetric()[0].GetGauge().GetValue()) != r.tls.Leaf().NotAfter.Unix() ||
+		mfs[1].GetName() != "hatarget_tls_refused_connections_total" {
+		t.Errorf("TLS metrics: %v, %v", mfs, err)
 	}
 }
 
