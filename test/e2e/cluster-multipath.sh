@@ -7,9 +7,10 @@
 #
 # 1. builds the guest image if needed (vm-initiator build.sh, a no-op once built)
 # 2. brings up the test network (netns vmi, bridge vmi0, 10.77.0.1-3)
-# 3. starts agents n1..n3 inside it on 10.77.0.1..3 (one shared --storage-dir),
-#    waits for a leader and three healthy nodes
-# 4. creates the target and a 1 GiB LUN through node 2's API
+# 3. starts agents n1..n3 inside it on 10.77.0.1..3 (one shared --storage-dir,
+#    or one each with E2E_REPLICAS), waits for a leader and three healthy nodes
+# 4. creates the target and a 1 GiB LUN through node 2's API: on the shared
+#    storage, or replicated on E2E_REPLICAS nodes, each with its own copy
 # 5. boots the guest with test/e2e/guest-cluster-smoke.sh:
 #    phase 1: the tool's examples/multipath-smoke.sh (discovery through 10.77.0.1
 #             must list three portals, login to all, one map with three paths,
@@ -33,6 +34,8 @@
 #      (default 15; the victim is always the LUN's owner),
 #      E2E_RECOVERY_TMO (guest iSCSI replacement timeout in phase 2, default 5),
 #      E2E_DATA_MB (phase 1 dd/fio size, default 32), E2E_KEEP=1 (keep the work dir),
+#      E2E_REPLICAS (N: the LUN is replicated on N nodes, no shared storage;
+#      default 0: shared storage),
 #      E2E_RUN_OPTS (extra run.sh options, e.g. -v)
 set -euo pipefail
 
@@ -45,6 +48,8 @@ KILL_AFTER=${E2E_KILL_AFTER:-5}
 DOWN_FOR=${E2E_DOWN_FOR:-15}
 DATA_MB=${E2E_DATA_MB:-32}
 RTMO=${E2E_RECOVERY_TMO:-5}
+REPLICAS=${E2E_REPLICAS:-0}
+[[ $REPLICAS =~ ^[0-3]$ ]] || { echo "e2e: E2E_REPLICAS must be 0 (shared storage) to 3" >&2; exit 2; }
 NS=${VMI_NETNS:-vmi}
 IQN=iqn.2026-01.io.hatarget.e2e:cluster-multipath
 API2=10.77.0.2:9260
@@ -57,7 +62,7 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hatarget-e2e.XXXXXX")
 LOGS=$WORK/logs JOB=$WORK/job
-mkdir -p "$LOGS" "$WORK/storage"
+mkdir -p "$LOGS" "$WORK/storage" "$WORK"/storage-n{1,2,3}
 declare -A PID=()
 CREATED_NS=0 RUNPID="" RC=1
 ts() { date +%T.%3N; }
@@ -82,7 +87,7 @@ cleanup() {
   if [ -n "$RUNPID" ] && kill -0 "$RUNPID" 2>/dev/null; then kill -TERM "$RUNPID"; wait "$RUNPID" 2>/dev/null; fi
   stop_agents
   [ $CREATED_NS = 1 ] && "$VMI/net.sh" down
-  rm -f "$WORK"/storage/*.img
+  rm -rf "$WORK"/storage/*.img "$WORK"/storage-n?/*
   if [ "${E2E_KEEP:-0}" = 1 ] || [ "$RC" != 0 ] || [ $rc != 0 ]; then
     echo "host: logs kept in $WORK (logs/n*.log agents, guest.out, guest.err, job/console.log)"
   else
@@ -94,13 +99,16 @@ trap 'exit 130' INT TERM
 
 ctl() { "$VMI/net.sh" exec "$BIN" "$@"; }   # the CLI, inside the namespace
 
+# storage_dir I: where node I keeps LUN files: the one shared dir, or its
+# own with replicated LUNs.
+storage_dir() { if [ "$REPLICAS" = 0 ]; then echo "$WORK/storage"; else echo "$WORK/storage-n$1"; fi; }
 start_agent() { # start_agent I
   local i=$1 j joins=()
   for j in "${NODES[@]}"; do [ "$j" = "$i" ] || joins+=(--join "10.77.0.$j"); done
   echo "=== $(ts) start" >>"$LOGS/n$i.log"
   # net.sh exec = exec ip netns exec = exec hatarget: $! is the agent itself
   "$VMI/net.sh" exec "$BIN" agent --name "n$i" --bind "10.77.0.$i" --data-dir "$WORK/n$i" \
-    --bootstrap-expect 3 "${joins[@]}" --storage-dir "$WORK/storage" >>"$LOGS/n$i.log" 2>&1 &
+    --bootstrap-expect 3 "${joins[@]}" --storage-dir "$(storage_dir "$i")" >>"$LOGS/n$i.log" 2>&1 &
   PID[$i]=$!
 }
 status_json() { ctl cluster status -o json --addr "$1" 2>/dev/null; }
@@ -165,13 +173,17 @@ log "portal group tags by node (cluster status port_group): $PG_NODES"
 ctl cluster status --addr "$API2" | sed 's/^/    /'
 
 ctl target create "$IQN" --addr "$API2" | sed 's/^/    /'
-ctl lun create "$IQN" 0 --name disk0 --shared --path "$WORK/storage/disk0.img" --size 1G --addr "$API2" | sed 's/^/    /'
+if [ "$REPLICAS" = 0 ]; then
+  ctl lun create "$IQN" 0 --name disk0 --shared --path "$WORK/storage/disk0.img" --size 1G --addr "$API2" | sed 's/^/    /'
+else
+  ctl lun create "$IQN" 0 --name disk0 --replicas "$REPLICAS" --size 1G --addr "$API2" | sed 's/^/    /'
+fi
 # every node serves the change within a second: wait until all report the same generation
 for _ in $(seq 40); do
   GENS=$( (status_json "$API2" || true) | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p' | sort -u | wc -l)
   [ "$GENS" = 1 ] && break; sleep 0.25
 done
-log "target $IQN with LUN 0 (disk0, 1 GiB in $WORK/storage) created via $API2; all nodes at one generation: $([ "$GENS" = 1 ] && echo yes || echo no)"
+log "target $IQN with LUN 0 (disk0, 1 GiB, $([ "$REPLICAS" = 0 ] && echo "shared, in $WORK/storage" || echo "$REPLICAS replicas, a copy per node")) created via $API2; all nodes at one generation: $([ "$GENS" = 1 ] && echo yes || echo no)"
 OWNER=- EPOCH=0
 for _ in $(seq 40); do read -r OWNER EPOCH <<<"$(lun_owner "$API2")"; [ "$OWNER" != - ] && break; sleep 0.25; done
 [ "$OWNER" != - ] || { ctl lun show "$LUN" -o json --addr "$API2"; echo "e2e: LUN $LUN has no owner after 10 s" >&2; exit 1; }
