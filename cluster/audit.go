@@ -31,6 +31,15 @@ import (
 // auditFile is the audit log's name in the data directory.
 const auditFile = "audit.jsonl"
 
+// The audit file is rotated when a record would take it past
+// auditRotateBytes: audit.jsonl becomes audit.jsonl.1, the older ones
+// move up, and the oldest past auditKeep goes. Configuration changes are
+// rare (a record is a few hundred bytes), so this keeps hundreds of
+// thousands of them while bounding the disk a runaway client could fill.
+var auditRotateBytes int64 = 64 << 20
+
+const auditKeep = 3
+
 // auditBodyMax bounds the command body kept in a record (an import or a
 // restore carries a whole configuration): past it, only its size is kept.
 const auditBodyMax = 4096
@@ -67,7 +76,7 @@ func decodeAuditMeta(ext []byte) auditMeta {
 // fsync. The file is opened per record, and read once, on the first, to
 // learn the last index it holds: by then the data dir exists.
 type auditLog struct {
-	path string
+	path string // the current file; rotated ones are path.1 .. path.auditKeep
 	log  *slog.Logger
 
 	mu     sync.Mutex
@@ -106,18 +115,57 @@ func (a *auditLog) record(l *raft.Log, c fsm.Command) {
 	}
 }
 
+// learnLast reads the last index from the newest file that has a record
+// (the current one is empty right after a rotation).
 func (a *auditLog) learnLast() error {
 	if a.read {
 		return nil
 	}
-	recs, err := readAuditFile(a.path, time.Time{})
-	if err != nil {
-		return err
-	}
-	if len(recs) > 0 {
-		a.last = recs[len(recs)-1].Index
+	files := auditFiles(a.path)
+	for i := len(files) - 1; i >= 0; i-- {
+		recs, err := readAuditFile(files[i], time.Time{})
+		if err != nil {
+			return err
+		}
+		if len(recs) > 0 {
+			a.last = recs[len(recs)-1].Index
+			break
+		}
 	}
 	a.read = true
+	return nil
+}
+
+// auditFiles lists the audit files of path, oldest first, the current
+// one last; rotated ones that do not exist are left out.
+func auditFiles(path string) []string {
+	var files []string
+	for i := auditKeep; i >= 1; i-- {
+		if rotated := fmt.Sprintf("%s.%d", path, i); fileExists(rotated) {
+			files = append(files, rotated)
+		}
+	}
+	return append(files, path)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// rotate moves the current file to path.1, and each older one up by one,
+// the oldest past auditKeep out.
+func (a *auditLog) rotate() error {
+	for i := auditKeep - 1; i >= 1; i-- {
+		from := fmt.Sprintf("%s.%d", a.path, i)
+		if err := os.Rename(from, fmt.Sprintf("%s.%d", a.path, i+1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("rotating the audit log: %w", err)
+		}
+	}
+	if err := os.Rename(a.path, a.path+".1"); err != nil {
+		return fmt.Errorf("rotating the audit log: %w", err)
+	}
+	a.log.Info("audit log rotated", "path", a.path, "kept", auditKeep)
 	return nil
 }
 
@@ -125,6 +173,11 @@ func (a *auditLog) append(rec api.AuditRecord) error {
 	line, err := json.Marshal(rec)
 	if err != nil {
 		return err
+	}
+	if st, err := os.Stat(a.path); err == nil && st.Size() > 0 && st.Size()+int64(len(line))+1 > auditRotateBytes {
+		if err := a.rotate(); err != nil {
+			return err
+		}
 	}
 	f, err := os.OpenFile(a.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -263,9 +316,19 @@ func (n *Node) readAudit(r *http.Request, _ *fsm.State) (any, error) {
 		}
 		since = t
 	}
-	recs, err := readAuditFile(filepath.Join(n.cfg.DataDir, auditFile), since)
-	if recs == nil {
-		recs = []api.AuditRecord{}
+	return readAuditLog(filepath.Join(n.cfg.DataDir, auditFile), since)
+}
+
+// readAuditLog is readAuditFile over the rotated files of path and path
+// itself, oldest first; never nil without an error.
+func readAuditLog(path string, since time.Time) ([]api.AuditRecord, error) {
+	recs := []api.AuditRecord{}
+	for _, file := range auditFiles(path) {
+		more, err := readAuditFile(file, since)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, more...)
 	}
-	return recs, err
+	return recs, nil
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -148,4 +149,60 @@ func FuzzAuditLog(f *testing.F) {
 			t.Fatalf("index %d not recorded after %q: %+v", last+1, file, after)
 		}
 	})
+}
+
+// Past auditRotateBytes the file is rotated, auditKeep old files are kept,
+// the API reads them all in order, and a restart right after a rotation
+// still knows the last index written.
+func TestAuditLogRotates(t *testing.T) {
+	defer func(n int64) { auditRotateBytes = n }(auditRotateBytes)
+	auditRotateBytes = 1024
+	dir := t.TempDir()
+	path := filepath.Join(dir, auditFile)
+	a := newAuditLog(dir, slog.New(slog.DiscardHandler))
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ops := principal{name: "ops", role: api.RoleOperator}
+	const entries = 60
+	for i := uint64(1); i <= entries; i++ {
+		a.record(auditEntry(i, ops, t0.Add(time.Duration(i)*time.Second)), &fsm.SetDrain{Node: "n1"})
+	}
+	for i := 1; i <= auditKeep; i++ {
+		st, err := os.Stat(fmt.Sprintf("%s.%d", path, i))
+		if err != nil {
+			t.Fatalf("rotated file %d: %v", i, err)
+		}
+		if st.Size() > auditRotateBytes || st.Mode().Perm() != 0o600 {
+			t.Errorf("rotated file %d: %d bytes, mode %v", i, st.Size(), st.Mode().Perm())
+		}
+	}
+	if _, err := os.Stat(fmt.Sprintf("%s.%d", path, auditKeep+1)); err == nil {
+		t.Errorf("more than %d rotated files kept", auditKeep)
+	}
+	recs, err := readAuditLog(path, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) == 0 || len(recs) == entries || recs[len(recs)-1].Index != entries {
+		t.Fatalf("%d records read, the last %+v: want the newest, not all %d", len(recs), recs[len(recs)-1], entries)
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Index != recs[i-1].Index+1 {
+			t.Fatalf("records out of order or missing: %d after %d", recs[i].Index, recs[i-1].Index)
+		}
+	}
+
+	// Rotate by hand so the current file is empty: a restart must find
+	// the last index in audit.jsonl.1 and not write a replayed entry.
+	if err := a.rotate(); err != nil {
+		t.Fatal(err)
+	}
+	b := newAuditLog(dir, slog.New(slog.DiscardHandler))
+	b.record(auditEntry(entries, ops, t0), &fsm.SetDrain{Node: "n1"})
+	if _, err := os.Stat(path); err == nil {
+		t.Error("a replayed entry was written after a restart")
+	}
+	b.record(auditEntry(entries+1, ops, t0), &fsm.SetDrain{Node: "n1"})
+	if recs, _ := readAuditFile(path, time.Time{}); len(recs) != 1 || recs[0].Index != entries+1 {
+		t.Errorf("after the restart the current file holds %+v, want index %d", recs, entries+1)
+	}
 }
