@@ -19,7 +19,9 @@
 # back to the temp dir when /dev/shm is not writable), BENCH_PROFILE=0 (1:
 # an extra, unscored replicas-3 4 KiB run while the owner's CPU profile is
 # taken, written to BENCH_OUT/replication-owner-cpu.pprof and its top
-# printed), BENCH_RESYNC=1 (0: skip the resync measurement), HATARGET_BIN
+# printed), BENCH_PERFSTAT=0 (1: extra, unscored replicas-3 runs under
+# `perf stat`, printing each agent's system calls, context switches and CPU
+# per I/O), BENCH_RESYNC=1 (0: skip the resync measurement), HATARGET_BIN
 # (default bin/hatarget). The copies take 4 GiB of RAM on tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,6 +33,7 @@ OUT=${BENCH_OUT:-/tmp}
 mkdir -p "$OUT"
 STORAGE=${BENCH_STORAGE:-/dev/shm}
 PROFILE=${BENCH_PROFILE:-0}
+PERFSTAT=${BENCH_PERFSTAT:-0}
 RESYNC=${BENCH_RESYNC:-1}
 FLOOR=0.5
 SIZE=1G
@@ -224,6 +227,27 @@ if [[ $PROFILE == 1 ]]; then
 		log "fetching the profile failed"
 	fi
 	wait "${PIDS[-1]}" || true
+fi
+
+if [[ $PERFSTAT == 1 ]] && ! perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+	log "perf stat cannot count syscalls here: skipped"; PERFSTAT=0
+fi
+if [[ $PERFSTAT == 1 ]]; then
+	for w in "${WORKLOADS[@]}"; do
+		IFS='|' read -r id label pattern bs qd _ <<<"$w"
+		log "per-I/O system calls and context switches of each agent, $label to repl3 (extra run, not scored)"
+		for i in 1 2 3; do
+			perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "${AGENTS[i - 1]}" -- sleep 5 2>"$WORK/perfstat.n$i" &
+		done
+		res=$(bench 1 "$pattern" "$bs" "$qd" 5)
+		wait
+		ops=$(awk '{print $1}' <<<"$res")
+		for i in 1 2 3; do
+			role=replica; ((i == owner)) && role=owner
+			awk -F, -v n="$ops" -v who="n$i ($role)" '$3 == "raw_syscalls:sys_enter" {s = $1} $3 == "context-switches" {c = $1} $3 == "task-clock" {t = $1}
+				END {printf "  %-12s %5.2f syscalls/IO  %5.2f context switches/IO  %6.1f µs CPU/IO\n", who, s / n, c / n, t * 1000 / n}' "$WORK/perfstat.n$i"
+		done
+	done
 fi
 
 FAILS=0
