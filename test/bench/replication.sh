@@ -17,9 +17,9 @@
 # non-zero below a floor), BENCH_OUT=/tmp (bench-replication.md is written
 # there), BENCH_STORAGE=/dev/shm (parent of the nodes' storage dirs; falls
 # back to the temp dir when /dev/shm is not writable), BENCH_PROFILE=0 (1:
-# an extra, unscored replicas-3 4 KiB run while the owner's CPU profile is
-# taken, written to BENCH_OUT/replication-owner-cpu.pprof and its top
-# printed), BENCH_PERFSTAT=0 (1: extra, unscored replicas-3 runs under
+# an extra, unscored replicas-3 4 KiB run while every agent's CPU profile
+# is taken, written to BENCH_OUT/replication-{owner,replica}-nI-cpu.pprof
+# and their tops printed), BENCH_PERFSTAT=0 (1: extra, unscored replicas-3 runs under
 # `perf stat`, printing each agent's system calls, context switches and CPU
 # per I/O), BENCH_RESYNC=1 (0: skip the resync measurement), HATARGET_BIN
 # (default bin/hatarget). The copies take 4 GiB of RAM on tmpfs.
@@ -215,18 +215,22 @@ fi
 
 if [[ $PROFILE == 1 ]] && ! command -v curl >/dev/null; then log "curl not found: profile skipped"; PROFILE=0; fi
 if [[ $PROFILE == 1 ]]; then
-	prof=$OUT/replication-owner-cpu.pprof
-	log "profiling n$owner for 10s under 4 KiB random writes to repl3 (extra run, not scored)"
+	log "profiling every agent for 10s under 4 KiB random writes to repl3 (extra run, not scored)"
 	bench 1 randwrite 4k 32 13 >"$OUT/replication-profile-run.txt" &
 	PIDS+=($!)
 	sleep 1
-	if curl -fsS -o "$prof" "http://127.0.0.$owner:${PORTS[6]}/debug/pprof/profile?seconds=10"; then
-		if command -v go >/dev/null; then go tool pprof -top -nodecount=30 "$prof" 2>/dev/null | sed -n '1,40p' || true; fi
-		log "profile written to $prof"
-	else
-		log "fetching the profile failed"
-	fi
-	wait "${PIDS[-1]}" || true
+	curls=()
+	for i in 1 2 3; do
+		role=replica; ((i == owner)) && role=owner
+		curl -fsS -o "$OUT/replication-$role-n$i-cpu.pprof" "http://127.0.0.$i:${PORTS[6]}/debug/pprof/profile?seconds=10" &
+		curls+=($!)
+	done
+	wait "${PIDS[-1]}" "${curls[@]}" || true
+	for f in "$OUT"/replication-{owner,replica}-n?-cpu.pprof; do
+		[[ -s $f ]] || { log "fetching the profile $f failed"; continue; }
+		log "profile written to $f"
+		if command -v go >/dev/null; then go tool pprof -top -nodecount=25 "$f" 2>/dev/null | sed -n '1,32p' || true; fi
+	done
 fi
 
 if [[ $PERFSTAT == 1 ]] && ! perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
@@ -236,11 +240,13 @@ if [[ $PERFSTAT == 1 ]]; then
 	for w in "${WORKLOADS[@]}"; do
 		IFS='|' read -r id label pattern bs qd _ <<<"$w"
 		log "per-I/O system calls and context switches of each agent, $label to repl3 (extra run, not scored)"
+		perfs=()
 		for i in 1 2 3; do
 			perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "${AGENTS[i - 1]}" -- sleep 5 2>"$WORK/perfstat.n$i" &
+			perfs+=($!)
 		done
 		res=$(bench 1 "$pattern" "$bs" "$qd" 5)
-		wait
+		wait "${perfs[@]}" || true
 		ops=$(awk '{print $1}' <<<"$res")
 		for i in 1 2 3; do
 			role=replica; ((i == owner)) && role=owner
