@@ -458,6 +458,14 @@ func (r request) checkCopyAccess(targets []xcTarget) error {
 		if !t.src && !t.dst {
 			continue
 		}
+		// A copy target owned by another node is not this node's to read
+		// or write: its writes would bypass the owner (and its replicas),
+		// its reads miss what the owner has in flight. The initiator
+		// falls back to reading and writing itself, through each LU's
+		// owner.
+		if !t.executedHere() {
+			return copyAborted(ascCopyTargetNotReachable, -1)
+		}
 		// The reservation and readiness rules of the direct command the
 		// copy stands for.
 		c := r.lu.table.find(opRead16, 0, false)
@@ -521,11 +529,20 @@ func (r request) copySegment(sg *xcSegment, buf []byte) (int64, error) {
 	return done, nil
 }
 
+// executedHere reports whether this node executes the target LU's
+// commands (owns it) rather than forwarding them.
+func (t *xcTarget) executedHere() bool { return t.lu.fwd.Load() == nil }
+
 // stillAccessible is the per-chunk part of checkCopyAccess: it costs a few
 // atomic loads while no reservation is held.
 func (r request) stillAccessible(t *xcTarget, c *command) error {
 	if t.lu.closed.Load() {
 		return errClosed
+	}
+	if !t.executedHere() {
+		// The target moved to another node during the copy: the
+		// initiator retries, and meets the check above.
+		return errTransitioning
 	}
 	if err := t.lu.checkReservation(c, r.cmd.Nexus, nil); err != nil {
 		return err

@@ -716,3 +716,39 @@ func TestThirdPartyCopyVPD(t *testing.T) {
 		}
 	}
 }
+
+// TestXCopyRefusesTargetOwnedElsewhere: an LU this node forwards (another
+// node owns it) is never read or written by a copy running here, whether
+// it is the source or the destination; one that moves away mid-copy
+// stops the copy within a chunk, as a transition the initiator retries.
+func TestXCopyRefusesTargetOwnedElsewhere(t *testing.T) {
+	for _, dir := range []struct {
+		name     string
+		src, dst int
+	}{{"to it", 0, 1}, {"from it", 1, 0}} {
+		t.Run(dir.name, func(t *testing.T) {
+			e := newXCEnv(t)
+			f := &recordingForwarder{}
+			e.b.SetForwarder(f)
+			p := xcParams{id: 5, cscds: [][]byte{cscdNAA(e.a), cscdNAA(e.b)},
+				segs: [][]byte{segB2B(uint16(dir.src), uint16(dir.dst), 8, 0, 0)}}.bytes()
+			wantCopyAborted(ascCopyTargetNotReachable).check(t, e.xcopy(p))
+			if e.io() != 0 || len(f.cdbs) != 0 {
+				t.Fatalf("%d local I/Os, %d forwarded commands for a refused copy", e.io(), len(f.cdbs))
+			}
+		})
+	}
+	t.Run("moved mid-copy", func(t *testing.T) {
+		e := newXCEnv(t)
+		copy(e.da.data, pattern(xcBlocks*512, 3))
+		e.db.afterWrite = func() {
+			e.db.afterWrite = nil
+			e.b.SetForwarder(&recordingForwarder{})
+		}
+		p := xcParams{id: 6, cscds: [][]byte{cscdNAA(e.a), cscdNAA(e.b)}, segs: [][]byte{segB2B(0, 1, 3000, 0, 0)}}.bytes()
+		wantSense(KeyNotReady, ascALUATransition).check(t, e.xcopy(p))
+		if w := e.db.writes.Load(); w != 1 {
+			t.Fatalf("%d chunks written after the move", w-1)
+		}
+	})
+}
