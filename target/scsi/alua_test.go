@@ -92,3 +92,28 @@ func TestALUAStateChangeRaisesUA(t *testing.T) {
 	wantSense(KeyUnitAttention, ascAsymmetricAccessChanged).check(t, first(h.run(cdbTUR(), nil, 0)))
 	good.check(t, first(h.run(cdbTUR(), nil, 0)))
 }
+
+// A nexus an LU meets after its ALUA states changed (its node took it over
+// from another, which held the nexus's state) gets ASYMMETRIC ACCESS
+// STATE CHANGED after POWER ON, RESET, so that the initiator re-reads the
+// path states at once; on an LU whose states never changed, POWER ON,
+// RESET alone.
+func TestNewNexusAfterTakeoverGetsStateChanged(t *testing.T) {
+	var cfg LUConfig
+	h := newHarness(t, func(c *LUConfig) {
+		c.PortGroups = clusterGroups(alua.ActiveNonOptimized, alua.ActiveOptimized)
+		cfg = *c
+	})
+	before := testNexus("iqn.1994-05.com.example:host2", 2)
+	wantSense(KeyUnitAttention, ascPowerOnReset).check(t, first(h.exec(before, cdbTUR(), nil, 0)))
+	good.check(t, first(h.exec(before, cdbTUR(), nil, 0)))
+
+	cfg.PortGroups = clusterGroups(alua.ActiveOptimized, alua.ActiveNonOptimized)
+	if err := h.lu.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	after := testNexus("iqn.1994-05.com.example:host3", 3)
+	wantSense(KeyUnitAttention, ascPowerOnReset).check(t, first(h.exec(after, cdbTUR(), nil, 0)))
+	wantSense(KeyUnitAttention, ascAsymmetricAccessChanged).check(t, first(h.exec(after, cdbTUR(), nil, 0)))
+	good.check(t, first(h.exec(after, cdbTUR(), nil, 0)))
+}

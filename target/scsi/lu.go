@@ -133,6 +133,9 @@ type LU struct {
 	// startStopUnit.
 	ejected atomic.Bool // removable medium unloaded
 	closed  atomic.Bool
+	// groupsChanged: the ALUA states of the port groups changed since the
+	// LU was made (newNexusState).
+	groupsChanged atomic.Bool
 
 	// rl makes COMPARE AND WRITE and the other atomic commands atomic
 	// against every command touching the same LBAs (rangelock.go).
@@ -307,6 +310,7 @@ func (lu *LU) Update(cfg LUConfig) error {
 		lu.raiseAll(ascInquiryDataChanged, nil)
 	}
 	if !sameGroupStates(old.cfg.PortGroups, st.cfg.PortGroups) {
+		lu.groupsChanged.Store(true)
 		lu.raiseAll(ascAsymmetricAccessChanged, nil)
 	}
 	return nil

@@ -223,8 +223,9 @@ if [ -e "$MARKS/io-running" ]; then
   KILL_INFO="n$VICTIM = owner of $LUN (epoch $OLD_EPOCH; 10.77.0.$VICTIM, pid ${PID[$VICTIM]}; leader was $LEADER)"
   unset "PID[$VICTIM]"
   log "kill -9 $KILL_INFO"
-  # failover: the leader moves ownership once gossip has seen the owner gone for
-  # longer than its lease (2 s) + 0.5 s; poll a survivor's API every 0.1 s
+  # failover: the leader moves ownership once gossip sees the owner gone
+  # and its lease (1.5 s from the last grant) + 0.5 s have run out; poll a
+  # survivor's API every 0.1 s
   while [ "$(since "$T_KILL" | cut -d. -f1)" -lt 30 ]; do
     read -r o e <<<"$(lun_owner "10.77.0.$SURV:9260")"
     if [ "$o" != - ] && [ "$o" != "$OLD_OWNER" ]; then NEW_OWNER=$o NEW_EPOCH=$e T_NEWOWNER=$(since "$T_KILL"); break; fi
@@ -306,8 +307,11 @@ if [ -n "$VICTIM" ]; then
   [ "n$VICTIM" = "$OWNER" ]; hc $? "host: the victim n$VICTIM is the owner the guest was told ($OWNER)"
   [ "$NEW_OWNER" != - ] && [ "$NEW_OWNER" != "$OLD_OWNER" ] && [ "$NEW_EPOCH" -gt "$OLD_EPOCH" ]
   hc $? "host: ownership failed over $OLD_OWNER@$OLD_EPOCH -> $NEW_OWNER@$NEW_EPOCH (new owner, higher epoch) ${T_NEWOWNER}s after the kill"
-  [ "$T_NEWOWNER" != - ] && awk -v t="$T_NEWOWNER" 'BEGIN{exit !(t>=2.5 && t<15)}'
-  hc $? "host: time to new owner ${T_NEWOWNER}s is plausible (>= lease 2 s + 0.5 s after gossip saw the owner gone, < 15 s)"
+  # the leader waits out the owner's lease (1.5 s) and a margin (0.5 s)
+  # from its last grant, which came at most one grant interval (0.25 s)
+  # before the kill
+  [ "$T_NEWOWNER" != - ] && awk -v t="$T_NEWOWNER" 'BEGIN{exit !(t>=1.75 && t<15)}'
+  hc $? "host: time to new owner ${T_NEWOWNER}s is plausible (>= lease 1.5 s + margin 0.5 s - grant interval 0.25 s, < 15 s)"
 fi
 [ "$OUTAGE_STATUS" != - ] && echo "$OUTAGE_STATUS" | grep -q ', 2 healthy'
 hc $? "host: during the outage the survivors report: $OUTAGE_STATUS"
