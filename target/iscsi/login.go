@@ -522,6 +522,7 @@ func (s *Server) attachSession(ls *loginState) (*session, error) {
 	var nexus *scsi.Nexus
 	if ls.target != nil {
 		nexus = scsi.NewNexus(ls.initiator, ls.first.ISID, ls.targetName, ls.target.tag(s.opts.PortalGroupTag), ls.target.RelativePort, ls.target.PortGroup)
+		nexus.Established = time.Now()
 	}
 	sess := newSession(s, key, ls.initiator, ls.discovery, ls.target, nexus, ls.neg.params.QueueDepth, ls.cmdSN)
 	sess.tsih = tsih

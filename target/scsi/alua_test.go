@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hatarget/hatarget/alua"
 )
@@ -93,27 +94,40 @@ func TestALUAStateChangeRaisesUA(t *testing.T) {
 	good.check(t, first(h.run(cdbTUR(), nil, 0)))
 }
 
-// A nexus an LU meets after its ALUA states changed (its node took it over
-// from another, which held the nexus's state) gets ASYMMETRIC ACCESS
-// STATE CHANGED after POWER ON, RESET, so that the initiator re-reads the
-// path states at once; on an LU whose states never changed, POWER ON,
-// RESET alone.
-func TestNewNexusAfterTakeoverGetsStateChanged(t *testing.T) {
+// A session logged in before the LU's ALUA states changed, meeting the LU
+// only after (its commands had gone to the old owner), gets ASYMMETRIC
+// ACCESS STATE CHANGED after POWER ON, RESET, so that the initiator
+// re-reads the path states at once. A session logged in since, a nexus
+// another node forwards, and any nexus of an LU whose states never
+// changed get POWER ON, RESET alone: libiscsi fails its connection on
+// any other unit attention.
+func TestNexusOlderThanTakeoverGetsStateChanged(t *testing.T) {
 	var cfg LUConfig
 	h := newHarness(t, func(c *LUConfig) {
 		c.PortGroups = clusterGroups(alua.ActiveNonOptimized, alua.ActiveOptimized)
 		cfg = *c
 	})
-	before := testNexus("iqn.1994-05.com.example:host2", 2)
-	wantSense(KeyUnitAttention, ascPowerOnReset).check(t, first(h.exec(before, cdbTUR(), nil, 0)))
-	good.check(t, first(h.exec(before, cdbTUR(), nil, 0)))
+	established := func(name string, isid byte, at time.Time) *Nexus {
+		n := testNexus(name, isid)
+		n.Established = at
+		return n
+	}
+	powerOnOnly := func(n *Nexus) {
+		t.Helper()
+		wantSense(KeyUnitAttention, ascPowerOnReset).check(t, first(h.exec(n, cdbTUR(), nil, 0)))
+		good.check(t, first(h.exec(n, cdbTUR(), nil, 0)))
+	}
+	powerOnOnly(established("iqn.1994-05.com.example:early", 2, time.Now()))
+	older := established("iqn.1994-05.com.example:older", 3, time.Now())
+	time.Sleep(time.Millisecond) // a coarse clock must still order them
 
 	cfg.PortGroups = clusterGroups(alua.ActiveOptimized, alua.ActiveNonOptimized)
 	if err := h.lu.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
-	after := testNexus("iqn.1994-05.com.example:host3", 3)
-	wantSense(KeyUnitAttention, ascPowerOnReset).check(t, first(h.exec(after, cdbTUR(), nil, 0)))
-	wantSense(KeyUnitAttention, ascAsymmetricAccessChanged).check(t, first(h.exec(after, cdbTUR(), nil, 0)))
-	good.check(t, first(h.exec(after, cdbTUR(), nil, 0)))
+	wantSense(KeyUnitAttention, ascPowerOnReset).check(t, first(h.exec(older, cdbTUR(), nil, 0)))
+	wantSense(KeyUnitAttention, ascAsymmetricAccessChanged).check(t, first(h.exec(older, cdbTUR(), nil, 0)))
+	good.check(t, first(h.exec(older, cdbTUR(), nil, 0)))
+	powerOnOnly(established("iqn.1994-05.com.example:newer", 4, time.Now()))
+	powerOnOnly(testNexus("iqn.1994-05.com.example:forwarded", 5))
 }

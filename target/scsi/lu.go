@@ -8,6 +8,7 @@ import (
 	"github.com/hatarget/hatarget/alua"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
 )
@@ -133,9 +134,10 @@ type LU struct {
 	// startStopUnit.
 	ejected atomic.Bool // removable medium unloaded
 	closed  atomic.Bool
-	// groupsChanged: the ALUA states of the port groups changed since the
-	// LU was made (newNexusState).
-	groupsChanged atomic.Bool
+	// groupsChangedAt is when the ALUA states of the port groups last
+	// changed (unix nanoseconds; 0: never since the LU was made), for
+	// newNexusState.
+	groupsChangedAt atomic.Int64
 
 	// rl makes COMPARE AND WRITE and the other atomic commands atomic
 	// against every command touching the same LBAs (rangelock.go).
@@ -310,7 +312,7 @@ func (lu *LU) Update(cfg LUConfig) error {
 		lu.raiseAll(ascInquiryDataChanged, nil)
 	}
 	if !sameGroupStates(old.cfg.PortGroups, st.cfg.PortGroups) {
-		lu.groupsChanged.Store(true)
+		lu.groupsChangedAt.Store(time.Now().UnixNano())
 		lu.raiseAll(ascAsymmetricAccessChanged, nil)
 	}
 	return nil

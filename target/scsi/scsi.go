@@ -34,6 +34,8 @@
 // page 8Fh describe the copy manager (copyresults.go).
 package scsi
 
+import "time"
+
 // Status is a SCSI status byte (SAM-5).
 type Status byte
 
@@ -68,6 +70,9 @@ type Nexus struct {
 	RelativePort uint16
 	// PortGroup is the target port group of this port (VPD 0x83, ALUA).
 	PortGroup uint16
+	// Established is when the transport made the nexus (its session's
+	// login); zero for a nexus whose commands another node forwards.
+	Established time.Time
 }
 
 // NewNexus builds the nexus of an initiator port (name and 6-byte ISID) and a

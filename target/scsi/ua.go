@@ -19,21 +19,24 @@ type nexusState struct {
 	lost    bool // NexusLoss seen and no command since; guarded by LU.mu
 }
 
-// newNexusState is the state of a nexus the LU meets for the first time.
-func (lu *LU) newNexusState() *nexusState {
+// newNexusState is the state of nexus n (nil: known by key only), which
+// the LU meets for the first time.
+func (lu *LU) newNexusState(n *Nexus) *nexusState {
 	ns := &nexusState{ua: make([]uint16, 0, maxPendingUA)}
 	// A nexus the LU has not seen before gets POWER ON, RESET, OR BUS DEVICE
 	// RESET OCCURRED, as real targets do after login, so the initiator
 	// revalidates whatever it cached about the LU.
 	ns.raise(ascPowerOnReset)
-	// On an LU whose ALUA states changed since it was made (its node took
-	// the LU over from another), the nexus is usually not new to the
-	// initiator: its commands were forwarded to the old owner, which held
-	// its state. ASYMMETRIC ACCESS STATE CHANGED then follows, which is
-	// what makes initiators re-read the path states at once (Linux's ALUA
-	// handler, and multipathd on the event it sends) instead of at their
-	// next periodic check, many seconds later.
-	if lu.groupsChanged.Load() {
+	// A session that was logged in before the LU's ALUA states last
+	// changed is not new to the initiator: this node took the LU over,
+	// and the session's commands had gone to the old owner, which held
+	// its state. ASYMMETRIC ACCESS STATE CHANGED follows then: it is what
+	// makes initiators re-read the path states at once (Linux's ALUA
+	// handler, and multipathd on the event it sends) rather than at their
+	// next periodic check, many seconds later. A session made since gets
+	// POWER ON, RESET alone: libiscsi, for one, fails its connection on
+	// any other unit attention.
+	if changed := lu.groupsChangedAt.Load(); changed != 0 && n != nil && !n.Established.IsZero() && n.Established.UnixNano() < changed {
 		ns.raise(ascAsymmetricAccessChanged)
 	}
 	return ns
@@ -59,7 +62,7 @@ func (lu *LU) nexusFor(n *Nexus) *nexusState {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	if ns = lu.nexuses[key]; ns == nil {
-		ns = lu.newNexusState()
+		ns = lu.newNexusState(n)
 		lu.nexuses[key] = ns
 	}
 	if n != nil {
@@ -80,7 +83,7 @@ func (lu *LU) raiseOnKey(key string, code uint16) {
 	if ns == nil {
 		lu.mu.Lock()
 		if ns = lu.nexuses[key]; ns == nil {
-			ns = lu.newNexusState()
+			ns = lu.newNexusState(nil)
 			ns.lost = true
 			lu.nexuses[key] = ns
 			lu.lost = append(lu.lost, key)
