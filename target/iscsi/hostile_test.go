@@ -395,32 +395,7 @@ func TestForeignTasks(t *testing.T) {
 	t.Parallel()
 	f := startHostile(t, Options{})
 	a, b := pdutest.DialLoggedIn(t, f.addr, alice, openIQN), pdutest.DialLoggedIn(t, f.addr, bob, openIQN)
-	const itt = 0x10
-	if err := a.Command(pdutest.RW10(true, itt, 8, 8), nil); err != nil {
-		t.Fatal(err)
-	}
-	r2t, err := a.ExpectR2T(itt)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := b.DataOut(itt, r2t.TTT, bytes.Repeat([]byte("B"), 4096)); err != nil {
-		t.Fatal(err)
-	}
-	b.ExpectQuiet(t, "Data-Out naming another session's ITT and TTT")
-	if err := b.TaskMgmt(pdu.TaskMgmtReq{Function: pdu.TMFAbortTask, ITT: 0x20, RTT: itt, RefCmdSN: b.CmdSN}); err != nil {
-		t.Fatal(err)
-	}
-	h, _, _, err := b.ReadITT(0x20, pdutest.Timeout)
-	if err != nil || h.Opcode() != pdu.OpTaskMgmtResp || h[2] != pdu.TMFRespNoTask {
-		t.Fatalf("ABORT TASK of another session's task: %v response %d, err %v; want task does not exist (1)", h.Opcode(), h[2], err)
-	}
-	if err := a.DataOut(itt, r2t.TTT, bytes.Repeat([]byte("A"), 4096)); err != nil {
-		t.Fatal(err)
-	}
-	if status, err := a.Status(itt); err != nil || status != 0 {
-		t.Fatalf("the write: status %#x, %v; want GOOD", status, err)
-	}
+	pdutest.ForeignTask(t, a, b, 0x10, 8, bytes.Repeat([]byte("A"), 4096))
 }
 
 // TestDataOutForRunningRead checks that a Data-Out naming a READ that is

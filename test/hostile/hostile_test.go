@@ -361,32 +361,8 @@ func fullFeatureCases() []hostileCase {
 	return []hostileCase{
 		{name: "Data-Out and ABORT TASK naming another session's task: dropped, task does not exist", run: func(t *testing.T, addr string) {
 			a, b := pdutest.DialLoggedIn(t, addr, alice, openIQN), pdutest.DialLoggedIn(t, addr, bob, openIQN)
-			const itt = 0x10
-			if err := a.Command(pdutest.RW10(true, itt, hostileLBA, 8), nil); err != nil {
-				t.Fatal(err)
-			}
-			r2t, err := a.ExpectR2T(itt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := b.DataOut(itt, r2t.TTT, bytes.Repeat([]byte("B"), 4096)); err != nil {
-				t.Fatal(err)
-			}
-			b.ExpectQuiet(t, "Data-Out naming another session's task")
-			if err := b.TaskMgmt(pdu.TaskMgmtReq{Function: pdu.TMFAbortTask, ITT: 0x20, RTT: itt, RefCmdSN: b.CmdSN}); err != nil {
-				t.Fatal(err)
-			}
-			h, _, _, err := b.ReadITT(0x20, pdutest.Timeout)
-			if err != nil || h.Opcode() != pdu.OpTaskMgmtResp || h[2] != pdu.TMFRespNoTask {
-				t.Fatalf("ABORT TASK: %v response %d, %v; want 1 (task does not exist)", h.Opcode(), h[2], err)
-			}
 			want := bytes.Repeat([]byte("A"), 4096)
-			if err := a.DataOut(itt, r2t.TTT, want); err != nil {
-				t.Fatal(err)
-			}
-			if status, err := a.Status(itt); err != nil || status != 0 {
-				t.Fatalf("the owner's write: status %#x, %v", status, err)
-			}
+			pdutest.ForeignTask(t, a, b, 0x10, hostileLBA, want)
 			if got := readHostile(t, a); !bytes.Equal(got, want) {
 				t.Fatalf("the block holds %.16q..., not what its session wrote", got)
 			}

@@ -7,6 +7,7 @@ package pdutest
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/binary"
@@ -622,5 +623,38 @@ func (c *Conn) ExpectQuiet(t testing.TB, what string) {
 	}
 	if len(before) > 0 {
 		t.Errorf("%s answered with %v", what, Opcodes(before))
+	}
+}
+
+// ForeignTask plays session b against a write of data at lba that
+// session a starts with itt: b's Data-Out naming a's ITT and TTT must be
+// dropped and its ABORT TASK answered "task does not exist", and a's write
+// must then complete GOOD with a's own data.
+func ForeignTask(t testing.TB, a, b *Conn, itt, lba uint32, data []byte) {
+	t.Helper()
+	if err := a.Command(RW10(true, itt, lba, uint16(len(data)/512)), nil); err != nil {
+		t.Fatal(err)
+	}
+	r2t, err := a.ExpectR2T(itt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DataOut(itt, r2t.TTT, bytes.Repeat([]byte("B"), len(data))); err != nil {
+		t.Fatal(err)
+	}
+	b.ExpectQuiet(t, "Data-Out naming another session's ITT and TTT")
+	const abortITT = 0x7fff0001
+	if err := b.TaskMgmt(pdu.TaskMgmtReq{Function: pdu.TMFAbortTask, ITT: abortITT, RTT: itt, RefCmdSN: b.CmdSN}); err != nil {
+		t.Fatal(err)
+	}
+	h, _, _, err := b.ReadITT(abortITT, Timeout)
+	if err != nil || h.Opcode() != pdu.OpTaskMgmtResp || h[2] != pdu.TMFRespNoTask {
+		t.Fatalf("ABORT TASK of another session's task: %v response %d, err %v; want task does not exist (1)", h.Opcode(), h[2], err)
+	}
+	if err := a.DataOut(itt, r2t.TTT, data); err != nil {
+		t.Fatal(err)
+	}
+	if status, err := a.Status(itt); err != nil || status != 0 {
+		t.Fatalf("the owner's write: status %#x, %v; want GOOD", status, err)
 	}
 }
