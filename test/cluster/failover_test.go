@@ -147,14 +147,12 @@ func (c *checker) verify(ctx context.Context, addr string) {
 // believing that about the owner refuses I/O until the owner's refutation
 // reaches it, which ALUA allows.
 func readAsInitiator(ctx context.Context, s *initiator.Session, lun, lba uint64, blocks uint32, buf []byte) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := s.Read(ctx, lun, lba, blocks, blockSize, buf)
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var err error
+	nodetest.Poll(10*time.Second, 20*time.Millisecond, func() bool {
+		err = s.Read(ctx, lun, lba, blocks, blockSize, buf)
+		return err == nil || ctx.Err() != nil
+	})
+	return err
 }
 
 // resumedAfter is how long after a fault I/O resumed: the end of the
