@@ -293,7 +293,7 @@ func (p *Peer) install(cn *peerConn) {
 	p.wg.Add(1)
 	go cn.run()
 	for _, c := range p.waiting {
-		p.send(cn, c)
+		p.send(cn, c, nil)
 	}
 	clear(p.waiting)
 	p.waiting = p.waiting[:0]
@@ -307,7 +307,8 @@ func (p *Peer) failWaiting(err error) {
 	p.mu.Unlock()
 	for _, c := range waiting {
 		c.err = err
-		c.done <- struct{}{}
+		c.unsent()
+		c.complete()
 	}
 }
 
@@ -375,6 +376,15 @@ type call struct {
 	released  atomic.Bool
 	releaseFn func()
 	timer     *time.Timer
+	// notify, when set, replaces done and await: the call is asynchronous
+	// (Volume.StartWrite), and notify runs once its outcome is in and the
+	// writer has let go of it, on whichever goroutine saw the later of
+	// the two; left counts them down.
+	notify func(*call)
+	left   atomic.Int32
+	// plug, when set, holds back the frame of a call start sends at once
+	// (Volume.StartWrite's).
+	plug *backend.Plug
 
 	// The outcome.
 	err    error
@@ -390,7 +400,14 @@ func (p *Peer) getCall(t FrameType) *call {
 	c, _ := p.calls.Get().(*call)
 	if c == nil {
 		c = &call{p: p, head: make([]byte, 0, HeaderLen+maxRequestMeta), done: make(chan struct{}, 1)}
-		c.releaseFn = func() { c.released.Store(true) }
+		c.releaseFn = func() {
+			// Once released is set, a synchronous call may be recycled.
+			async := c.notify != nil
+			c.released.Store(true)
+			if async {
+				c.step()
+			}
+		}
 		c.timer = time.NewTimer(time.Hour)
 		c.timer.Stop()
 	}
@@ -402,7 +419,7 @@ func (p *Peer) getCall(t FrameType) *call {
 // putCall recycles c once its outcome has been read.
 func (p *Peer) putCall(c *call) {
 	backend.PutBuffer(c.out)
-	c.cn, c.data, c.buf, c.out, c.err = nil, nil, nil, nil, nil
+	c.cn, c.data, c.buf, c.out, c.err, c.notify, c.plug = nil, nil, nil, nil, nil, nil, nil
 	c.want, c.outLen, c.msgLen, c.status, c.epoch = 0, 0, 0, 0, 0
 	c.head = c.head[:0]
 	p.calls.Put(c)
@@ -413,7 +430,8 @@ func (p *Peer) putCall(c *call) {
 func (p *Peer) start(c *call) {
 	c.released.Store(true)
 	if c.err != nil {
-		c.done <- struct{}{}
+		c.unsent()
+		c.complete()
 		return
 	}
 	cn := p.cur.Load()
@@ -422,7 +440,8 @@ func (p *Peer) start(c *call) {
 		if p.closed {
 			p.mu.Unlock()
 			c.err = ErrPeerClosed
-			c.done <- struct{}{}
+			c.unsent()
+			c.complete()
 			return
 		}
 		if cn = p.cur.Load(); cn == nil || cn.isDead() {
@@ -433,30 +452,36 @@ func (p *Peer) start(c *call) {
 		}
 		p.mu.Unlock()
 	}
-	p.send(cn, c)
+	p.send(cn, c, c.plug)
 }
 
-// send sends c on cn. It never blocks, so install may call it with p.mu
-// held.
-func (p *Peer) send(cn *peerConn, c *call) {
+// send sends c on cn, or queues it there until plug is unplugged. It
+// never blocks, so install may call it with p.mu held.
+func (p *Peer) send(cn *peerConn, c *call, plug *backend.Plug) {
 	c.cn = cn
 	cn.mu.Lock()
 	if cn.pending == nil { // failAll ran
 		cn.mu.Unlock()
 		c.err = cn.err()
-		c.done <- struct{}{}
+		c.unsent()
+		c.complete()
 		return
 	}
 	cn.pending[c.tag] = c
 	cn.mu.Unlock()
 	c.released.Store(false)
-	if cn.w.Post(nodeconn.Frame{Head: c.head, Data: c.data, Done: c.releaseFn, Ref: c}) {
+	f := nodeconn.Frame{Head: c.head, Data: c.data, Done: c.releaseFn, Ref: c}
+	if plug != nil && cn.w.Send(f) {
+		plug.Hold(&cn.w)
 		return
 	}
-	c.released.Store(true)
+	if plug == nil && cn.w.Post(f) {
+		return
+	}
+	c.unsent()
 	if cn.claim(c.tag) == c {
 		c.err = cn.err()
-		c.done <- struct{}{}
+		c.complete()
 	}
 	// Otherwise the connection's teardown claimed c and completes it.
 }
@@ -502,31 +527,70 @@ func (p *Peer) await(ctx context.Context, c *call, deadline time.Time) error {
 
 // abandon gives up on c with err, unless its answer is being completed,
 // in which case it waits for that. Either way, once it returns nobody but
-// the writer (until released) touches c.
+// the writer (until released) touches c. An asynchronous call is not
+// waited for: abandon completes it with err, or leaves it to whoever is
+// completing it.
 func (p *Peer) abandon(c *call, err error) {
 	p.mu.Lock()
 	if i := slices.Index(p.waiting, c); i >= 0 {
 		p.waiting = slices.Delete(p.waiting, i, i+1)
 		p.mu.Unlock()
 		c.err = err
+		c.unsent()
+		c.completeAsync()
 		return
 	}
 	cn := c.cn // set under p.mu when install sends a waiting call
 	p.mu.Unlock()
 	if cn == nil || cn.claim(c.tag) != c {
-		<-c.done
+		if c.notify == nil {
+			<-c.done
+		}
 		return
 	}
 	c.err = err
-	if cn.w.Unqueue(c) {
-		c.released.Store(true)
-		return
-	}
-	if !c.released.Load() {
+	switch {
+	case cn.w.Unqueue(c):
+		c.unsent()
+	case !c.released.Load():
 		// The writer is in the middle of writing the frame, blocked on a
 		// replica that stopped reading: the connection cannot go on
 		// without the rest of the frame, which is the caller's buffer.
 		cn.fail(fmt.Errorf("request abandoned while being written: %w", err))
+	}
+	c.completeAsync()
+}
+
+// complete delivers c's outcome, which whoever took c out of the
+// connection's pending set (or never put it there) has filled in.
+func (c *call) complete() {
+	if c.notify == nil {
+		c.done <- struct{}{}
+		return
+	}
+	c.step()
+}
+
+// completeAsync completes c if it is asynchronous: a synchronous call's
+// outcome is read by the await that abandoned it.
+func (c *call) completeAsync() {
+	if c.notify != nil {
+		c.step()
+	}
+}
+
+// unsent records that the writer never had c's frame, or no longer
+// does.
+func (c *call) unsent() {
+	c.released.Store(true)
+	c.step()
+}
+
+// step counts down one of an asynchronous call's two events, its
+// outcome and its release.
+func (c *call) step() {
+	if c.notify != nil && c.left.Add(-1) == 0 {
+		c.notify(c)
 	}
 }
 
@@ -555,9 +619,18 @@ func (c *call) result() error {
 }
 
 func (p *Peer) startWrite(device string, epoch, seq uint64, off int64, data []byte, durable bool) *call {
+	return p.startWriteNotify(device, epoch, seq, off, data, durable, nil, nil)
+}
+
+// startWriteNotify is startWrite for a call that completes through
+// notify, when notify is not nil, instead of through await; its frame
+// waits for plug when plug is not nil.
+func (p *Peer) startWriteNotify(device string, epoch, seq uint64, off int64, data []byte, durable bool, notify func(*call), plug *backend.Plug) *call {
 	c := p.getCall(FrameWrite)
 	c.head, c.err = AppendWrite(c.head[:0], Write{Tag: c.tag, Epoch: epoch, Seq: seq, Offset: off, Durable: durable, Data: data}, device)
 	c.data = data
+	c.notify, c.plug = notify, plug
+	c.left.Store(2)
 	p.start(c)
 	return c
 }
@@ -756,7 +829,7 @@ func (cn *peerConn) failAll() {
 	err := cn.err()
 	for _, c := range pending {
 		c.err = err
-		c.done <- struct{}{}
+		c.complete()
 	}
 }
 
@@ -819,7 +892,7 @@ func (cn *peerConn) readResponse(r Response, n int) error {
 	if err != nil {
 		c.err = fmt.Errorf("%w: connection to %s failed: %v", ErrConnection, cn.p.cfg.Node, err)
 	}
-	c.done <- struct{}{}
+	c.complete()
 	return err
 }
 

@@ -231,6 +231,13 @@ func (v *Volume) syncDirty() error {
 	return v.saveLocked()
 }
 
+// dirtySaved reports whether the state files hold every region marked so
+// far, so that a write need not wait for syncDirty.
+func (v *Volume) dirtySaved() bool {
+	s := v.store
+	return s == nil || s.saved.Load() >= s.marks.Load()
+}
+
 // saveDirty saves the state files now.
 func (v *Volume) saveDirty() error {
 	s := v.store

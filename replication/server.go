@@ -118,18 +118,9 @@ type devState struct {
 
 	al     activityLog
 	ranges rangeLock
-	// lat is a moving average of the time its inline writes took, in
-	// nanoseconds: only a device that writes fast gets inline writes.
-	lat atomic.Int64
-}
-
-// observe adds the duration of an inline write to st.lat. Concurrent
-// updates (from several connections) may lose one another's samples,
-// which an average can afford.
-func (st *devState) observe(d time.Duration) {
-	d = min(d, 4*inlineLatency) // one stall moves it by half the limit at most
-	old := st.lat.Load()
-	st.lat.Store(old + (int64(d)-old)/8)
+	// inline times its inline writes: only a device that writes fast gets
+	// them.
+	inline inlineGauge
 }
 
 // NewServer returns a server holding no devices; it serves nothing until
@@ -356,7 +347,6 @@ type serverConn struct {
 	extended time.Time // when the read deadline was last extended
 	inPlace  int       // bytes of br an inline write uses
 	answered int       // inline answers queued since the last flush
-	probe    int       // writes not inline because their device was slow
 
 	// inlineSeq counts the reader's inline writes, twice: it is odd
 	// while one runs. The watchdog takes the reading over from an inline
@@ -623,11 +613,7 @@ func (sc *serverConn) inline(t *stask) bool {
 	if t.durable || t.length > maxInlineWrite || sc.slow.Load() != 0 {
 		return false
 	}
-	if t.st.lat.Load() < int64(inlineLatency) {
-		return true
-	}
-	sc.probe++
-	return sc.probe%probeEvery == 0
+	return t.st.inline.quick()
 }
 
 // runInline executes the write t, whose data is in the reader's buffer, on
@@ -926,7 +912,7 @@ func (t *stask) modify(st *devState, dev backend.Device) (Status, string) {
 		if t.inline {
 			start := time.Now()
 			err = dev.WriteAt(t.data, t.off, t.durable)
-			st.observe(time.Since(start))
+			st.inline.observe(time.Since(start))
 		} else {
 			err = dev.WriteAt(t.data, t.off, t.durable)
 		}

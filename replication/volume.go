@@ -109,6 +109,7 @@ type Volume struct {
 
 	seq     atomic.Uint64
 	ranges  rangeLock
+	inline  inlineGauge // local writes, for StartWrite
 	flushMu sync.Mutex // one flush at a time
 
 	fenced atomic.Bool // mirrors; changed under mu
@@ -439,18 +440,32 @@ func (v *Volume) rebuildOutOfSyncLocked() {
 
 // volOp is the state of one replicated request, recycled.
 type volOp struct {
+	v     *Volume
 	peers []*Peer
 	calls []*call
 	errs  []error
 	// async are the resyncing nodes the request also goes to, without
 	// waiting for them (resync.go).
 	async []*resync
+
+	// A StartWrite's (async.go): what it wrote, what it waits for, and
+	// whom it tells.
+	ticket, epoch uint64
+	off, n        int64
+	localErr      error
+	left          atomic.Int32
+	timer         *time.Timer // runs expire
+	callDone      func(*call)
+	done          backend.WriteDone
 }
 
 func (v *Volume) getOp() *volOp {
 	op, _ := v.ops.Get().(*volOp)
 	if op == nil {
-		op = new(volOp)
+		op = &volOp{v: v}
+		op.timer = time.AfterFunc(time.Hour, op.expire)
+		op.timer.Stop()
+		op.callDone = func(*call) { op.step() }
 	}
 	return op
 }
@@ -461,6 +476,7 @@ func (v *Volume) putOp(op *volOp) {
 	clear(op.errs)
 	clear(op.async)
 	op.peers, op.calls, op.errs, op.async = op.peers[:0], op.calls[:0], op.errs[:0], op.async[:0]
+	op.localErr, op.done = nil, nil
 	v.ops.Put(op)
 }
 
@@ -594,9 +610,14 @@ func (v *Volume) replicate(kind opKind, data []byte, off, n int64, durable bool)
 		localErr = v.local.(backend.Unmapper).Unmap(off, n)
 	}
 	v.awaitAll(op, deadline)
+	return v.conclude(op, epoch, localErr, kind == opUnmap || !durable, off, n)
+}
 
+// conclude settles a request on [off, off+n) whose calls all have their
+// outcome; unflushed says whether a flush has yet to make it durable.
+func (v *Volume) conclude(op *volOp, epoch uint64, localErr error, unflushed bool, off, n int64) error {
 	v.mu.Lock()
-	if kind == opUnmap || !durable {
+	if unflushed {
 		v.unflushed.Set(off, n)
 	}
 	// A node dropped while this was in flight may or may not have it; one

@@ -68,6 +68,61 @@ type Networked interface {
 	NetworkedWrites() bool
 }
 
+// AsyncWriter is implemented by devices that can start a write and
+// complete it later, such as a replicated volume whose write waits for
+// its replicas' answers: a transport then keeps no goroutine blocked per
+// write in flight, and the answers that arrive together complete their
+// writes together.
+type AsyncWriter interface {
+	// StartWrite starts storing p at off, as WriteAt would, and returns
+	// true; done.WriteDone then gets WriteAt's outcome, once, on any
+	// goroutine, and p must stay untouched until it has. It may do part
+	// of the work on the caller's goroutine, as long as that part is
+	// quick, and hold back what it sends until plug is unplugged (nil:
+	// it sends at once). It returns false having done nothing when the
+	// write should go through WriteAt instead.
+	StartWrite(p []byte, off int64, durable bool, done WriteDone, plug *Plug) bool
+}
+
+// Plug holds back what the writes a transport starts in a row send to
+// other machines, so that they leave together, in one system call per
+// connection, when the transport unplugs before it waits for more
+// commands -- as a block layer plug batches requests to a disk. A Plug
+// belongs to one goroutine.
+type Plug struct {
+	held []Unplugger
+}
+
+// Unplugger sends what was held back for a Plug.
+type Unplugger interface {
+	Unplug()
+}
+
+// Hold adds u to what Unplug releases; u is released once however often
+// it is held.
+func (p *Plug) Hold(u Unplugger) {
+	for _, h := range p.held {
+		if h == u {
+			return
+		}
+	}
+	p.held = append(p.held, u)
+}
+
+// Unplug releases everything held.
+func (p *Plug) Unplug() {
+	for i, u := range p.held {
+		u.Unplug()
+		p.held[i] = nil
+	}
+	p.held = p.held[:0]
+}
+
+// WriteDone receives the outcome of a write started by StartWrite.
+type WriteDone interface {
+	WriteDone(err error)
+}
+
 // ErrReadOnly is returned by writes to a read-only device.
 var ErrReadOnly = errors.New("device is read-only")
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,9 @@ func (q *ctlQueue) add(p *outPDU) bool {
 
 var errNotReading = errors.New("initiator does not read the answers to its requests")
 
+// writerYieldBelow: see writeLoop.
+const writerYieldBelow = 4
+
 // conn is one TCP connection. The reader goroutine owns br and all login and
 // command-decoding state; the writer goroutine owns the socket's write side.
 type conn struct {
@@ -97,6 +101,9 @@ type conn struct {
 	params  Params
 	text    textState
 	workers *workerPool
+	// plug holds back what the writes the reader starts send to other
+	// nodes until the reader is about to wait for the initiator.
+	plug backend.Plug
 
 	wmu      sync.Mutex
 	wq       []*outPDU
@@ -155,6 +162,7 @@ func (c *conn) serve() {
 		go c.pingLoop()
 	}
 	err := c.readLoop()
+	c.plug.Unplug()
 	c.stopping.Store(true)
 	c.workers.close()
 	if c.draining.Load() {
@@ -192,7 +200,19 @@ func (c *conn) growReader() {
 		rest, _ := c.br.Peek(n)
 		src = io.MultiReader(bytes.NewReader(bytes.Clone(rest)), c.nc)
 	}
-	c.br = bufio.NewReaderSize(src, ffpReadBuffer)
+	c.br = bufio.NewReaderSize(unplugReader{src, &c.plug}, ffpReadBuffer)
+}
+
+// unplugReader unplugs before each read from the connection, which may
+// wait for the initiator.
+type unplugReader struct {
+	r    io.Reader
+	plug *backend.Plug
+}
+
+func (u unplugReader) Read(p []byte) (int, error) {
+	u.plug.Unplug()
+	return u.r.Read(p)
 }
 
 // readLoop decodes PDUs in the full feature phase.
@@ -347,11 +367,21 @@ func (c *conn) kick() {
 	}
 }
 
-// writeLoop flushes whenever the reader queued something.
+// writeLoop flushes whenever something was queued without being flushed:
+// PDUs from the reader, and the responses of writes that completed where
+// their replicas' answers arrived. Before a short round it yields the
+// processor once: the goroutine that woke it is usually completing more
+// commands, whose responses then share the round's system call.
 func (c *conn) writeLoop() {
 	for {
 		select {
 		case <-c.wsig:
+			c.wmu.Lock()
+			short := len(c.wq) < writerYieldBelow
+			c.wmu.Unlock()
+			if short {
+				runtime.Gosched()
+			}
 			c.flush()
 		case <-c.closed:
 			c.releaseQueued()

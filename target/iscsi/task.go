@@ -55,15 +55,17 @@ type task struct {
 	out      []outPDU
 	pending  atomic.Int32 // queued outPDUs not yet written
 	senseSeg [2 + 252]byte
-	doneFn   func()
+	// Method values made once per task, so that using them does not
+	// allocate.
+	doneFn, respondFn func()
 }
 
 func (t *task) reset(s *session, c *conn) {
 	out := t.out[:0]
-	doneFn := t.doneFn
-	*t = task{s: s, c: c, out: out, doneFn: doneFn}
+	doneFn, respondFn := t.doneFn, t.respondFn
+	*t = task{s: s, c: c, out: out, doneFn: doneFn, respondFn: respondFn}
 	if t.doneFn == nil {
-		t.doneFn = t.pduWritten
+		t.doneFn, t.respondFn = t.pduWritten, t.respond
 	}
 }
 
@@ -270,10 +272,12 @@ func (t *task) checkDataOut(d *pdu.DataOut) error {
 // start runs the command. A plain read or write that is the session's only
 // command, with nothing more waiting to be read, runs right here on the
 // reader and writes its own response: at queue depth 1 every goroutine
-// hand-off is latency. Anything else goes to a worker so the reader keeps
-// reading: commands already buffered behind this one must not wait for it
-// (that would serialize a deep queue on one goroutine), nor may a polling
-// TEST UNIT READY wait for a SANITIZE.
+// hand-off is latency. A write the device completes later (a replicated
+// LUN's) is started here, and completes where its device's answers
+// arrive. Anything else goes to a worker so the reader keeps reading:
+// commands already buffered behind this one must not wait for it (that
+// would serialize a deep queue on one goroutine), nor may a polling TEST
+// UNIT READY wait for a SANITIZE.
 func (t *task) start() {
 	t.s.mu.Lock()
 	t.running = true
@@ -282,7 +286,22 @@ func (t *task) start() {
 		t.run()
 		return
 	}
+	if t.startAsync() {
+		return
+	}
 	t.c.workers.submit(t)
+}
+
+// startAsync starts the command through scsi.ExecuteAsync; false when it
+// must run through Execute instead.
+func (t *task) startAsync() bool {
+	if !t.cmd.Write || t.buf == nil || t.view == nil || t.aborted.Load() {
+		return false
+	}
+	t.scmd = scsi.Command{Nexus: t.s.nexus, LUN: t.lun, CDB: t.cdb, TaskTag: t.itt, DataOut: t.buf.B[:t.edtl]}
+	t.res = scsi.Result{}
+	t.inlineFlush = false
+	return scsi.ExecuteAsync(t.view.view, &t.scmd, &t.res, t.respondFn, &t.c.plug)
 }
 
 func (t *task) run() {
@@ -370,7 +389,9 @@ func (t *task) queueResponse(status scsi.Status, sense []byte, dataLen, transfer
 	for i := range t.out {
 		t.c.enqueue(&t.out[i])
 	}
-	if t.inlineFlush {
+	// The writer goroutine releases what is queued when the connection
+	// closes; what is queued after that, the writing fails and releases.
+	if t.inlineFlush || t.c.isClosed() {
 		t.c.flush()
 	} else {
 		t.c.kick()

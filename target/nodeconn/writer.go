@@ -88,12 +88,18 @@ func (w *Writer) Post(f Frame) bool {
 	first := len(w.q) == 1
 	w.mu.Unlock()
 	if first {
-		select {
-		case w.kickc <- struct{}{}:
-		default:
-		}
+		w.Unplug()
 	}
 	return true
+}
+
+// Unplug has the goroutine running Run write what Send queued
+// (backend.Unplugger).
+func (w *Writer) Unplug() {
+	select {
+	case w.kickc <- struct{}{}:
+	default:
+	}
 }
 
 // Copy queues a frame small enough to copy, head then tail, so that the

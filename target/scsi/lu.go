@@ -101,6 +101,9 @@ type luState struct {
 	readOnly  bool              // configured read-only or the device refuses writes
 	thin      bool              // cfg.Thin and the device can unmap (see thinState)
 	networked backend.Networked // nil: a local device
+	// async is the device's unfenced AsyncWriter, if it has one: a
+	// started write checks the lease itself.
+	async backend.AsyncWriter
 }
 
 // maxPendingUA bounds the unit attentions queued per nexus; SPC-4 allows
@@ -192,6 +195,7 @@ func newState(cfg LUConfig) (*luState, error) {
 	st.readOnly = cfg.ReadOnly || cfg.Device.ReadOnly()
 	st.thin = thinState(cfg)
 	st.networked, _ = cfg.Device.(backend.Networked)
+	st.async, _ = cfg.Device.(backend.AsyncWriter)
 	if st.naa == [16]byte{} {
 		st.naa = deriveNAA(cfg.Serial)
 	}
@@ -448,35 +452,45 @@ func resetResult(res *Result) {
 }
 
 func (lu *LU) execute(st *luState, ns *nexusState, cmd *Command, res *Result) error {
+	c, err := lu.admit(st, ns, cmd)
+	if err != nil {
+		return err
+	}
+	return c.run(request{lu: lu, st: st, ns: ns, cmd: cmd, res: res, cdb: cmd.CDB})
+}
+
+// admit finds cmd's command and checks that it may run now: the unit
+// attention it reports instead, if any, is the only thing admit changes.
+func (lu *LU) admit(st *luState, ns *nexusState, cmd *Command) (*command, error) {
 	cdb := cmd.CDB
 	if len(cdb) == 0 {
-		return errInvalidOpcode
+		return nil, errInvalidOpcode
 	}
 	c, lookupErr := lu.table.lookup(cdb)
 	if ns.pending.Load() != 0 && (c == nil || c.flags&flagNoUA == 0) {
 		if code, ok := lu.popUA(ns); ok {
-			return newSense(KeyUnitAttention, code)
+			return nil, newSense(KeyUnitAttention, code)
 		}
 	}
 	if lookupErr != nil {
-		return lookupErr
+		return nil, lookupErr
 	}
 	if lu.closed.Load() {
-		return errClosed
+		return nil, errClosed
 	}
 	if err := c.checkCDB(cdb); err != nil {
-		return err
+		return nil, err
 	}
 	if err := st.checkALUA(c.flags, cmd.Nexus); err != nil {
-		return err
+		return nil, err
 	}
 	if err := lu.checkReservation(c, cmd.Nexus, cdb); err != nil {
-		return err
+		return nil, err
 	}
 	if err := lu.checkReady(c.flags); err != nil {
-		return err
+		return nil, err
 	}
-	return c.run(request{lu: lu, st: st, ns: ns, cmd: cmd, res: res, cdb: cdb})
+	return c, nil
 }
 
 // checkReady refuses medium commands while a removable medium is out.

@@ -83,6 +83,19 @@ func (rl *rangeLock) acquireMask(mask uint64, excl bool) rangeHold {
 	return rangeHold{rl: rl, mask: mask, excl: excl}
 }
 
+// tryAcquireShared takes the stripes of [off, off+n) shared if none is
+// held exclusively or waited for; false, holding nothing, otherwise.
+func (rl *rangeLock) tryAcquireShared(off, n int64) (rangeHold, bool) {
+	mask := stripeMask(off, n)
+	for m := mask; m != 0; m &= m - 1 {
+		if !rl.stripes[bits.TrailingZeros64(m)].TryRLock() {
+			rangeHold{rl: rl, mask: mask &^ m}.release()
+			return rangeHold{}, false
+		}
+	}
+	return rangeHold{rl: rl, mask: mask}, true
+}
+
 func (h rangeHold) release() {
 	for m := h.mask; m != 0; m &= m - 1 {
 		s := &h.rl.stripes[bits.TrailingZeros64(m)]

@@ -128,38 +128,58 @@ func (r request) readPartial(p []byte, off int64) error {
 }
 
 func write(r request) error {
-	b := decodeBlockCDB(r.cdb)
+	b, durable, err := r.checkWrite()
+	if err != nil {
+		return err
+	}
+	h := r.lockBlocks(b.lba, uint64(b.blocks), false)
+	_, err = r.writeFrom(b.lba, b.blocks, durable)
+	h.release()
+	return err
+}
+
+// checkWrite decodes a WRITE, sets res.Transfer and checks that it may
+// write; durable tells whether the data must be on stable storage before
+// GOOD.
+func (r request) checkWrite() (b blockCDB, durable bool, err error) {
+	b = decodeBlockCDB(r.cdb)
 	r.res.Transfer = r.st.bytesOf(uint64(b.blocks))
 	if b.flags>>5 != 0 {
-		return invalidCDB(1, 7) // WRPROTECT
+		return b, false, invalidCDB(1, 7) // WRPROTECT
 	}
 	if err := r.lu.writeProtected(r.st); err != nil {
-		return err
+		return b, false, err
 	}
 	if err := r.checkRange(b, true); err != nil {
-		return err
+		return b, false, err
 	}
 	// With the write cache disabled every write must be on stable storage
 	// before GOOD; otherwise only FUA writes must.
-	durable := b.flags&bitFUA != 0 || !r.lu.wce.Load()
-	h := r.lockBlocks(b.lba, uint64(b.blocks), false)
-	_, err := r.writeFrom(b.lba, b.blocks, durable)
-	h.release()
-	return err
+	return b, b.flags&bitFUA != 0 || !r.lu.wce.Load(), nil
 }
 
 // writeFrom writes the whole blocks of DataOut, at most blocks of them, and
 // returns what it wrote.
 func (r request) writeFrom(lba uint64, blocks uint32, durable bool) ([]byte, error) {
+	data := r.wholeBlocks(blocks)
+	if data == nil {
+		return nil, nil
+	}
+	if err := r.st.dev.WriteAt(data, int64(lba)<<r.st.shift, durable); err != nil {
+		return nil, writeError(err)
+	}
+	return data, nil
+}
+
+// wholeBlocks returns the whole blocks of DataOut, at most blocks of them;
+// nil when there are none.
+func (r request) wholeBlocks(blocks uint32) []byte {
 	st, out := r.st, r.cmd.DataOut
 	n := min(int64(blocks)<<st.shift, int64(len(out))) &^ int64(st.blockSize-1)
 	if n == 0 {
-		return nil, nil
+		return nil
 	}
-	if err := st.dev.WriteAt(out[:n], int64(lba)<<st.shift, durable); err != nil {
-		return nil, writeError(err)
-	}
-	return out[:n], nil
+	return out[:n]
 }
 
 func writeVerify(r request) error {

@@ -119,6 +119,8 @@ type Command struct {
 	// LU.Execute may set it to the nexus's View; nil confines EXTENDED
 	// COPY to the addressed LU.
 	View View
+
+	started startedWrite // ExecuteAsync's
 }
 
 // Result is the outcome of a command.
