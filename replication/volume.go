@@ -110,7 +110,7 @@ type Volume struct {
 	seq     atomic.Uint64
 	ranges  rangeLock
 	inline  inlineGauge // local writes, for StartWrite
-	flushMu sync.Mutex // one flush at a time
+	flushMu sync.Mutex  // one flush at a time
 
 	fenced atomic.Bool // mirrors; changed under mu
 	// networked mirrors len(members) > 0 for NetworkedWrites; changed
