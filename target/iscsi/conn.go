@@ -261,6 +261,12 @@ func (c *conn) dispatch(h *pdu.Header, ahs []byte) error {
 		return c.handleCommand(h, ahs)
 	case pdu.OpDataOut:
 		return c.handleDataOut(h)
+	}
+	// The other requests may wait for the commands in flight (task
+	// management waits for the tasks it aborts): what those send to
+	// other nodes must not wait for the reader.
+	c.plug.Unplug()
+	switch h.Opcode() {
 	case pdu.OpNOPOut:
 		return c.handleNOPOut(h)
 	case pdu.OpTaskMgmtReq:

@@ -385,16 +385,20 @@ func (t *task) queueResponse(status scsi.Status, sense []byte, dataLen, transfer
 		}
 		r.Marshal(&o.hdr)
 	}
+	// Once its last PDU is queued, the task may be written, released and
+	// reused for the next command at any moment: nothing of it is read
+	// after.
+	c, inline := t.c, t.inlineFlush
 	t.pending.Store(int32(len(t.out)))
 	for i := range t.out {
-		t.c.enqueue(&t.out[i])
+		c.enqueue(&t.out[i])
 	}
 	// The writer goroutine releases what is queued when the connection
 	// closes; what is queued after that, the writing fails and releases.
-	if t.inlineFlush || t.c.isClosed() {
-		t.c.flush()
+	if inline || c.isClosed() {
+		c.flush()
 	} else {
-		t.c.kick()
+		c.kick()
 	}
 }
 

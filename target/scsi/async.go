@@ -12,7 +12,8 @@ import (
 // outcome, on whatever goroutine completed the write -- possibly this
 // one, before ExecuteAsync returns. What the write sends to other nodes
 // may wait for plug (see backend.Plug). For anything else it returns
-// false having done nothing, and the caller runs cmd through Execute.
+// false, having changed nothing that Execute does not set again, and the
+// caller runs cmd through Execute.
 //
 // The transport calls it where blocking would hold up other commands (a
 // connection's reader), so nothing here waits: a command whose blocks

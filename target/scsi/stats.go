@@ -32,9 +32,10 @@ func (k CommandKind) String() string {
 }
 
 // Stats observes the commands an LU executes (LUConfig.Stats), for
-// metrics. Completed runs once per command, on the goroutine that executed
-// it, with the final status: it is on the I/O path and must neither block
-// nor allocate.
+// metrics. Completed runs once per command, on the goroutine that
+// completed it (for a write ExecuteAsync started, the one its device
+// completed it on), with the final status: it is on the I/O path and must
+// neither block nor allocate.
 type Stats interface {
 	// Completed reports a command of kind that ended with status after d.
 	// bytes is the data a read returned, or a write took from the
