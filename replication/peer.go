@@ -459,6 +459,14 @@ func (p *Peer) start(c *call) {
 // never blocks, so install may call it with p.mu held.
 func (p *Peer) send(cn *peerConn, c *call, plug *backend.Plug) {
 	c.cn = cn
+	// Once c is pending, the teardown of a failing connection may
+	// complete it, and its caller may then recycle it as soon as released
+	// says the writer is done with it: so nothing of c is read after, and
+	// released is false from then until the writer, or the failure below,
+	// lets go of the frame.
+	tag, async := c.tag, c.notify != nil
+	f := nodeconn.Frame{Head: c.head, Data: c.data, Done: c.releaseFn, Ref: c}
+	c.released.Store(false)
 	cn.mu.Lock()
 	if cn.pending == nil { // failAll ran
 		cn.mu.Unlock()
@@ -467,10 +475,8 @@ func (p *Peer) send(cn *peerConn, c *call, plug *backend.Plug) {
 		c.complete()
 		return
 	}
-	cn.pending[c.tag] = c
+	cn.pending[tag] = c
 	cn.mu.Unlock()
-	c.released.Store(false)
-	f := nodeconn.Frame{Head: c.head, Data: c.data, Done: c.releaseFn, Ref: c}
 	if plug != nil && cn.w.Send(f) {
 		plug.Hold(&cn.w)
 		return
@@ -478,8 +484,12 @@ func (p *Peer) send(cn *peerConn, c *call, plug *backend.Plug) {
 	if plug == nil && cn.w.Post(f) {
 		return
 	}
-	c.unsent()
-	if cn.claim(c.tag) == c {
+	// The writer is closed and never had the frame.
+	cn.w.Release(func() { c.released.Store(true) })
+	if async {
+		c.step()
+	}
+	if cn.claim(tag) == c {
 		c.err = cn.err()
 		c.complete()
 	}

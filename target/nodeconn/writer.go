@@ -83,13 +83,10 @@ func (w *Writer) Post(f Frame) bool {
 		return false
 	}
 	w.q = append(w.q, f)
-	// A longer queue was posted before, or is flushed by whoever queued
-	// its first frame.
-	first := len(w.q) == 1
 	w.mu.Unlock()
-	if first {
-		w.Unplug()
-	}
+	// Even when frames are queued already: those may be held for a
+	// Plug, which could be unplugged only later.
+	w.Unplug()
 	return true
 }
 
@@ -128,6 +125,15 @@ func (w *Writer) Unqueue(ref any) bool {
 		}
 	}
 	return false
+}
+
+// Release runs release, which lets go of a frame that never reached the
+// writer, so that WaitFor sees it as it sees a round's Done.
+func (w *Writer) Release(release func()) {
+	w.mu.Lock()
+	release()
+	w.idle.Broadcast()
+	w.mu.Unlock()
 }
 
 // WaitFor returns once released reports true. A round runs the Done
