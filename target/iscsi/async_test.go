@@ -191,17 +191,7 @@ func startAsyncTarget(t *testing.T, dev *asyncDisk) (*Server, initiator.Config) 
 	srv := NewServer(Options{Logger: slog.New(slog.DiscardHandler)})
 	srv.SetTargets([]*Target{{Name: asyncIQN, Limits: DefaultLimits(), RelativePort: 1, PortGroup: 1,
 		Views: func(string) scsi.View { return oneLU{lu} }}}, nil)
-	a, err := srv.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	a := listenLoopback(t, srv)
 	t.Cleanup(dev.releaseAll) // runs first: shutdown waits for held writes
 	return srv, initiator.Config{Addr: a.String(), TargetName: asyncIQN, InitiatorName: asyncInitiator}
 }

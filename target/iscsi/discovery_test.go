@@ -3,6 +3,7 @@ package iscsi
 import (
 	"context"
 	"log/slog"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -41,6 +42,13 @@ func startPortalServer(t *testing.T) (srv *Server, addr string) {
 		{Name: ownIQN, Limits: DefaultLimits(), Views: views, RelativePort: 1, PortGroup: 1},
 		{Name: clusterIQN, Limits: DefaultLimits(), Views: views, RelativePort: 1, PortGroup: 1, Portals: clusterPortals},
 	}, nil)
+	a := listenLoopback(t, srv)
+	return srv, a.String()
+}
+
+// listenLoopback serves srv on a loopback port until the test ends.
+func listenLoopback(t *testing.T, srv *Server) net.Addr {
+	t.Helper()
 	a, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +60,7 @@ func startPortalServer(t *testing.T) (srv *Server, addr string) {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return srv, a.String()
+	return a
 }
 
 func testContext(t *testing.T) context.Context {

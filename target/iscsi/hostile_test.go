@@ -2,7 +2,6 @@ package iscsi
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"log/slog"
@@ -90,17 +89,7 @@ func startHostile(t *testing.T, opts Options) *hostileFixture {
 		{Name: mutualIQN, Limits: DefaultLimits(), Views: views, RelativePort: 1, PortGroup: 1, IncomingUsers: users,
 			OutgoingUser: &CHAPUser{User: "tgt", Secret: "targetsecret"}},
 	}, []CHAPUser{{User: discUserName, Secret: discUserSecret}})
-	a, err := srv.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	a := listenLoopback(t, srv)
 	t.Cleanup(func() { // before the shutdown, which waits for held commands
 		select {
 		case <-held.release:
