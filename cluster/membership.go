@@ -3,7 +3,11 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"syscall"
+	"time"
 
 	"github.com/hatarget/hatarget/cluster/api"
 	"github.com/hatarget/hatarget/fsm"
@@ -65,18 +69,61 @@ func (n *Node) resyncProgress(d *fsm.Device) map[string]target.ResyncProgress {
 }
 
 // commitInSync commits an in-sync set change: proposed here on the
-// leader, sent to the leader's internal route otherwise.
+// leader, sent to the leader's internal route otherwise. While there is
+// no leader to take it -- the node that failed the write may well have
+// been the leader -- it tries again until ctx ends: a change of the set
+// is idempotent, so one that was committed without our knowing is
+// committed again harmlessly.
 func (n *Node) commitInSync(ctx context.Context, c *fsm.SetInSync) error {
+	for {
+		err := n.commitInSyncOnce(ctx, c)
+		if err == nil || !leaderUnavailable(err) {
+			return err
+		}
+		t := time.NewTimer(inSyncRetryInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (no leader took it: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// inSyncRetryInterval paces commitInSync's attempts while the cluster
+// elects a leader (a few hundred milliseconds).
+const inSyncRetryInterval = 100 * time.Millisecond
+
+func (n *Node) commitInSyncOnce(ctx context.Context, c *fsm.SetInSync) error {
 	if n.isLeader() {
 		_, _, err := n.propose(c)
 		return err
 	}
 	_, addr := n.leader()
 	if addr == "" {
-		return errors.New("no Raft leader")
+		return errNoLeader
 	}
 	client := &api.Client{Base: "http://" + addr, Token: n.cfg.Token, HTTP: n.forward}
 	return client.Do(ctx, http.MethodPost, "/v1/internal/in-sync", c, nil)
+}
+
+var errNoLeader = errors.New("no Raft leader")
+
+// leaderUnavailable reports whether err says that no leader could take a
+// proposal now, rather than that the proposal itself was refused.
+func leaderUnavailable(err error) bool {
+	var ae *api.Error
+	switch {
+	case errors.Is(err, errNoLeader), errors.Is(err, errNotLeader), errors.Is(err, errOutcomeUnknown):
+		return true
+	case errors.As(err, &ae):
+		return ae.Code == api.CodeNoLeader || ae.Code == api.CodeUnavailable || ae.Code == api.CodeTimeout
+	case fsm.CodeOf(err) != "":
+		return false
+	}
+	// The leader we knew of did not answer (it is down, or partitioned).
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 func (n *Node) buildSetInSync(r *http.Request) (fsm.Command, func(any, uint64) any, error) {

@@ -163,12 +163,22 @@ func TestReplicatedResync(t *testing.T) {
 		ck.write(ctx)
 	}
 
-	// 1. A replica that is not the owner dies, and comes back.
+	// 1. A replica that is not the owner dies, and comes back. It leads
+	// Raft, so that the owner has to drop it while the others elect a
+	// new leader: its writes wait for that rather than fail.
 	var victim *nodetest.Agent
 	for _, a := range c.Nodes() {
 		if a != owner {
 			victim = a
 			break
+		}
+	}
+	if leader := c.WaitLeader(t, 10*time.Second); leader != victim.Name {
+		if out, err := c.CLI(t, c.Index(leader), "cluster", "transfer-leadership", victim.Name); err != nil {
+			t.Fatalf("transfer-leadership to %s: %v\n%s", victim.Name, err, out)
+		}
+		if !nodetest.Poll(10*time.Second, 50*time.Millisecond, func() bool { return c.WaitLeader(t, 10*time.Second) == victim.Name }) {
+			t.Fatalf("%s did not take the Raft leadership", victim.Name)
 		}
 	}
 	victim.Kill()
@@ -178,8 +188,11 @@ func TestReplicatedResync(t *testing.T) {
 	}) {
 		t.Fatalf("%s killed: the owner %s never dropped it from the in-sync set", victim.Name, owner.Name)
 	}
-	t.Logf("replica %s killed: dropped from the in-sync set of rs0 after %s; %d writes so far",
+	t.Logf("replica %s, the Raft leader, killed: dropped from the in-sync set of rs0 after %s; %d writes so far",
 		victim.Name, time.Since(killedAt).Round(time.Millisecond), ck.seq)
+	if strings.Contains(owner.Logs(), "cannot drop failed replica") {
+		t.Errorf("the owner %s failed writes while no leader could drop %s:\n%s", owner.Name, victim.Name, owner.Logs())
+	}
 	bulk.write(ctx, portalsOwnerFirst(c, owner), 96) // 24 MiB the victim misses
 	for end := time.Now().Add(time.Second); time.Now().Before(end); {
 		ck.write(ctx)
