@@ -70,14 +70,17 @@ func (n *Node) resyncProgress(d *fsm.Device) map[string]target.ResyncProgress {
 
 // commitInSync commits an in-sync set change: proposed here on the
 // leader, sent to the leader's internal route otherwise. While there is
-// no leader to take it -- the node that failed the write may well have
-// been the leader -- it tries again until ctx ends: a change of the set
-// is idempotent, so one that was committed without our knowing is
-// committed again harmlessly.
+// no leader to take it -- the replica that failed a write may well have
+// been the leader -- it tries again for as long as the others take to
+// elect one (inSyncElectionWait), then gives up: an owner cut off from
+// the cluster must fail its writes, not hold them. A change of the set is
+// idempotent, so one committed without our knowing is committed again
+// harmlessly.
 func (n *Node) commitInSync(ctx context.Context, c *fsm.SetInSync) error {
+	giveUp := time.Now().Add(inSyncElectionWait * n.cfg.RaftTimeout)
 	for {
 		err := n.commitInSyncOnce(ctx, c)
-		if err == nil || !leaderUnavailable(err) {
+		if err == nil || !leaderUnavailable(err) || time.Now().After(giveUp) {
 			return err
 		}
 		t := time.NewTimer(inSyncRetryInterval)
@@ -90,9 +93,14 @@ func (n *Node) commitInSync(ctx context.Context, c *fsm.SetInSync) error {
 	}
 }
 
-// inSyncRetryInterval paces commitInSync's attempts while the cluster
-// elects a leader (a few hundred milliseconds).
-const inSyncRetryInterval = 100 * time.Millisecond
+// An election takes one heartbeat timeout (RaftTimeout) to notice the
+// leader is gone and up to an election timeout (1.5 RaftTimeout) more;
+// commitInSync waits 3 RaftTimeouts for one, trying every
+// inSyncRetryInterval.
+const (
+	inSyncElectionWait  = 3
+	inSyncRetryInterval = 100 * time.Millisecond
+)
 
 func (n *Node) commitInSyncOnce(ctx context.Context, c *fsm.SetInSync) error {
 	if n.isLeader() {
