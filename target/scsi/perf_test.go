@@ -3,6 +3,8 @@ package scsi
 import (
 	"sync/atomic"
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend"
 )
 
 func TestReadWriteDoNotAllocate(t *testing.T) {
@@ -82,4 +84,35 @@ func BenchmarkRead4KParallel(b *testing.B) {
 			Execute(v, cmd, res)
 		}
 	})
+}
+
+// doneAtOnce is an AsyncWriter that completes each write before
+// StartWrite returns.
+type doneAtOnce struct{ *memDevice }
+
+func (d doneAtOnce) StartWrite(p []byte, off int64, durable bool, done backend.WriteDone, _ *backend.Plug) bool {
+	done.WriteDone(d.WriteAt(p, off, durable))
+	return true
+}
+
+func (d doneAtOnce) NetworkedWrites() bool { return true }
+
+func TestExecuteAsyncDoesNotAllocate(t *testing.T) {
+	h := newHarness(t, func(c *LUConfig) {
+		c.Device = doneAtOnce{newMemDevice(testBlocks * 512)}
+		c.WriteCache = true
+	})
+	v := testView{0: h.lu}
+	Execute(v, &Command{Nexus: h.n, CDB: cdbTUR()}, &Result{}) // takes the new nexus's unit attention
+	cmd := &Command{Nexus: h.n, CDB: cdbRW10(opWrite10, 8, 8, 0), DataOut: make([]byte, 4096)}
+	res := &Result{}
+	done := func() {}
+	allocs := testing.AllocsPerRun(200, func() {
+		if !ExecuteAsync(v, cmd, res, done, nil) || res.Status != StatusGood {
+			t.Fatalf("write10 through ExecuteAsync: status %#x", res.Status)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per started write", allocs)
+	}
 }
