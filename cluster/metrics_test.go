@@ -88,12 +88,21 @@ func TestAlertMetrics(t *testing.T) {
 		}); why != "" {
 			t.Fatalf("fo did not fail over from the killed %s: %s", fo.Owner, why)
 		}
-		sums := map[string]float64{}
+		// The leader counts the failover once its proposal returns, which
+		// may be after the state shows it.
+		var sums map[string]float64
+		clustertest.Poll(5*time.Second, func() (bool, string) {
+			sums = map[string]float64{}
+			for _, i := range c.Running() {
+				got := scrape(t, c.Client(i))
+				for _, lun := range []string{"idle", "fo"} {
+					sums[lun] += got[`hatarget_failovers_total{lun="`+lun+`"}`]
+				}
+			}
+			return sums["fo"] >= 1, ""
+		})
 		for _, i := range c.Running() {
 			got := scrape(t, c.Client(i))
-			for _, lun := range []string{"idle", "fo"} {
-				sums[lun] += got[`hatarget_failovers_total{lun="`+lun+`"}`]
-			}
 			for j := 1; j <= c.N(); j++ {
 				want := 1.0
 				if j == gone {
