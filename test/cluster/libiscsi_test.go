@@ -93,33 +93,48 @@ func tail(s string, n int) string {
 }
 
 // TestLibiscsiSCSIFamilyThroughOwner runs libiscsi's whole SCSI family
-// against a cluster LUN through its owner, with the second URL (the
+// against a cluster LUN through its owner, on shared storage and with
+// three replicas, with the second URL (the
 // multipath tests') on a node that forwards to it: zero failures, as on a
 // single node. Suites that need a read-only, removable or sanitizable LU
 // skip themselves here; test/conformance runs them on one node.
 func TestLibiscsiSCSIFamilyThroughOwner(t *testing.T) {
 	cu := nodetest.LookTool(t, "iscsi-test-cu", "libiscsi-bin")
-	c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
-	c.WaitLeader(t, 15*time.Second)
-	mustCLI(t, c, 1, "target", "create", tgtIQN)
-	mustCLI(t, c, 1, sharedLUNArgs(c, "0", "all0", "--size", "64M", "--thin")...)
-	var l api.LUN
-	decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "all0", "-o", "json"), &l)
-	owner := c.Index(l.Owner)
-	other := owner%3 + 1
-	waitServed(t, c, owner, "0")
-	waitServed(t, c, other, "0")
-	urls := []string{
-		"iscsi://" + c.Node(owner).ISCSIAddr() + "/" + tgtIQN + "/0",
-		"iscsi://" + c.Node(other).ISCSIAddr() + "/" + tgtIQN + "/0",
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	out, _ := exec.CommandContext(ctx, cu, append([]string{"-d", "--test=SCSI"}, urls...)...).CombinedOutput()
-	ran, passed, failed := cuSummary(string(out))
-	skipped := strings.Count(string(out), "[SKIPPED]")
-	t.Logf("SCSI family through owner n%d (second URL n%d): %d tests ran, %d passed (%d of them skipped), %d failed", owner, other, ran, passed, skipped, failed)
-	if ran == 0 || failed > 0 {
-		t.Errorf("iscsi-test-cu --test=SCSI through the owner:\n%s\n--- last lines:\n%s", failures(string(out)), tail(string(out), 15))
+	for _, tc := range []struct {
+		name string
+		lun  func(c *nodetest.Cluster) []string
+	}{
+		{"shared", func(c *nodetest.Cluster) []string { return sharedLUNArgs(c, "0", "all0", "--size", "64M", "--thin") }},
+		// The owner's writes wait for two replicas, and most of them
+		// complete asynchronously (scsi.ExecuteAsync).
+		{"replicated", func(*nodetest.Cluster) []string {
+			return []string{"lun", "create", tgtIQN, "0", "--name", "all0", "--size", "64M", "--thin", "--replicas", "3"}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := nodetest.StartCluster(t, 3, nodetest.ClusterOptions{})
+			c.WaitLeader(t, 15*time.Second)
+			mustCLI(t, c, 1, "target", "create", tgtIQN)
+			mustCLI(t, c, 1, tc.lun(c)...)
+			var l api.LUN
+			decodeJSON(t, mustCLI(t, c, 1, "lun", "show", "all0", "-o", "json"), &l)
+			owner := c.Index(l.Owner)
+			other := owner%3 + 1
+			waitServed(t, c, owner, "0")
+			waitServed(t, c, other, "0")
+			urls := []string{
+				"iscsi://" + c.Node(owner).ISCSIAddr() + "/" + tgtIQN + "/0",
+				"iscsi://" + c.Node(other).ISCSIAddr() + "/" + tgtIQN + "/0",
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			out, _ := exec.CommandContext(ctx, cu, append([]string{"-d", "--test=SCSI"}, urls...)...).CombinedOutput()
+			ran, passed, failed := cuSummary(string(out))
+			skipped := strings.Count(string(out), "[SKIPPED]")
+			t.Logf("SCSI family through owner n%d (second URL n%d): %d tests ran, %d passed (%d of them skipped), %d failed", owner, other, ran, passed, skipped, failed)
+			if ran == 0 || failed > 0 {
+				t.Errorf("iscsi-test-cu --test=SCSI through the owner:\n%s\n--- last lines:\n%s", failures(string(out)), tail(string(out), 15))
+			}
+		})
 	}
 }
