@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,7 +47,7 @@ func TestWriter(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		w.Flush()
+		drain(&w)
 		w.Shutdown()
 		close(stop)
 		s.Close()
@@ -70,6 +71,22 @@ func TestWriter(t *testing.T) {
 			t.Fatalf("%d frames released, want %d", n, goroutines*each)
 		}
 		c.Close()
+	}
+}
+
+// drain flushes w until nothing is queued and no round is in progress:
+// a Flush while Run's goroutine writes a round leaves the rest to that
+// round, and Shutdown drops what is still queued.
+func drain(w *Writer) {
+	for {
+		w.Flush()
+		w.mu.Lock()
+		idle := !w.writing && !w.pending()
+		w.mu.Unlock()
+		if idle {
+			return
+		}
+		runtime.Gosched()
 	}
 }
 
