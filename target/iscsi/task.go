@@ -298,19 +298,14 @@ func (t *task) startAsync() bool {
 	if !t.cmd.Write || t.buf == nil || t.view == nil || t.aborted.Load() {
 		return false
 	}
-	t.scmd = scsi.Command{Nexus: t.s.nexus, LUN: t.lun, CDB: t.cdb, TaskTag: t.itt, DataOut: t.buf.B[:t.edtl]}
-	t.res = scsi.Result{}
+	t.prepare()
 	t.inlineFlush = false
 	return scsi.ExecuteAsync(t.view.view, &t.scmd, &t.res, t.respondFn, &t.c.plug)
 }
 
-func (t *task) run() {
-	if t.aborted.Load() {
-		// Aborted while queued: it must neither touch the medium nor
-		// consume a unit attention in a response nobody will see.
-		t.respond()
-		return
-	}
+// prepare makes t's SCSI command, with its data buffers, and a fresh
+// result.
+func (t *task) prepare() {
 	t.scmd = scsi.Command{Nexus: t.s.nexus, LUN: t.lun, CDB: t.cdb, TaskTag: t.itt}
 	if t.cmd.Write && t.buf != nil {
 		t.scmd.DataOut = t.buf.B[:t.edtl]
@@ -322,6 +317,16 @@ func (t *task) run() {
 		t.scmd.DataIn = t.buf.B[:t.edtl]
 	}
 	t.res = scsi.Result{}
+}
+
+func (t *task) run() {
+	if t.aborted.Load() {
+		// Aborted while queued: it must neither touch the medium nor
+		// consume a unit attention in a response nobody will see.
+		t.respond()
+		return
+	}
+	t.prepare()
 	t.inlineFlush = true
 	var view scsi.View
 	if t.view != nil {

@@ -24,7 +24,7 @@ func ExecuteAsync(v View, cmd *Command, res *Result, done func(), plug *backend.
 		return false
 	}
 	lu := v.LU(cmd.LUN)
-	if lu == nil || lu.fwd.Load() != nil {
+	if lu == nil || !lu.executesHere() {
 		return false
 	}
 	st := lu.state.Load()
@@ -76,18 +76,6 @@ func ExecuteAsync(v View, cmd *Command, res *Result, done func(), plug *backend.
 	return true
 }
 
-// plainWrite reports whether cdb is a WRITE(6/10/12/16).
-func plainWrite(cdb []byte) bool {
-	if len(cdb) == 0 {
-		return false
-	}
-	switch cdb[0] {
-	case opWrite6, opWrite10, opWrite12, opWrite16:
-		return true
-	}
-	return false
-}
-
 // leaseValid is the fence of a write that bypasses st.dev.
 func (st *luState) leaseValid() bool {
 	return st.cfg.Lease == nil || st.cfg.Lease.Valid()
@@ -119,8 +107,8 @@ func (w *startedWrite) finish(err error) {
 	if err != nil {
 		w.lu.fail(w.res, err)
 	}
-	if stats := w.st.cfg.Stats; stats != nil {
-		stats.Completed(KindWrite, transferred(KindWrite, w.cmd, w.res), w.res.Status, time.Since(w.start))
+	if w.st.cfg.Stats != nil {
+		w.st.observe(KindWrite, w.cmd, w.res, w.start)
 	}
 	done := w.done
 	*w = startedWrite{}

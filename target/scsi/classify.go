@@ -11,16 +11,12 @@ func QuickCommand(v View, lun uint64, cdb []byte) bool {
 	if len(cdb) == 0 || v == nil {
 		return false
 	}
-	var write bool
-	switch cdb[0] {
-	case opRead6, opRead10, opRead12, opRead16:
-	case opWrite6, opWrite10, opWrite12, opWrite16:
-		write = true
-	default:
+	write := plainWrite(cdb)
+	if !write && !plainRead(cdb) {
 		return false
 	}
 	lu := v.LU(lun)
-	if lu == nil || lu.fwd.Load() != nil {
+	if lu == nil || !lu.executesHere() {
 		return false
 	}
 	if !write {
@@ -28,6 +24,30 @@ func QuickCommand(v View, lun uint64, cdb []byte) bool {
 	}
 	n := lu.state.Load().networked
 	return n == nil || !n.NetworkedWrites()
+}
+
+// plainRead reports whether cdb is a READ(6/10/12/16).
+func plainRead(cdb []byte) bool {
+	if len(cdb) == 0 {
+		return false
+	}
+	switch cdb[0] {
+	case opRead6, opRead10, opRead12, opRead16:
+		return true
+	}
+	return false
+}
+
+// plainWrite reports whether cdb is a WRITE(6/10/12/16).
+func plainWrite(cdb []byte) bool {
+	if len(cdb) == 0 {
+		return false
+	}
+	switch cdb[0] {
+	case opWrite6, opWrite10, opWrite12, opWrite16:
+		return true
+	}
+	return false
 }
 
 // ContinuesAfterAbort reports whether the command keeps running through

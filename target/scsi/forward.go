@@ -114,6 +114,10 @@ func (lu *LU) AbortForwarded(n *Nexus, taskTag uint32) int {
 	return 0
 }
 
+// executesHere reports whether this node executes the LU's commands
+// rather than forwarding them to its owner.
+func (lu *LU) executesHere() bool { return lu.fwd.Load() == nil }
+
 // Execute runs one command addressed to this LU, on this node or, when a
 // Forwarder is set, on the owner. READ and WRITE do not allocate here.
 func (lu *LU) Execute(cmd *Command, res *Result) {

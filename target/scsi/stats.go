@@ -48,7 +48,12 @@ type Stats interface {
 func (lu *LU) executeObserved(st *luState, cmd *Command, res *Result) {
 	start := time.Now()
 	lu.run(st, cmd, res)
-	kind := lu.table.kindOf(cmd.CDB)
+	st.observe(lu.table.kindOf(cmd.CDB), cmd, res, start)
+}
+
+// observe reports to Stats a command of kind started at start whose
+// outcome res holds.
+func (st *luState) observe(kind CommandKind, cmd *Command, res *Result, start time.Time) {
 	st.cfg.Stats.Completed(kind, transferred(kind, cmd, res), res.Status, time.Since(start))
 }
 

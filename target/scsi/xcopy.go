@@ -463,7 +463,7 @@ func (r request) checkCopyAccess(targets []xcTarget) error {
 		// its reads miss what the owner has in flight. The initiator
 		// falls back to reading and writing itself, through each LU's
 		// owner.
-		if !t.executedHere() {
+		if !t.lu.executesHere() {
 			return copyAborted(ascCopyTargetNotReachable, -1)
 		}
 		// The reservation and readiness rules of the direct command the
@@ -529,17 +529,13 @@ func (r request) copySegment(sg *xcSegment, buf []byte) (int64, error) {
 	return done, nil
 }
 
-// executedHere reports whether this node executes the target LU's
-// commands (owns it) rather than forwarding them.
-func (t *xcTarget) executedHere() bool { return t.lu.fwd.Load() == nil }
-
 // stillAccessible is the per-chunk part of checkCopyAccess: it costs a few
 // atomic loads while no reservation is held.
 func (r request) stillAccessible(t *xcTarget, c *command) error {
 	if t.lu.closed.Load() {
 		return errClosed
 	}
-	if !t.executedHere() {
+	if !t.lu.executesHere() {
 		// The target moved to another node during the copy: the
 		// initiator retries, and meets the check above.
 		return errTransitioning
