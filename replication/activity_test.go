@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 func testActivityFile() []byte {
@@ -171,7 +173,7 @@ func TestActivityLogFile(t *testing.T) {
 // the regions of the writes it received before.
 func TestServerActivityLogSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "activity")
-	dev := newMemDevice(devSize)
+	dev := backendtest.NewThin(devSize)
 	r := newReplica(t, "b", "k")
 	r.srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: dev, Owner: "a", Epoch: 1, ActivityFile: path}})
 	p := r.peer(t, "a", "k", time.Second)
@@ -199,7 +201,7 @@ func TestServerActivityLogUnwritable(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dev := newMemDevice(devSize)
+	dev := backendtest.NewThin(devSize)
 	r := newReplica(t, "b", "k")
 	r.srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: dev, Owner: "a", Epoch: 1,
 		ActivityFile: filepath.Join(blocker, "activity")}})
@@ -207,7 +209,7 @@ func TestServerActivityLogUnwritable(t *testing.T) {
 	if err := p.Write(context.Background(), "lun", 1, 1, 0, pattern(4096, 1), false); !errors.Is(err, ErrReplicaIO) {
 		t.Fatalf("write without a log: %v, want ErrReplicaIO", err)
 	}
-	if !bytes.Equal(dev.snapshot(), make([]byte, devSize)) {
+	if !bytes.Equal(dev.Snapshot(), make([]byte, devSize)) {
 		t.Fatal("the write reached the copy")
 	}
 }

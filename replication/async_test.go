@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 // patience bounds the wait for an event a test expects: far beyond what
@@ -116,19 +117,11 @@ var writeAPIs = []struct {
 // gauge itself.
 func quickLocal(v *Volume) { v.inline.slow.Store(math.MinInt64 / 2) }
 
-// readAt returns n bytes at off of d, even once closed: cheaper than a
-// snapshot under -race.
-func readAt(d *memDevice, off int64, n int) []byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]byte(nil), d.data[off:off+int64(n)]...)
-}
-
-// entered waits until a write reached d's gate (memDevice.hold).
-func entered(t *testing.T, d *memDevice) {
+// entered waits until a write reached the gate of a device's HoldWrites.
+func entered(t *testing.T, atDisk <-chan struct{}) {
 	t.Helper()
 	select {
-	case <-d.entered:
+	case <-atDisk:
 	case <-time.After(patience):
 		t.Fatal("the write never reached the replica's disk")
 	}
@@ -200,14 +193,14 @@ func TestStartWriteConcurrent(t *testing.T) {
 			if t.Failed() {
 				t.FailNow()
 			}
-			want := readAt(c.local, 0, len(data)*size)
+			want := c.local.SnapshotAt(0, len(data)*size)
 			for k, p := range data {
 				if !bytes.Equal(want[k*size:(k+1)*size], p) {
 					t.Fatalf("the local copy lacks the write at %d", k*size)
 				}
 			}
 			for i, d := range c.devs {
-				if !bytes.Equal(readAt(d, 0, len(want)), want) {
+				if !bytes.Equal(d.SnapshotAt(0, len(want)), want) {
 					t.Fatalf("replica %s differs from the owner's copy", c.replicas[i].name)
 				}
 			}
@@ -234,18 +227,18 @@ func TestStartWritePlugHoldsFrames(t *testing.T) {
 	}
 	var before []int
 	for _, d := range c.devs {
-		n, _, _ := d.counts()
+		n := d.Counts().Writes
 		before = append(before, n)
 	}
 	var plug backend.Plug
 	p := pattern(8192, 2)
 	w := mustStart(t, c.vol, p, 0, &plug)
-	if !bytes.Equal(readAt(c.local, 0, 8192), p) {
+	if !bytes.Equal(c.local.SnapshotAt(0, 8192), p) {
 		t.Fatal("StartWrite returned before writing the local copy")
 	}
 	w.pending(t, 100*time.Millisecond)
 	for i, d := range c.devs {
-		if n, _, _ := d.counts(); n != before[i] {
+		if n := d.Counts().Writes; n != before[i] {
 			t.Fatalf("replica %s got the write before the plug was unplugged", c.replicas[i].name)
 		}
 	}
@@ -255,7 +248,7 @@ func TestStartWritePlugHoldsFrames(t *testing.T) {
 	}
 	w.once(t)
 	for i, d := range c.devs {
-		if !bytes.Equal(readAt(d, 0, 8192), p) {
+		if !bytes.Equal(d.SnapshotAt(0, 8192), p) {
 			t.Fatalf("replica %s lacks the write", c.replicas[i].name)
 		}
 	}
@@ -282,7 +275,7 @@ func (m *blockedDrops) Drop(ctx context.Context, device string, epoch uint64, no
 // refusal is a write StartWrite must refuse, on a volume set up for it.
 type refusal struct {
 	v       *Volume
-	copies  []*memDevice // whose writes are counted: the local one first
+	copies  []*backendtest.Thin // whose writes are counted: the local one first
 	p       []byte
 	off     int64
 	durable bool
@@ -312,24 +305,24 @@ func TestStartWriteRefused(t *testing.T) {
 	}{
 		{"durable", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9), durable: true, retry: at(0)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9), durable: true, retry: at(0)}
 		}},
 		{"empty", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: []byte{}, retry: at(0)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: []byte{}, retry: at(0)}
 		}},
 		{"beyond the end", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9), off: devSize - 2048, retry: at(0)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9), off: devSize - 2048, retry: at(0)}
 		}},
 		{"negative offset", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9), off: -4096, retry: at(0)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9), off: -4096, retry: at(0)}
 		}},
 		{"more than MaxDataLen", func(t *testing.T) refusal {
 			// A local copy large enough that only MaxDataLen refuses it.
 			c := newCluster(t, patience, "b")
-			local := newMemDevice(MaxDataLen + 8192)
+			local := backendtest.NewThin(MaxDataLen + 8192)
 			v, err := NewVolume(VolumeConfig{Device: "lun", Local: local, Epoch: 1, Self: "a", InSync: c.peers,
 				Membership: c.members, Timeout: patience, Logger: testLogger(t)})
 			if err != nil {
@@ -338,29 +331,29 @@ func TestStartWriteRefused(t *testing.T) {
 			quickLocal(v)
 			p := make([]byte, MaxDataLen+4096) // pattern is slow under -race
 			p[0] = 9
-			return refusal{v: v, copies: []*memDevice{local, c.devs[0]}, p: p, retry: at(0)}
+			return refusal{v: v, copies: []*backendtest.Thin{local, c.devs[0]}, p: p, retry: at(0)}
 		}},
 		{"local copy slow lately", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
 			for range 8 {
 				c.vol.inline.observe(time.Second)
 			}
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9), slowLocal: true}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9), slowLocal: true}
 		}},
 		{"overlaps a WriteAt in flight", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
-			release := c.devs[0].hold()
+			atDisk, release := c.devs[0].HoldWrites()
 			t.Cleanup(release)
 			done := make(chan error, 1)
 			go func() { done <- c.vol.WriteAt(pattern(8192, 1), 0, false) }()
-			entered(t, c.devs[0])
+			entered(t, atDisk)
 			// Only b's part of it is left once the others have it.
 			waitFor(t, "the owner and c to have the write", func() bool {
-				l, _, _ := c.local.counts()
-				n, _, _ := c.devs[1].counts()
+				l := c.local.Counts().Writes
+				n := c.devs[1].Counts().Writes
 				return l == 1 && n == 1
 			})
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9), off: 4096,
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9), off: 4096,
 				finish: func() {
 					release()
 					select {
@@ -379,7 +372,7 @@ func TestStartWriteRefused(t *testing.T) {
 			// Plugged: it stays in flight until finish unplugs.
 			plug := new(backend.Plug)
 			w := mustStart(t, c.vol, pattern(8192, 1), 0, plug)
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9), off: 4096,
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9), off: 4096,
 				finish: func() {
 					plug.Unplug()
 					if err := w.wait(t); err != nil {
@@ -391,7 +384,7 @@ func TestStartWriteRefused(t *testing.T) {
 		{"a node out of sync", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
 			c.vol.Update(1, c.peers[:1], nil)
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9)}
 		}},
 		{"a resync running", func(t *testing.T) refusal {
 			// Slow enough that the resync is still running.
@@ -400,7 +393,7 @@ func TestStartWriteRefused(t *testing.T) {
 				t.Fatal("no resync running")
 			}
 			// d is written by its resync: only the others are counted.
-			return refusal{v: o.vol, copies: []*memDevice{o.local, o.b}, p: pattern(4096, 9), resyncing: true}
+			return refusal{v: o.vol, copies: []*backendtest.Thin{o.local, o.b}, p: pattern(4096, 9), resyncing: true}
 		}},
 		{"a drop in progress", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
@@ -412,7 +405,7 @@ func TestStartWriteRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			// b hangs: the write times out, and b's drop waits for gate.
-			release := c.devs[0].hold()
+			_, release := c.devs[0].HoldWrites()
 			t.Cleanup(release)
 			done := make(chan error, 1)
 			go func() { done <- v.WriteAt(pattern(4096, 1), 1<<20, false) }()
@@ -421,8 +414,8 @@ func TestStartWriteRefused(t *testing.T) {
 			case <-time.After(patience):
 				t.Fatal("b was never dropped")
 			}
-			waitFor(t, "c to have the write", func() bool { n, _, _ := c.devs[1].counts(); return n == 1 })
-			return refusal{v: v, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9),
+			waitFor(t, "c to have the write", func() bool { return c.devs[1].Counts().Writes == 1 })
+			return refusal{v: v, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9),
 				finish: func() {
 					close(m.gate)
 					release()
@@ -436,7 +429,7 @@ func TestStartWriteRefused(t *testing.T) {
 					}
 					// b applies the released write after the WriteAt gave
 					// up on it.
-					waitFor(t, "b to apply the released write", func() bool { n, _, _ := c.devs[0].counts(); return n == 1 })
+					waitFor(t, "b to apply the released write", func() bool { return c.devs[0].Counts().Writes == 1 })
 				}, extra: []int{0, 1, 0}}
 		}},
 		{"closed", func(t *testing.T) refusal {
@@ -444,7 +437,7 @@ func TestStartWriteRefused(t *testing.T) {
 			if err := c.vol.Close(); err != nil {
 				t.Fatal(err)
 			}
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9)}
 		}},
 		{"fenced", func(t *testing.T) refusal {
 			c := newCluster(t, patience, "b", "c")
@@ -452,7 +445,7 @@ func TestStartWriteRefused(t *testing.T) {
 			if err := c.vol.WriteAt(pattern(4096, 1), 1<<20, false); !errors.Is(err, ErrFenced) {
 				t.Fatalf("write after the epoch moved: %v", err)
 			}
-			return refusal{v: c.vol, copies: append([]*memDevice{c.local}, c.devs...), p: pattern(4096, 9)}
+			return refusal{v: c.vol, copies: append([]*backendtest.Thin{c.local}, c.devs...), p: pattern(4096, 9)}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -462,7 +455,7 @@ func TestStartWriteRefused(t *testing.T) {
 			}
 			var writes []int
 			for _, d := range r.copies {
-				n, _, _ := d.counts()
+				n := d.Counts().Writes
 				writes = append(writes, n)
 			}
 			seq := r.v.seq.Load()
@@ -481,11 +474,11 @@ func TestStartWriteRefused(t *testing.T) {
 				if r.extra != nil {
 					want += r.extra[i]
 				}
-				if n, _, _ := d.counts(); n != want {
+				if n := d.Counts().Writes; n != want {
 					t.Fatalf("copy %d got %d writes, want %d", i, n-writes[i], want-writes[i])
 				}
 				if len(r.p) > 0 && r.off >= 0 && r.off+int64(len(r.p)) <= d.Size() &&
-					bytes.Equal(readAt(d, r.off, len(r.p)), r.p) {
+					bytes.Equal(d.SnapshotAt(r.off, len(r.p)), r.p) {
 					t.Fatalf("copy %d holds the refused write", i)
 				}
 			}
@@ -500,7 +493,7 @@ func TestStartWriteRefused(t *testing.T) {
 				}
 				w.once(t)
 				for i, d := range r.copies {
-					if !bytes.Equal(readAt(d, *r.retry, 4096), p) {
+					if !bytes.Equal(d.SnapshotAt(*r.retry, 4096), p) {
 						t.Fatalf("copy %d lacks the write taken after the refusal", i)
 					}
 				}
@@ -517,15 +510,15 @@ var replicaFailures = []struct {
 	arm  func(t *testing.T, c *cluster) (during func())
 }{
 	{"connection cut", func(t *testing.T, c *cluster) func() {
-		release := c.devs[0].hold()
+		atDisk, release := c.devs[0].HoldWrites()
 		t.Cleanup(release)
 		return func() {
-			entered(t, c.devs[0])
+			entered(t, atDisk)
 			c.replicas[0].cut()
 		}
 	}},
 	{"replica disk error", func(t *testing.T, c *cluster) func() {
-		c.devs[0].setFail(errInjected)
+		c.devs[0].FailWrites(errInjected)
 		return nil
 	}},
 	// The call fails inside StartWrite, before StartWrite returns.
@@ -597,7 +590,7 @@ func checkFailedReplica(t *testing.T, c *cluster, err error, dropFails bool, p [
 	if c.vol.Dirty("c") != nil {
 		t.Fatal("c has a dirty bitmap")
 	}
-	if !bytes.Equal(readAt(c.local, 0, len(p)), p) || !bytes.Equal(readAt(c.devs[1], 0, len(p)), p) {
+	if !bytes.Equal(c.local.SnapshotAt(0, len(p)), p) || !bytes.Equal(c.devs[1].SnapshotAt(0, len(p)), p) {
 		t.Fatal("the owner or c lacks the write")
 	}
 }
@@ -621,7 +614,7 @@ func TestStartWriteReplicaHangs(t *testing.T) {
 					c.members.err = errInjected
 					c.members.mu.Unlock()
 				}
-				release := c.devs[0].hold()
+				_, release := c.devs[0].HoldWrites()
 				t.Cleanup(release)
 				p := pattern(4096, 7)
 				start := time.Now()
@@ -732,8 +725,8 @@ func TestStartWriteMaxDataLen(t *testing.T) {
 	}
 	w.once(t)
 	// Its ends: comparing all of it is slow under -race.
-	for _, d := range []*memDevice{c.local, c.devs[0]} {
-		if !bytes.Equal(readAt(d, 0, 4096), p[:4096]) || !bytes.Equal(readAt(d, MaxDataLen-4096, 4096), p[MaxDataLen-4096:]) {
+	for _, d := range []*backendtest.Thin{c.local, c.devs[0]} {
+		if !bytes.Equal(d.SnapshotAt(0, 4096), p[:4096]) || !bytes.Equal(d.SnapshotAt(MaxDataLen-4096, 4096), p[MaxDataLen-4096:]) {
 			t.Fatal("a copy lacks the write")
 		}
 	}
@@ -746,7 +739,7 @@ func TestStartWriteLocalFails(t *testing.T) {
 		t.Run(api.name, func(t *testing.T) {
 			c := newCluster(t, patience, "b", "c")
 			quickLocal(c.vol)
-			c.local.setFail(errInjected)
+			c.local.FailWrites(errInjected)
 			if err := api.start(t, c.vol, pattern(4096, 1), 0)(); !errors.Is(err, errInjected) {
 				t.Fatalf("write with a failing local copy: %v", err)
 			}
@@ -832,7 +825,7 @@ func TestStartWriteUnreachableReplica(t *testing.T) {
 				if got := v.InSync(); !slices.Equal(got, []string{"b"}) {
 					t.Fatalf("in sync %v, want b", got)
 				}
-				if !bytes.Equal(readAt(c.devs[0], 0, len(p)), p) {
+				if !bytes.Equal(c.devs[0].SnapshotAt(0, len(p)), p) {
 					t.Fatal("b lacks the write")
 				}
 			})
@@ -872,7 +865,7 @@ func TestStartWriteConnectionLostWhileHeld(t *testing.T) {
 			if bm := c.vol.Dirty("b"); bm == nil || !bm.isSet(0) {
 				t.Fatal("the write b missed is not in its dirty bitmap")
 			}
-			if n, _, _ := c.devs[0].counts(); n != 0 {
+			if n := c.devs[0].Counts().Writes; n != 0 {
 				t.Fatal("b got the frame that was held back")
 			}
 		})

@@ -164,7 +164,7 @@ func TestDirtyBitmapSurvivesRestart(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(dir, dirtyFilePrefix+"*")); len(files) != 0 || v.store.saved.Load() != 0 {
 		t.Fatalf("all in sync, and the volume saved state: %v", files)
 	}
-	c.devs[1].setFail(errInjected)
+	c.devs[1].FailWrites(errInjected)
 	for i := range 12 {
 		if err := v.WriteAt(pattern(8192, byte(10+i)), int64(i)*(384<<10)+4096, i%3 == 0); err != nil {
 			t.Fatal(err)
@@ -181,24 +181,24 @@ func TestDirtyBitmapSurvivesRestart(t *testing.T) {
 		t.Fatal("an unmap missed by c is not in its state file")
 	}
 	want := v.Dirty("c").Count()
-	c.devs[1].setFail(nil)
+	c.devs[1].FailWrites(nil)
 
 	// The owner restarts in the same epoch, c out of the in-sync set.
 	v.StopResync()
-	before := c.devs[1].bytesWritten()
+	before := c.devs[1].Counts().Written
 	v2 := newPersistedVolume(t, c, dir, 1, c.peers[:1], c.peers[1:])
 	waitInSync(t, v2, "c")
-	if copied := c.devs[1].bytesWritten() - before; copied != want*region {
+	if copied := c.devs[1].Counts().Written - before; copied != want*region {
 		t.Fatalf("the resumed resync wrote %d bytes to c, want its %d dirty regions", copied, want)
 	}
-	if !bytes.Equal(c.devs[1].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[1].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("c differs from the owner after its resync")
 	}
 	waitFor(t, "c's state file removed", func() bool { return onDisk(t, dir, "c") == nil })
 
 	// c is dropped again; a volume of a later epoch (another owner may
 	// have written meanwhile) does not trust the file.
-	c.devs[1].setFail(errInjected)
+	c.devs[1].FailWrites(errInjected)
 	if err := v2.WriteAt(pattern(4096, 3), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestDirtyBitmapSurvivesRestart(t *testing.T) {
 func TestDirtyStateNotResumed(t *testing.T) {
 	dir := t.TempDir()
 	c := persistedCluster(t, dir)
-	c.devs[1].setFail(errInjected)
+	c.devs[1].FailWrites(errInjected)
 	if err := c.vol.WriteAt(pattern(8192, 1), 4096, false); err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestDirtyStateUnreadable(t *testing.T) {
 	if got := c.members.readmitted(); !slices.Equal(got, []string{"lun@1:c"}) {
 		t.Fatalf("readmissions %v", got)
 	}
-	if c.devs[1].bytesWritten() != 0 {
+	if c.devs[1].Counts().Written != 0 {
 		t.Fatal("identical copies, and the comparison copied something")
 	}
 }
@@ -268,7 +268,7 @@ func TestDirtyStateUnreadable(t *testing.T) {
 func TestDirtyStateUnwritable(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	c := persistedCluster(t, dir)
-	c.devs[1].setFail(errInjected)
+	c.devs[1].FailWrites(errInjected)
 	if err := c.vol.WriteAt(pattern(4096, 1), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -278,11 +278,11 @@ func TestDirtyStateUnwritable(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o600); err != nil { // a file where the directory was
 		t.Fatal(err)
 	}
-	before := c.local.snapshot()
+	before := c.local.Snapshot()
 	if err := c.vol.WriteAt(pattern(4096, 2), 1<<20, false); err == nil {
 		t.Fatal("a write missed by c was acknowledged without its state file")
 	}
-	if !bytes.Equal(c.local.snapshot(), before) {
+	if !bytes.Equal(c.local.Snapshot(), before) {
 		t.Fatal("the failed write reached the owner's copy")
 	}
 }
@@ -294,7 +294,7 @@ func TestDirtyStateUnwritable(t *testing.T) {
 func TestRetainForgetsFormerReplicas(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	c := persistedCluster(t, dir)
-	c.devs[1].setFail(errInjected)
+	c.devs[1].FailWrites(errInjected)
 	if err := c.vol.WriteAt(pattern(4096, 1), 0, false); err != nil {
 		t.Fatal(err)
 	}

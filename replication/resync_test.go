@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 const region = DefaultRegionSize
@@ -21,7 +22,7 @@ const region = DefaultRegionSize
 // holding the same bytes, and an out-of-sync replica "d" whose copy
 // starts as dInit; the volume resyncs d from the start.
 type outOfSync struct {
-	local, b, d *memDevice
+	local, b, d *backendtest.Thin
 	bp, dp      *Peer
 	dr          *replica
 	members     *fakeMembership
@@ -30,12 +31,12 @@ type outOfSync struct {
 
 func newOutOfSync(t *testing.T, timeout time.Duration, rate int64, localInit, dInit []byte, m *fakeMembership) *outOfSync {
 	t.Helper()
-	o := &outOfSync{local: newMemDevice(devSize), members: m}
-	copy(o.local.data, localInit)
+	o := &outOfSync{local: backendtest.NewThin(devSize), members: m}
+	copy(o.local.Bytes(), localInit)
 	br, b := replicaWith(t, "b", "k", "a", 1)
-	copy(b.data, localInit)
+	copy(b.Bytes(), localInit)
 	dr, d := replicaWith(t, "d", "k", "a", 1)
-	copy(d.data, dInit)
+	copy(d.Bytes(), dInit)
 	o.b, o.d, o.dr = b, d, dr
 	o.bp = br.peer(t, "a", "k", time.Second)
 	o.dp = dr.peer(t, "a", "k", time.Second)
@@ -51,11 +52,11 @@ func newOutOfSync(t *testing.T, timeout time.Duration, rate int64, localInit, dI
 
 func (o *outOfSync) sameCopies(t *testing.T) {
 	t.Helper()
-	want := o.local.snapshot()
-	if !bytes.Equal(o.b.snapshot(), want) {
+	want := o.local.Snapshot()
+	if !bytes.Equal(o.b.Snapshot(), want) {
 		t.Error("b differs from the owner's copy")
 	}
-	if got := o.d.snapshot(); !bytes.Equal(got, want) {
+	if got := o.d.Snapshot(); !bytes.Equal(got, want) {
 		n := 0
 		for off := 0; off < len(want); off += region {
 			if !bytes.Equal(got[off:off+region], want[off:off+region]) {
@@ -85,14 +86,14 @@ func TestResyncDirtyBitmap(t *testing.T) {
 	if err := v.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	c.devs[1].setFail(errInjected)
+	c.devs[1].FailWrites(errInjected)
 	if err := v.WriteAt(pattern(4096, 1), 0, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := v.InSync(); !slices.Equal(got, []string{"b"}) {
 		t.Fatalf("in sync %v after c failed", got)
 	}
-	c.devs[1].setFail(nil)
+	c.devs[1].FailWrites(nil)
 	for i := range 10 {
 		if err := v.WriteAt(pattern(8192, byte(100+i)), int64(i)*(512<<10)+4096, false); err != nil {
 			t.Fatal(err)
@@ -102,26 +103,26 @@ func TestResyncDirtyBitmap(t *testing.T) {
 	if dirty != 10 { // region 0 holds one of the ten writes as well as the failed one
 		t.Fatalf("%d dirty regions for c, want 10", dirty)
 	}
-	before := c.devs[1].bytesWritten()
+	before := c.devs[1].Counts().Written
 	v.Update(1, c.peers[:1], c.peers[1:])
 	waitInSync(t, v, "c")
 	if got := c.members.readmitted(); !slices.Equal(got, []string{"lun@1:c"}) {
 		t.Fatalf("readmissions %v", got)
 	}
-	if copied := c.devs[1].bytesWritten() - before; copied != dirty*region {
+	if copied := c.devs[1].Counts().Written - before; copied != dirty*region {
 		t.Fatalf("the resync wrote %d bytes to c, want its %d dirty regions (%d bytes)", copied, dirty, dirty*region)
 	}
 	if v.Dirty("c") != nil {
 		t.Fatal("c still has a dirty bitmap")
 	}
-	if !bytes.Equal(c.devs[1].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[1].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("c differs from the owner after its resync")
 	}
 	// c counts again: a write reaches it before it is acknowledged.
 	if err := v.WriteAt(pattern(4096, 9), 7<<20, true); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(c.devs[1].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[1].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("c missed a write after its readmission")
 	}
 	if got := c.members.dropped(); !slices.Equal(got, []string{"lun@1:c"}) {
@@ -156,7 +157,7 @@ func TestResyncChecksumPass(t *testing.T) {
 	if min := time.Duration(float64(devSize-resyncChunk) / rate * float64(time.Second)); took < min {
 		t.Errorf("compared %d bytes in %s: faster than %d B/s", devSize, took, rate)
 	}
-	if got, want := o.d.bytesWritten(), int64(len(differ))*region; got != want {
+	if got, want := o.d.Counts().Written, int64(len(differ))*region; got != want {
 		t.Errorf("the resync wrote %d bytes to d, want the %d regions that differ (%d bytes)", got, len(differ), want)
 	}
 	o.sameCopies(t)
@@ -237,7 +238,7 @@ func TestResyncingReplicaNeverDelays(t *testing.T) {
 	data := pattern(devSize, 3)
 	o := newOutOfSync(t, 200*time.Millisecond, 8<<20, data, pattern(devSize, 5), &fakeMembership{})
 	waitFor(t, "the resync to be under way", func() bool { return o.vol.Resync()["d"].Done > 0 })
-	release := o.d.hold()
+	_, release := o.d.HoldWrites()
 	for i := range 20 {
 		start := time.Now()
 		if err := o.vol.WriteAt(pattern(4096, byte(i)), int64(i)*(256<<10), false); err != nil {
@@ -247,7 +248,7 @@ func TestResyncingReplicaNeverDelays(t *testing.T) {
 			t.Fatalf("a write took %s with the resyncing replica hung", d)
 		}
 	}
-	o.d.setFail(errInjected)
+	o.d.FailWrites(errInjected)
 	release()
 	for i := range 20 {
 		if err := o.vol.WriteAt(pattern(4096, byte(i+50)), int64(i)*(256<<10)+8192, false); err != nil {
@@ -261,7 +262,7 @@ func TestResyncingReplicaNeverDelays(t *testing.T) {
 		t.Fatal("a failing replica was readmitted")
 	}
 	waitFor(t, "the resync to retry", func() bool { return o.vol.Resync()["d"].State == ResyncRetrying })
-	o.d.setFail(nil)
+	o.d.FailWrites(nil)
 	waitInSync(t, o.vol, "d")
 	o.sameCopies(t)
 }
@@ -276,7 +277,7 @@ func TestReadmitOnlyAfterCatchUp(t *testing.T) {
 	var problems []string
 	m.onReadmit = func(node string) {
 		<-ready
-		if !bytes.Equal(o.d.snapshot(), o.local.snapshot()) {
+		if !bytes.Equal(o.d.Snapshot(), o.local.Snapshot()) {
 			problems = append(problems, "d differs from the owner when it is readmitted")
 		}
 		if !slices.Contains(o.vol.InSync(), "d") {
@@ -285,7 +286,7 @@ func TestReadmitOnlyAfterCatchUp(t *testing.T) {
 		if err := o.vol.WriteAt(pattern(4096, 42), 3<<20, false); err != nil {
 			problems = append(problems, err.Error())
 		}
-		if !bytes.Equal(o.d.snapshot()[3<<20:3<<20+4096], pattern(4096, 42)) {
+		if !bytes.Equal(o.d.Snapshot()[3<<20:3<<20+4096], pattern(4096, 42)) {
 			problems = append(problems, "a write acknowledged during the readmission is not on d")
 		}
 	}
@@ -371,13 +372,13 @@ func BenchmarkResync(b *testing.B) {
 			b.SetBytes(size)
 			for range b.N {
 				b.StopTimer()
-				local := newMemDevice(size)
-				copy(local.data, pattern(size, 1))
-				remote := newMemDevice(size)
+				local := backendtest.NewThin(size)
+				copy(local.Bytes(), pattern(size, 1))
+				remote := backendtest.NewThin(size)
 				if mode == "compare" {
-					copy(remote.data, local.data)
+					copy(remote.Bytes(), local.Bytes())
 					for off := 0; off < size; off += 16 * region {
-						remote.data[off] ^= 1
+						remote.Bytes()[off] ^= 1
 					}
 				}
 				srv := NewServer(ServerConfig{})
@@ -407,7 +408,7 @@ func BenchmarkResync(b *testing.B) {
 					time.Sleep(time.Millisecond)
 				}
 				b.StopTimer()
-				if !bytes.Equal(remote.snapshot(), local.snapshot()) {
+				if !bytes.Equal(remote.Snapshot(), local.Snapshot()) {
 					b.Fatal("copies differ")
 				}
 				v.Close()
@@ -423,9 +424,7 @@ func BenchmarkResync(b *testing.B) {
 // it may differ anywhere: its resync compares the whole copy.
 func TestSealFailureComparesAll(t *testing.T) {
 	c := newCluster(t, 200*time.Millisecond, "b", "c")
-	c.devs[1].mu.Lock()
-	c.devs[1].data[5<<20] ^= 1 // an old owner's write only c got
-	c.devs[1].mu.Unlock()
+	c.devs[1].Bytes()[5<<20] ^= 1     // an old owner's write only c got
 	c.replicas[1].srv.SetDevices(nil) // c does not know the device: the seal fails
 	if err := c.vol.Seal(context.Background()); err != nil {
 		t.Fatal(err)
@@ -448,10 +447,10 @@ func TestSealFailureComparesAll(t *testing.T) {
 	if slices.Contains(phases, ResyncCopying) {
 		t.Errorf("phases %v: want a comparison, not a copy", phases)
 	}
-	if !bytes.Equal(c.devs[1].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[1].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("c differs from the owner after its resync")
 	}
-	if w := c.devs[1].bytesWritten(); w != region {
+	if w := c.devs[1].Counts().Written; w != region {
 		t.Fatalf("the resync wrote %d bytes to c, want the one region that differs", w)
 	}
 }

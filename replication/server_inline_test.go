@@ -14,23 +14,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
-// gatedDevice is an in-memory device whose writes block while their
+// gatedDevice is a backendtest.Mem whose writes block while their
 // predicate holds, until released, and can be made slow.
 type gatedDevice struct {
+	*backendtest.Mem
 	mu      sync.Mutex
-	data    []byte
 	blocks  func(off int64, durable bool) bool
 	gate    chan struct{}
 	entered chan int64
 	delay   time.Duration
-	writes  atomic.Int64
 }
 
 func newGatedDevice(size int) *gatedDevice {
-	return &gatedDevice{data: make([]byte, size), gate: make(chan struct{}), entered: make(chan int64, 64)}
+	return &gatedDevice{Mem: backendtest.NewMem(size), gate: make(chan struct{}), entered: make(chan int64, 64)}
 }
 
 // block makes the writes that match wait until release.
@@ -55,36 +54,7 @@ func (d *gatedDevice) WriteAt(p []byte, off int64, durable bool) error {
 	if delay > 0 {
 		time.Sleep(delay)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(d.data[off:], p)
-	d.writes.Add(1)
-	return nil
-}
-
-func (d *gatedDevice) ReadAt(p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(p, d.data[off:])
-	return nil
-}
-
-func (d *gatedDevice) Flush() error   { return nil }
-func (d *gatedDevice) Size() int64    { return int64(len(d.data)) }
-func (d *gatedDevice) ReadOnly() bool { return false }
-func (d *gatedDevice) NVCache() bool  { return false }
-func (d *gatedDevice) Close() error   { return nil }
-
-func (d *gatedDevice) bytesAt(off int64, n int) []byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]byte(nil), d.data[off:off+int64(n)]...)
+	return d.Mem.WriteAt(p, off, durable)
 }
 
 func gatedReplica(t *testing.T) (*replica, *gatedDevice) {
@@ -132,7 +102,7 @@ func TestInlineWriteTakenOver(t *testing.T) {
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.bytesAt(0, 4096), pattern(4096, 1)) {
+	if !bytes.Equal(d.SnapshotAt(0, 4096), pattern(4096, 1)) {
 		t.Fatal("the hung write did not land")
 	}
 	// The connection goes back to inline writes once the slow one is done.
@@ -259,10 +229,10 @@ func TestInlineOrder(t *testing.T) {
 		answered[h.Tag] = true
 	}
 	want := append(pattern(8192, 1)[:4096:4096], pattern(8192, 2)...)
-	if !bytes.Equal(d.bytesAt(0, len(want)), want) {
+	if !bytes.Equal(d.SnapshotAt(0, len(want)), want) {
 		t.Fatal("overlapping writes landed out of order")
 	}
-	if !bytes.Equal(d.bytesAt(65536, 4096), pattern(4096, 3)) {
+	if !bytes.Equal(d.SnapshotAt(65536, 4096), pattern(4096, 3)) {
 		t.Fatal("write 3 did not land")
 	}
 }
@@ -298,7 +268,7 @@ func TestInlineManyFrames(t *testing.T) {
 			t.Fatalf("answer %+v %+v, %v", h, resp, err)
 		}
 	}
-	if !bytes.Equal(d.bytesAt(0, devSize), shadow) {
+	if !bytes.Equal(d.Snapshot(), shadow) {
 		t.Fatal("the device differs from the writes applied in order")
 	}
 }

@@ -9,16 +9,18 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 const devSize = 8 << 20
 
 // replicaWith returns a replica holding a device "lun" owned by owner in
 // epoch, and that device.
-func replicaWith(t *testing.T, name, secret, owner string, epoch uint64) (*replica, *memDevice) {
+func replicaWith(t *testing.T, name, secret, owner string, epoch uint64) (*replica, *backendtest.Thin) {
 	t.Helper()
 	r := newReplica(t, name, secret)
-	d := newMemDevice(devSize)
+	d := backendtest.NewThin(devSize)
 	r.srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: d, Owner: owner, Epoch: epoch}})
 	return r, d
 }
@@ -116,8 +118,8 @@ func TestNotOwnerRefused(t *testing.T) {
 			t.Errorf("%s: %v, want ErrNotOwner", name, err)
 		}
 	}
-	if w, u, f := d.counts(); w+u+f != 0 {
-		t.Fatalf("the device saw %d writes, %d unmaps, %d flushes", w, u, f)
+	if n := d.Counts(); n.Writes+n.Unmaps+n.Flushes != 0 {
+		t.Fatalf("the device saw %d writes, %d unmaps, %d flushes", n.Writes, n.Unmaps, n.Flushes)
 	}
 	if e, _ := r.srv.Epoch("lun"); e != 1 {
 		t.Fatalf("a non-owner's seal moved the epoch to %d", e)
@@ -165,9 +167,7 @@ func TestBadRequests(t *testing.T) {
 	if err := p.Read(ctx, "lun", 1, devSize, make([]byte, 1)); !errors.Is(err, ErrBadRequest) {
 		t.Fatalf("read beyond the end: %v", err)
 	}
-	d.mu.Lock()
-	d.failErr = errInjected
-	d.mu.Unlock()
+	d.FailWrites(errInjected)
 	err := p.Write(ctx, "lun", 1, 2, 0, pattern(512, 1), false)
 	if !errors.Is(err, ErrReplicaIO) {
 		t.Fatalf("failing device: %v", err)
@@ -218,10 +218,10 @@ func TestEpochs(t *testing.T) {
 			t.Fatalf("%s: server epoch %d, want %d", s.name, e, s.epoch)
 		}
 	}
-	if w, u, _ := d.counts(); w != 2 || u != 0 {
-		t.Fatalf("%d writes and %d unmaps reached the device, want the 2 accepted writes", w, u)
+	if n := d.Counts(); n.Writes != 2 || n.Unmaps != 0 {
+		t.Fatalf("%d writes and %d unmaps reached the device, want the 2 accepted writes", n.Writes, n.Unmaps)
 	}
-	if got := d.snapshot()[:512]; !bytes.Equal(got, pattern(512, 2)) {
+	if got := d.Snapshot()[:512]; !bytes.Equal(got, pattern(512, 2)) {
 		t.Fatal("a refused write reached the disk")
 	}
 }
@@ -232,11 +232,11 @@ func TestSealWaitsForOlderWrites(t *testing.T) {
 	r, d := replicaWith(t, "b", "", "a", 1)
 	p := r.peer(t, "a", "", 5*time.Second)
 	ctx := context.Background()
-	release := d.hold()
+	atDisk, release := d.HoldWrites()
 	defer release()
 	wrote := make(chan error, 1)
 	go func() { wrote <- p.Write(ctx, "lun", 1, 1, 0, pattern(512, 1), false) }()
-	<-d.entered // the epoch-1 write is at the disk
+	<-atDisk // the epoch-1 write is at the disk
 	sealed := make(chan error, 1)
 	go func() { sealed <- p.Seal(ctx, "lun", 2) }()
 	select {
@@ -279,7 +279,7 @@ func TestResyncRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := d.snapshot()
+	local := d.Snapshot()
 	if len(sums) != chunks(length, chunk) {
 		t.Fatalf("%d sums, want %d", len(sums), chunks(length, chunk))
 	}
@@ -316,10 +316,10 @@ func TestConnectionLoss(t *testing.T) {
 	r, d := replicaWith(t, "b", "", "a", 1)
 	p := r.peer(t, "a", "", time.Second)
 	ctx := context.Background()
-	release := d.hold()
+	atDisk, release := d.HoldWrites()
 	wrote := make(chan error, 1)
 	go func() { wrote <- p.Write(ctx, "lun", 1, 1, 0, pattern(512, 1), false) }()
-	<-d.entered
+	<-atDisk
 	r.cut()
 	select {
 	case err := <-wrote:
@@ -330,9 +330,6 @@ func TestConnectionLoss(t *testing.T) {
 		t.Fatal("write in flight did not fail with its connection")
 	}
 	release()
-	d.mu.Lock()
-	d.gate = nil
-	d.mu.Unlock()
 	// The peer reconnects by itself.
 	waitFor(t, "reconnection", func() bool {
 		return p.Write(ctx, "lun", 1, 2, 0, pattern(512, 2), false) == nil
@@ -342,7 +339,7 @@ func TestConnectionLoss(t *testing.T) {
 func TestRequestTimeout(t *testing.T) {
 	r, d := replicaWith(t, "b", "", "a", 1)
 	p := r.peer(t, "a", "", time.Second)
-	release := d.hold()
+	_, release := d.HoldWrites()
 	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -393,7 +390,7 @@ func TestSilentReplica(t *testing.T) {
 
 func TestServeTCP(t *testing.T) {
 	srv := NewServer(ServerConfig{Secret: "k"})
-	d := newMemDevice(devSize)
+	d := backendtest.NewThin(devSize)
 	srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: d, Owner: "a", Epoch: 1}})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -409,7 +406,7 @@ func TestServeTCP(t *testing.T) {
 	if err := p.Write(context.Background(), "lun", 1, 1, 4096, pattern(8192, 5), true); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.snapshot()[4096:4096+8192], pattern(8192, 5)) {
+	if !bytes.Equal(d.Snapshot()[4096:4096+8192], pattern(8192, 5)) {
 		t.Fatal("data did not land")
 	}
 	srv.Close()
@@ -426,7 +423,7 @@ func FuzzServerConn(f *testing.F) {
 		f.Add(tc.frame)
 	}
 	srv := NewServer(ServerConfig{})
-	srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: newMemDevice(1 << 20), Owner: "node", Epoch: 1}})
+	srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: backendtest.NewThin(1 << 20), Owner: "node", Epoch: 1}})
 	w, _ := AppendWrite(nil, Write{Tag: 1, Epoch: 1, Offset: 512, Data: make([]byte, 16)}, "lun")
 	f.Add(append(w, make([]byte, 16)...))
 	rd, _ := AppendRead(nil, Read{Tag: 2, Epoch: 1, Offset: 0, Length: 512}, "lun")
@@ -474,7 +471,7 @@ func TestNewPeer(t *testing.T) {
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
-	if w, _, _ := d.counts(); w != 1 {
+	if w := d.Counts().Writes; w != 1 {
 		t.Fatalf("%d writes", w)
 	}
 
@@ -524,7 +521,7 @@ func TestNewerConnectionSupersedes(t *testing.T) {
 	if err := p.Flush(context.Background(), "lun", 1); err != nil {
 		t.Fatal(err)
 	}
-	if got := d.snapshot()[:4096]; !bytes.Equal(got, pattern(4096, 2)) {
+	if got := d.Snapshot()[:4096]; !bytes.Equal(got, pattern(4096, 2)) {
 		t.Fatal("the superseded connection's write landed over the newer one")
 	}
 }

@@ -13,13 +13,14 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 // cluster is an owner "a" with a local copy and replicas "b" and "c".
 type cluster struct {
-	local    *memDevice
+	local    *backendtest.Thin
 	replicas []*replica
-	devs     []*memDevice
+	devs     []*backendtest.Thin
 	peers    []*Peer
 	members  *fakeMembership
 	vol      *Volume
@@ -27,7 +28,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, timeout time.Duration, names ...string) *cluster {
 	t.Helper()
-	c := &cluster{local: newMemDevice(devSize), members: &fakeMembership{}}
+	c := &cluster{local: backendtest.NewThin(devSize), members: &fakeMembership{}}
 	for _, n := range names {
 		r, d := replicaWith(t, n, "k", "a", 1)
 		c.replicas = append(c.replicas, r)
@@ -49,7 +50,7 @@ func TestVolumeDevice(t *testing.T) {
 	if _, ok := dev.(backend.Unmapper); !ok {
 		t.Fatal("volume over an Unmapper does not unmap")
 	}
-	v, err := NewVolume(VolumeConfig{Device: "lun", Local: plainDevice{c.local}, Self: "a"})
+	v, err := NewVolume(VolumeConfig{Device: "lun", Local: c.local.Mem, Self: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,19 +58,6 @@ func TestVolumeDevice(t *testing.T) {
 		t.Fatal("volume over a device without unmap unmaps")
 	}
 }
-
-// plainDevice hides memDevice's Unmap.
-type plainDevice struct{ d *memDevice }
-
-func (p plainDevice) ReadAt(b []byte, off int64) error { return p.d.ReadAt(b, off) }
-func (p plainDevice) WriteAt(b []byte, off int64, durable bool) error {
-	return p.d.WriteAt(b, off, durable)
-}
-func (p plainDevice) Flush() error   { return p.d.Flush() }
-func (p plainDevice) Size() int64    { return p.d.Size() }
-func (p plainDevice) ReadOnly() bool { return false }
-func (p plainDevice) NVCache() bool  { return false }
-func (p plainDevice) Close() error   { return p.d.Close() }
 
 // TestReplicatedWrites runs concurrent writes, many of them overlapping,
 // unmaps and flushes, and checks that every copy ends identical.
@@ -105,13 +93,13 @@ func TestReplicatedWrites(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	want := c.local.snapshot()
+	want := c.local.Snapshot()
 	for i, d := range c.devs {
-		if !bytes.Equal(d.snapshot(), want) {
+		if !bytes.Equal(d.Snapshot(), want) {
 			t.Fatalf("replica %s differs from the owner's copy", c.replicas[i].name)
 		}
-		if _, u, f := d.counts(); u == 0 || f == 0 {
-			t.Fatalf("replica %s saw %d unmaps and %d flushes", c.replicas[i].name, u, f)
+		if n := d.Counts(); n.Unmaps == 0 || n.Flushes == 0 {
+			t.Fatalf("replica %s saw %d unmaps and %d flushes", c.replicas[i].name, n.Unmaps, n.Flushes)
 		}
 	}
 	got := make([]byte, 4096)
@@ -129,7 +117,7 @@ func TestLargeWriteSplit(t *testing.T) {
 	if err := c.vol.WriteAt(data[:devSize-4096], 4096, false); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(c.devs[0].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[0].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("replica differs")
 	}
 	if err := c.vol.WriteAt(make([]byte, 8192), devSize-4096, false); !errors.Is(err, backend.ErrOutOfRange) {
@@ -154,7 +142,7 @@ func TestHungReplicaDropped(t *testing.T) {
 	if err := v.WriteAt(pattern(4096, 2), 1<<20, false); err != nil {
 		t.Fatal(err)
 	}
-	release := c.devs[1].hold() // c hangs
+	_, release := c.devs[1].HoldWrites() // c hangs
 	defer release()
 	start := time.Now()
 	if err := v.WriteAt(pattern(8192, 3), 3<<20, true); err != nil {
@@ -185,7 +173,7 @@ func TestHungReplicaDropped(t *testing.T) {
 	if !equalExtents(got, want) {
 		t.Fatalf("dirty for c: %v, want %v", got, want)
 	}
-	if !bytes.Equal(c.devs[0].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[0].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("b differs from the owner")
 	}
 }
@@ -193,7 +181,7 @@ func TestHungReplicaDropped(t *testing.T) {
 func TestDropFailureFailsWrite(t *testing.T) {
 	c := newCluster(t, 100*time.Millisecond, "b")
 	c.members.err = errInjected
-	release := c.devs[0].hold()
+	_, release := c.devs[0].HoldWrites()
 	defer release()
 	err := c.vol.WriteAt(pattern(4096, 1), 0, false)
 	if !errors.Is(err, ErrNotReplicated) || !errors.Is(err, errInjected) {
@@ -214,9 +202,7 @@ func TestFailedReplicaDropped(t *testing.T) {
 	if !c.vol.NetworkedWrites() {
 		t.Fatal("writes with two replicas in sync do not wait for the network")
 	}
-	c.devs[0].mu.Lock()
-	c.devs[0].failErr = errInjected
-	c.devs[0].mu.Unlock()
+	c.devs[0].FailWrites(errInjected)
 	if err := c.vol.WriteAt(pattern(4096, 1), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -253,8 +239,8 @@ func TestStaleEpochFences(t *testing.T) {
 	if !errors.Is(err, ErrFenced) || !errors.As(err, &se) || se.Epoch != 2 || se.Node != "b" {
 		t.Fatalf("write after the epoch moved: %v", err)
 	}
-	bw, _, _ := c.devs[0].counts()
-	cw, _, _ := c.devs[1].counts()
+	bw := c.devs[0].Counts().Writes
+	cw := c.devs[1].Counts().Writes
 	if err := v.WriteAt(pattern(4096, 3), 0, false); !errors.Is(err, ErrFenced) {
 		t.Fatalf("write on a fenced volume: %v", err)
 	}
@@ -264,10 +250,10 @@ func TestStaleEpochFences(t *testing.T) {
 	if err := v.Flush(); !errors.Is(err, ErrFenced) {
 		t.Fatalf("flush on a fenced volume: %v", err)
 	}
-	if bw2, _, _ := c.devs[0].counts(); bw2 != bw {
+	if bw2 := c.devs[0].Counts().Writes; bw2 != bw {
 		t.Fatal("a fenced volume wrote to b")
 	}
-	if cw2, _, _ := c.devs[1].counts(); cw2 != cw {
+	if cw2 := c.devs[1].Counts().Writes; cw2 != cw {
 		t.Fatal("a fenced volume wrote to c")
 	}
 	if len(c.members.dropped()) != 0 {
@@ -314,7 +300,7 @@ func TestSealFencesOldOwner(t *testing.T) {
 	if len(c.members.dropped()) != 0 {
 		t.Fatalf("the old owner dropped %v", c.members.dropped())
 	}
-	if got := c.devs[0].snapshot()[:4096]; !bytes.Equal(got, pattern(4096, 1)) {
+	if got := c.devs[0].Snapshot()[:4096]; !bytes.Equal(got, pattern(4096, 1)) {
 		t.Fatal("the old owner's write landed")
 	}
 }
@@ -335,7 +321,7 @@ func TestReconcile(t *testing.T) {
 	if err := c.vol.Reconcile(context.Background(), ext); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(c.devs[0].snapshot(), c.local.snapshot()) {
+	if !bytes.Equal(c.devs[0].Snapshot(), c.local.Snapshot()) {
 		t.Fatal("reconciled replica differs from the owner")
 	}
 
@@ -347,7 +333,7 @@ func TestReconcile(t *testing.T) {
 	if err := c.vol.WriteAt(pattern(4096, 9), 0, false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the background reconcile", func() bool { return bytes.Equal(c.devs[0].snapshot(), c.local.snapshot()) })
+	waitFor(t, "the background reconcile", func() bool { return bytes.Equal(c.devs[0].Snapshot(), c.local.Snapshot()) })
 }
 
 func TestUpdateMembership(t *testing.T) {
@@ -357,7 +343,7 @@ func TestUpdateMembership(t *testing.T) {
 	if err := v.WriteAt(pattern(4096, 1), 1<<20, false); err != nil {
 		t.Fatal(err)
 	}
-	if w, _, _ := c.devs[1].counts(); w != 0 {
+	if w := c.devs[1].Counts().Writes; w != 0 {
 		t.Fatal("a write went to a node out of the set")
 	}
 	if bm := v.Dirty("c"); bm == nil || bm.Count() != 1 {
@@ -367,7 +353,7 @@ func TestUpdateMembership(t *testing.T) {
 	if err := v.WriteAt(pattern(4096, 2), 2<<20, false); err != nil {
 		t.Fatal(err)
 	}
-	if w, _, _ := c.devs[1].counts(); w != 1 {
+	if w := c.devs[1].Counts().Writes; w != 1 {
 		t.Fatal("c does not get writes again")
 	}
 	if bm := v.Dirty("c"); bm.Count() != 1 {
@@ -395,7 +381,7 @@ func BenchmarkVolumeWrite(b *testing.B) {
 	var peers []*Peer
 	for _, name := range []string{"b", "c"} {
 		srv := NewServer(ServerConfig{})
-		srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: newMemDevice(devSize), Owner: "a", Epoch: 1}})
+		srv.SetDevices(map[string]ReplicaDevice{"lun": {Device: backendtest.NewThin(devSize), Owner: "a", Epoch: 1}})
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
@@ -409,7 +395,7 @@ func BenchmarkVolumeWrite(b *testing.B) {
 		b.Cleanup(func() { p.Close() })
 		peers = append(peers, p)
 	}
-	v, err := NewVolume(VolumeConfig{Device: "lun", Local: newMemDevice(devSize), Epoch: 1, Self: "a", InSync: peers,
+	v, err := NewVolume(VolumeConfig{Device: "lun", Local: backendtest.NewThin(devSize), Epoch: 1, Self: "a", InSync: peers,
 		Membership: &fakeMembership{}})
 	if err != nil {
 		b.Fatal(err)
@@ -440,7 +426,7 @@ func TestUnreachableReplicaDropped(t *testing.T) {
 	}
 	defer down.Close()
 	m := &fakeMembership{}
-	v, err := NewVolume(VolumeConfig{Device: "lun", Local: newMemDevice(devSize), Epoch: 3, Self: "a",
+	v, err := NewVolume(VolumeConfig{Device: "lun", Local: backendtest.NewThin(devSize), Epoch: 3, Self: "a",
 		InSync: []*Peer{down}, Membership: m})
 	if err != nil {
 		t.Fatal(err)

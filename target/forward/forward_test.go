@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/alua"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
@@ -109,7 +110,7 @@ func TestWriteThroughNonOwnerReadsBackEverywhere(t *testing.T) {
 	r := newRig(t)
 	// The non-owner node's own LU, on storage of its own, forwards
 	// everything: only the owner's device may see the write.
-	mine := newMemDevice(2048 * 512)
+	mine := backendtest.NewMem(2048 * 512)
 	nonOwner := newLU(t, mine)
 	nonOwner.SetForwarder(r.fwd)
 	n := nexus(2)
@@ -130,8 +131,8 @@ func TestWriteThroughNonOwnerReadsBackEverywhere(t *testing.T) {
 	if _, got := r.local(n, cdbRW10(opRead10, 100, 2), nil, 1024); !bytes.Equal(got, data) {
 		t.Fatal("the owner does not read back what was written through the non-owner")
 	}
-	if mine.writeCount() != 0 || r.dev.writeCount() != 1 {
-		t.Fatalf("writes: non-owner device %d, owner device %d", mine.writeCount(), r.dev.writeCount())
+	if mine.Counts().Writes != 0 || r.dev.Counts().Writes != 1 {
+		t.Fatalf("writes: non-owner device %d, owner device %d", mine.Counts().Writes, r.dev.Counts().Writes)
 	}
 }
 
@@ -183,7 +184,7 @@ func TestConnectionLossAnswersRetryableAndReconnects(t *testing.T) {
 	r := newRig(t)
 	n := nexus(6)
 	r.forward(n, cdbTUR(), nil, 0)
-	entered, release := r.dev.hold()
+	entered, release := r.dev.HoldIO()
 	done := make(chan *scsi.Result)
 	go func() {
 		res, _ := r.forward(n, cdbRW10(opRead10, 0, 1), nil, 512)
@@ -264,7 +265,7 @@ func TestSlowCommandOutlivesPeerTimeout(t *testing.T) {
 	r := newRig(t, func(_ *rig, _ *ServerConfig, c *ClientConfig) { c.PeerTimeout = 200 * time.Millisecond })
 	n := nexus(7)
 	r.forward(n, cdbTUR(), nil, 0)
-	entered, release := r.dev.hold()
+	entered, release := r.dev.HoldIO()
 	done := make(chan *scsi.Result)
 	go func() {
 		res, _ := r.forward(n, cdbRW10(opRead10, 0, 1), nil, 512)
@@ -282,7 +283,7 @@ func TestAbortQueuedAndRunningCommands(t *testing.T) {
 	r := newRig(t, func(_ *rig, s *ServerConfig, _ *ClientConfig) { s.Workers = 1 })
 	n := nexus(8)
 	r.forward(n, cdbTUR(), nil, 0)
-	entered, release := r.dev.hold()
+	entered, release := r.dev.HoldIO()
 	results := make(chan *scsi.Result, 2)
 	write := func(tag uint32, lba uint32) {
 		cmd := &scsi.Command{Nexus: n, TaskTag: tag, CDB: cdbRW10(opWrite10, lba, 1), DataOut: make([]byte, 512)}
@@ -322,7 +323,7 @@ func TestAbortQueuedAndRunningCommands(t *testing.T) {
 		}
 	}
 	// The running write ran to completion; the queued one never ran.
-	if w := r.dev.writeCount(); w != 1 {
+	if w := r.dev.Counts().Writes; w != 1 {
 		t.Fatalf("%d writes reached the device, want 1", w)
 	}
 }
@@ -333,7 +334,7 @@ func TestServerCloseDrains(t *testing.T) {
 	r := newRig(t, func(_ *rig, s *ServerConfig, _ *ClientConfig) { s.Workers = 1 })
 	n := nexus(10)
 	r.forward(n, cdbTUR(), nil, 0)
-	entered, release := r.dev.hold()
+	entered, release := r.dev.HoldIO()
 	results := make(chan *scsi.Result, 2)
 	go func() {
 		res, _ := r.forward(n, cdbRW10(opWrite10, 1, 1), make([]byte, 512), 0)
@@ -369,8 +370,8 @@ func TestServerCloseDrains(t *testing.T) {
 			refused++
 		}
 	}
-	if good != 1 || refused != 1 || r.dev.writeCount() != 1 {
-		t.Fatalf("%d good, %d refused, %d writes; want 1 each", good, refused, r.dev.writeCount())
+	if good != 1 || refused != 1 || r.dev.Counts().Writes != 1 {
+		t.Fatalf("%d good, %d refused, %d writes; want 1 each", good, refused, r.dev.Counts().Writes)
 	}
 	res, _ := r.forward(n, cdbTUR(), nil, 0)
 	wantTransitioning(t, res)

@@ -10,78 +10,9 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 	"github.com/hatarget/hatarget/target/scsi"
 )
-
-// memDevice is an in-memory backend.Device. While held, every I/O reports
-// itself on the gate's entered channel and waits for the gate to open.
-type memDevice struct {
-	mu     sync.Mutex
-	data   []byte
-	writes int
-
-	gate atomic.Pointer[gate]
-}
-
-type gate struct {
-	open    chan struct{}
-	entered chan struct{}
-}
-
-func newMemDevice(size int) *memDevice { return &memDevice{data: make([]byte, size)} }
-
-// hold makes I/O wait until release is called; entered receives one value
-// per I/O that started waiting.
-func (d *memDevice) hold() (entered <-chan struct{}, release func()) {
-	g := &gate{open: make(chan struct{}), entered: make(chan struct{}, 16)}
-	d.gate.Store(g)
-	return g.entered, func() {
-		d.gate.Store(nil)
-		close(g.open)
-	}
-}
-
-func (d *memDevice) wait() {
-	if g := d.gate.Load(); g != nil {
-		g.entered <- struct{}{}
-		<-g.open
-	}
-}
-
-func (d *memDevice) ReadAt(p []byte, off int64) error {
-	d.wait()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(p, d.data[off:])
-	return nil
-}
-
-func (d *memDevice) WriteAt(p []byte, off int64, _ bool) error {
-	d.wait()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(d.data[off:], p)
-	d.writes++
-	return nil
-}
-
-func (d *memDevice) writeCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.writes
-}
-
-func (d *memDevice) Flush() error   { return nil }
-func (d *memDevice) Size() int64    { return int64(len(d.data)) }
-func (d *memDevice) ReadOnly() bool { return false }
-func (d *memDevice) NVCache() bool  { return false }
-func (d *memDevice) Close() error   { return nil }
 
 func newLU(tb testing.TB, dev backend.Device) *scsi.LU {
 	tb.Helper()
@@ -92,13 +23,13 @@ func newLU(tb testing.TB, dev backend.Device) *scsi.LU {
 	return lu
 }
 
-func newMemLU(tb testing.TB, size int) *scsi.LU { return newLU(tb, newMemDevice(size)) }
+func newMemLU(tb testing.TB, size int) *scsi.LU { return newLU(tb, backendtest.NewMem(size)) }
 
 // rig is an owner (a Server over loopback TCP with one LU) and a client
 // forwarding to it.
 type rig struct {
 	t     testing.TB
-	dev   *memDevice
+	dev   *backendtest.Mem
 	lu    *scsi.LU
 	srv   *Server
 	cli   *Client
@@ -115,7 +46,7 @@ type rig struct {
 type rigOption func(*rig, *ServerConfig, *ClientConfig)
 
 func newRig(t testing.TB, opts ...rigOption) *rig {
-	r := &rig{t: t, dev: newMemDevice(2048 * 512)}
+	r := &rig{t: t, dev: backendtest.NewMem(2048 * 512)}
 	r.lu = newLU(t, r.dev)
 	r.epoch.Store(7)
 	r.owns.Store(true)

@@ -4,16 +4,16 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"testing"
 
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 	"github.com/hatarget/hatarget/target/scsi"
 )
 
 // nonOwnerLU is the non-owner node's LU of the rig's device: on storage of
 // its own, forwarding everything to the rig's owner.
-func (r *rig) nonOwnerLU() (*scsi.LU, *memDevice) {
-	dev := newMemDevice(2048 * 512)
+func (r *rig) nonOwnerLU() (*scsi.LU, *backendtest.Mem) {
+	dev := backendtest.NewMem(2048 * 512)
 	lu := newLU(r.t, dev)
 	lu.SetForwarder(r.fwd)
 	return lu, dev
@@ -188,9 +188,7 @@ func TestAbortForwardedThroughTheLU(t *testing.T) {
 	nonOwner, _ := r.nonOwnerLU()
 	n := nexus(31)
 	run(nonOwner, n, cdbTUR(), nil, 0) // POWER ON
-	entered, unhold := r.dev.hold()
-	var once sync.Once
-	release := func() { once.Do(unhold) }
+	entered, release := r.dev.HoldIO()
 	t.Cleanup(release) // a failure must not leave the owner's Close waiting for the device
 	results := make(chan *scsi.Result, 2)
 	write := func(tag, lba uint32) {
@@ -229,8 +227,8 @@ func TestAbortForwardedThroughTheLU(t *testing.T) {
 			t.Fatalf("status %#x sense %x", res.Status, res.Sense)
 		}
 	}
-	if good != 1 || aborted != 1 || r.dev.writeCount() != 1 {
-		t.Fatalf("%d good, %d aborted, %d writes; want 1 each", good, aborted, r.dev.writeCount())
+	if good != 1 || aborted != 1 || r.dev.Counts().Writes != 1 {
+		t.Fatalf("%d good, %d aborted, %d writes; want 1 each", good, aborted, r.dev.Counts().Writes)
 	}
 	if got := r.lu.AbortForwarded(n, 1); got != 0 {
 		t.Fatalf("an LU that does not forward asked about %d commands", got)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 	"github.com/hatarget/hatarget/target/iscsi/initiator"
 	"github.com/hatarget/hatarget/target/iscsi/pdu"
 	"github.com/hatarget/hatarget/target/iscsi/pdu/pdutest"
@@ -35,8 +36,8 @@ var cdbTUR = []byte{0, 0, 0, 0, 0, 0}
 // data reaches memory only at completion, so a target that reused the
 // buffer of a write in flight would be caught by the read back.
 type asyncDisk struct {
+	*backendtest.Mem
 	mu     sync.Mutex
-	data   []byte
 	held   []*diskWrite // started, waiting for the plug
 	sent   []*diskWrite // manual: unplugged, waiting for the test
 	manual bool
@@ -53,7 +54,7 @@ type diskWrite struct {
 }
 
 func newAsyncDisk(size int, manual bool) *asyncDisk {
-	return &asyncDisk{data: make([]byte, size), manual: manual}
+	return &asyncDisk{Mem: backendtest.NewMem(size), manual: manual}
 }
 
 func (d *asyncDisk) StartWrite(p []byte, off int64, durable bool, done backend.WriteDone, plug *backend.Plug) bool {
@@ -103,9 +104,7 @@ func (d *asyncDisk) send(w *diskWrite) {
 // finish completes w with err, on the caller's goroutine.
 func (w *diskWrite) finish(err error) {
 	if err == nil {
-		w.d.mu.Lock()
-		copy(w.d.data[w.off:], w.p)
-		w.d.mu.Unlock()
+		err = w.d.Mem.WriteAt(w.p, w.off, false)
 	}
 	w.done.WriteDone(err)
 }
@@ -146,32 +145,11 @@ func (d *asyncDisk) releaseAll() {
 	d.completeSent(func(int) error { return nil })
 }
 
-func (d *asyncDisk) ReadAt(p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(p, d.data[off:])
-	return nil
-}
-
 func (d *asyncDisk) WriteAt(p []byte, off int64, durable bool) error {
 	d.syncWrites.Add(1)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(d.data[off:], p)
-	return nil
+	return d.Mem.WriteAt(p, off, durable)
 }
 
-func (d *asyncDisk) Flush() error          { return nil }
-func (d *asyncDisk) Size() int64           { return int64(len(d.data)) }
-func (d *asyncDisk) ReadOnly() bool        { return false }
-func (d *asyncDisk) NVCache() bool         { return false }
-func (d *asyncDisk) Close() error          { return nil }
 func (d *asyncDisk) NetworkedWrites() bool { return true }
 
 var (

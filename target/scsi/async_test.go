@@ -9,14 +9,15 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
-// asyncDevice is a memDevice that also takes writes through
+// asyncDevice is a backendtest.Mem that also takes writes through
 // backend.AsyncWriter, as a replicated volume does, and completes them
 // only when the test says so: a test sees the command between its start
 // and its end, which a real device would cross too quickly to look at.
 type asyncDevice struct {
-	*memDevice
+	*backendtest.Mem
 	refuse atomic.Bool // StartWrite declines, as a volume out of sync does
 	// syncErr, when set, is what WriteAt returns, so that the synchronous
 	// path can be made to fail exactly as a started write does.
@@ -37,13 +38,13 @@ type asyncWrite struct {
 	plug    *backend.Plug
 }
 
-func newAsyncDevice(size int) *asyncDevice { return &asyncDevice{memDevice: newMemDevice(size)} }
+func newAsyncDevice(size int) *asyncDevice { return &asyncDevice{Mem: backendtest.NewMem(size)} }
 
 func (d *asyncDevice) WriteAt(p []byte, off int64, durable bool) error {
 	if d.syncErr != nil {
 		return d.syncErr
 	}
-	return d.memDevice.WriteAt(p, off, durable)
+	return d.Mem.WriteAt(p, off, durable)
 }
 
 func (d *asyncDevice) StartWrite(p []byte, off int64, durable bool, done backend.WriteDone, plug *backend.Plug) bool {
@@ -74,7 +75,7 @@ func (d *asyncDevice) starts() (int, []*asyncWrite) {
 func (w *asyncWrite) complete(err error) {
 	go func() {
 		if err == nil {
-			err = w.dev.memDevice.WriteAt(w.p, w.off, w.durable)
+			err = w.dev.Mem.WriteAt(w.p, w.off, w.durable)
 		}
 		w.done.WriteDone(err)
 	}()
@@ -244,11 +245,11 @@ func TestExecuteAsyncWrites(t *testing.T) {
 				if !stripesFree(h.lu, w.off, int64(len(w.p))) {
 					t.Fatal("the blocks stay locked after the write completed")
 				}
-				written := bytes.Equal(dev.data[tc.off:tc.off+int64(tc.written)], tc.out[:tc.written])
+				written := bytes.Equal(dev.Bytes()[tc.off:tc.off+int64(tc.written)], tc.out[:tc.written])
 				if written != (devErr == nil) {
 					t.Fatalf("data on the medium: %v, device error %v", written, devErr)
 				}
-				if _, durable, _ := dev.counts(); durable != 0 {
+				if durable := dev.Counts().Durable; durable != 0 {
 					t.Fatal("a cached write reached the device as durable")
 				}
 
@@ -344,7 +345,7 @@ func TestExecuteAsyncDeclines(t *testing.T) {
 					undo = u
 				}
 			}
-			writes0, _, _ := dev.counts()
+			writes0 := dev.Counts().Writes
 			rec := &asyncCall{cmd: &Command{Nexus: n, CDB: tc.cdb, DataOut: tc.out, DataIn: make([]byte, tc.in)}, res: &Result{}, done: make(chan struct{})}
 			if ExecuteAsync(testView{0: h.lu}, rec.cmd, rec.res, rec.onDone, &backend.Plug{}) {
 				t.Fatal("ExecuteAsync took the command")
@@ -356,7 +357,7 @@ func TestExecuteAsyncDeclines(t *testing.T) {
 			if calls != tc.startCalls || len(started) != 0 {
 				t.Fatalf("StartWrite called %d times and took %d writes; want %d calls, none taken", calls, len(started), tc.startCalls)
 			}
-			if w, _, _ := dev.counts(); w != writes0 {
+			if w := dev.Counts().Writes; w != writes0 {
 				t.Fatal("ExecuteAsync declined the command but wrote through WriteAt")
 			}
 			if undo != nil {
@@ -436,7 +437,7 @@ func TestExecuteAsyncRefusedAtOnce(t *testing.T) {
 				tc.setup(t, h)
 			}
 			rec.calls = 0
-			writes0, _, _ := dev.counts()
+			writes0 := dev.Counts().Writes
 			c := startAsync(testView{0: h.lu}, h.n, tc.cdb, tc.out, nil)
 			if !c.started {
 				t.Fatal("ExecuteAsync left a refused write to Execute")
@@ -456,7 +457,7 @@ func TestExecuteAsyncRefusedAtOnce(t *testing.T) {
 			if calls, _ := dev.starts(); calls != 0 {
 				t.Fatalf("StartWrite called %d times for a refused write", calls)
 			}
-			if w, _, _ := dev.counts(); w != writes0 {
+			if w := dev.Counts().Writes; w != writes0 {
 				t.Fatal("a refused write reached WriteAt")
 			}
 			if rec.calls != 1 || rec.kind != KindWrite || rec.bytes != 0 || rec.status != c.res.Status {

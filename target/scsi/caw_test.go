@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 func TestCompareAndWrite(t *testing.T) {
@@ -43,8 +44,8 @@ func TestCompareAndWrite(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.mod)
 			n := int(tc.cdb[13])
-			copy(h.dev.data[10*bs:], fill(8*bs, 'A'))
-			copy(h.dev.data[(testBlocks-2)*bs:], fill(2*bs, 'A'))
+			copy(h.dev.Bytes()[10*bs:], fill(8*bs, 'A'))
+			copy(h.dev.Bytes()[(testBlocks-2)*bs:], fill(2*bs, 'A'))
 			out := tc.out
 			if out == nil {
 				out = append(fill(n*bs, 'A'), fill(n*bs, 'B')...)
@@ -70,7 +71,7 @@ func TestCompareAndWrite(t *testing.T) {
 			}
 			lba := getU64(tc.cdb[2:])
 			if lba < testBlocks && n > 0 && int(lba)+n <= testBlocks {
-				got := h.dev.data[int(lba)*bs : (int(lba)+n)*bs]
+				got := h.dev.Bytes()[int(lba)*bs : (int(lba)+n)*bs]
 				wantByte := byte('A')
 				if tc.written {
 					wantByte = 'B'
@@ -86,14 +87,14 @@ func TestCompareAndWrite(t *testing.T) {
 func TestCompareAndWriteDurability(t *testing.T) {
 	h := newHarness(t, nil) // write cache on
 	out := append(fill(512, 0), fill(512, 1)...)
-	_, durable0, _ := h.dev.counts()
+	durable0 := h.dev.Counts().Durable
 	good.check(t, first(h.run(cdbCAW(0, 1, 0), out, len(out))))
-	if _, d, _ := h.dev.counts(); d != durable0 {
+	if d := h.dev.Counts().Durable; d != durable0 {
 		t.Fatal("CAW without FUA wrote durably with WCE set")
 	}
 	out = append(fill(512, 1), fill(512, 2)...)
 	good.check(t, first(h.run(cdbCAW(0, 1, bitFUA), out, len(out))))
-	if _, d, _ := h.dev.counts(); d != durable0+1 {
+	if d := h.dev.Counts().Durable; d != durable0+1 {
 		t.Fatal("CAW with FUA did not write durably")
 	}
 }
@@ -234,7 +235,7 @@ func TestCompareAndWriteConcurrent(t *testing.T) {
 // the CAW's range waits for an exclusive holder of that range, and a WRITE
 // elsewhere does not.
 func TestCompareAndWriteExcludesWrites(t *testing.T) {
-	h := newHarness(t, func(c *LUConfig) { c.Device = newMemDevice(8 << 20) })
+	h := newHarness(t, func(c *LUConfig) { c.Device = backendtest.NewMem(8 << 20) })
 	r := request{lu: h.lu, st: h.lu.state.Load()}
 	hold := r.lockBlocks(100, 1, true)
 	done := make(chan struct{})
@@ -252,17 +253,17 @@ func TestCompareAndWriteExcludesWrites(t *testing.T) {
 	}
 	hold.release()
 	<-done
-	if h.dev.data[100*512] != 9 {
+	if h.dev.Bytes()[100*512] != 9 {
 		t.Fatal("WRITE did not complete after the range was released")
 	}
 }
 
 func TestORWrite(t *testing.T) {
 	h := newHarness(t, nil)
-	copy(h.dev.data[5*512:], fill(3*512, 0x0f))
+	copy(h.dev.Bytes()[5*512:], fill(3*512, 0x0f))
 	res, _ := h.run(cdbRW16(opORWrite16, 5, 3, 0x18), fill(3*512, 0xa0), 3*512)
 	good.check(t, res)
-	if !bytes.Equal(h.dev.data[5*512:8*512], fill(3*512, 0xaf)) || h.dev.data[8*512] != 0 {
+	if !bytes.Equal(h.dev.Bytes()[5*512:8*512], fill(3*512, 0xaf)) || h.dev.Bytes()[8*512] != 0 {
 		t.Fatal("ORWRITE did not OR the data in")
 	}
 	if res.Transfer != 3*512 {
@@ -271,7 +272,7 @@ func TestORWrite(t *testing.T) {
 	// 200 blocks span several pooled chunks.
 	res, _ = h.run(cdbRW16(opORWrite16, 100, 200, 0), fill(200*512, 0x01), 200*512)
 	good.check(t, res)
-	if !bytes.Equal(h.dev.data[100*512:300*512], fill(200*512, 0x01)) {
+	if !bytes.Equal(h.dev.Bytes()[100*512:300*512], fill(200*512, 0x01)) {
 		t.Fatal("long ORWRITE")
 	}
 	lbaOOB := wantSense(KeyIllegalRequest, ascLBAOutOfRange)
@@ -301,7 +302,7 @@ func TestWriteAtomic(t *testing.T) {
 	h := newHarness(t, nil)
 	res, _ := h.run(cdbWriteAtomic(7, 4, 0x18), fill(4*512, 0x5a), 4*512)
 	good.check(t, res)
-	if !bytes.Equal(h.dev.data[7*512:11*512], fill(4*512, 0x5a)) || res.Transfer != 4*512 {
+	if !bytes.Equal(h.dev.Bytes()[7*512:11*512], fill(4*512, 0x5a)) || res.Transfer != 4*512 {
 		t.Fatal("WRITE ATOMIC did not write")
 	}
 	lbaOOB := wantSense(KeyIllegalRequest, ascLBAOutOfRange)
@@ -329,7 +330,10 @@ func TestWriteAtomic(t *testing.T) {
 	wantSense(KeyDataProtect, ascWriteProtected).check(t, first(ro.run(cdbWriteAtomic(0, 1, 0), fill(512, 1), 512)))
 	// More than MAXIMUM ATOMIC TRANSFER LENGTH (with 512-byte blocks the
 	// 16-bit field cannot exceed it, 4096-byte blocks can).
-	big := newHarness(t, func(c *LUConfig) { c.Device = &sizedDevice{newMemDevice(4096), 2 * maxAtomicBytes}; c.BlockSize = 4096 })
+	big := newHarness(t, func(c *LUConfig) {
+		c.Device = &sizedDevice{backendtest.NewMem(4096), 2 * maxAtomicBytes}
+		c.BlockSize = 4096
+	})
 	wantCDB(12, -1).check(t, first(big.run(cdbWriteAtomic(0, maxAtomicBytes/4096+1, 0), nil, 0)))
 }
 

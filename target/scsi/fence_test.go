@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 // Points of a command where takeover ends the lease.
@@ -83,27 +84,26 @@ func newLeaseHarness(t *testing.T, leased bool) (*harness, *thinDevice, *takeove
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, lu: lu, dev: dev.memDevice, n: testNexus("iqn.1994-05.com.example:host1", 1)}
+	h := &harness{t: t, lu: lu, dev: dev.Mem, n: testNexus("iqn.1994-05.com.example:host1", 1)}
 	h.clearUA(h.n)
 	return h, dev.thinDevice, k
 }
 
 // deviceState is everything a command could change on a thinDevice.
 type deviceState struct {
-	data                    []byte
-	alloc                   []bool
-	writes, flushes, unmaps int
+	data   []byte
+	alloc  []bool
+	counts backendtest.Counts
 }
 
 func stateOf(d *thinDevice) deviceState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return deviceState{bytes.Clone(d.data), slices.Clone(d.alloc), d.writes, d.flushes, d.unmaps}
+	return deviceState{d.Snapshot(), slices.Clone(d.alloc), d.Counts()}
 }
 
 func (a deviceState) equal(b deviceState) bool {
-	return bytes.Equal(a.data, b.data) && slices.Equal(a.alloc, b.alloc) &&
-		a.writes == b.writes && a.flushes == b.flushes && a.unmaps == b.unmaps
+	return bytes.Equal(a.data, b.data) && slices.Equal(a.alloc, b.alloc) && a.counts == b.counts
 }
 
 // TestLeaseFencesDeviceIO: a command admitted while the lease was valid
@@ -165,11 +165,11 @@ func TestLeaseFencesDeviceIO(t *testing.T) {
 	}
 }
 
-type unmapOnly struct{ *memDevice }
+type unmapOnly struct{ *backendtest.Mem }
 
 func (unmapOnly) Unmap(off, length int64) error { return nil }
 
-type extentsOnly struct{ *memDevice }
+type extentsOnly struct{ *backendtest.Mem }
 
 func (d extentsOnly) Extent(off int64) (bool, int64, error) { return true, d.Size() - off, nil }
 
@@ -195,9 +195,9 @@ func TestFenceKeepsOptionalInterfaces(t *testing.T) {
 	}{
 		{"fileio", file, true, true},
 		{"nullio", null, true, true},
-		{"neither", newMemDevice(1 << 20), false, false},
-		{"unmapper only", unmapOnly{newMemDevice(1 << 20)}, true, false},
-		{"mapper only", extentsOnly{newMemDevice(1 << 20)}, false, true},
+		{"neither", backendtest.NewMem(1 << 20), false, false},
+		{"unmapper only", unmapOnly{backendtest.NewMem(1 << 20)}, true, false},
+		{"mapper only", extentsOnly{backendtest.NewMem(1 << 20)}, false, true},
 	} {
 		for _, l := range []*Lease{nil, lease} {
 			lu, err := NewLU(LUConfig{Device: tc.dev, Serial: "s", Thin: true, Lease: l})

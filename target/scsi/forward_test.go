@@ -51,7 +51,7 @@ func TestExecuteLocalIgnoresTheForwarder(t *testing.T) {
 	if res.Status != StatusGood || len(f.cdbs) != 0 {
 		t.Fatalf("ExecuteLocal: %+v, forwarded %d", res, len(f.cdbs))
 	}
-	if w, _, _ := h.dev.counts(); w != 1 {
+	if w := h.dev.Counts().Writes; w != 1 {
 		t.Fatalf("%d writes reached the device, want 1", w)
 	}
 

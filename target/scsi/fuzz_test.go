@@ -2,6 +2,8 @@ package scsi
 
 import (
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 // FuzzCDB executes arbitrary CDBs with arbitrary Data-Out and Data-In sizes
@@ -37,7 +39,7 @@ func FuzzCDB(f *testing.F) {
 		f.Add(s, append(unmapParams([2]uint64{2, 4}), owParams(1, []byte{1, 2, 3, 4})...), uint16(1024), byte(0x80|i&0x1f))
 	}
 	f.Fuzz(func(t *testing.T, cdb, dataOut []byte, edtl uint16, mode byte) {
-		cfg := LUConfig{Device: newMemDevice(64 * 512), Removable: mode&1 != 0, ReadOnly: mode&2 != 0, WriteCache: mode&4 != 0}
+		cfg := LUConfig{Device: backendtest.NewMem(64 * 512), Removable: mode&1 != 0, ReadOnly: mode&2 != 0, WriteCache: mode&4 != 0}
 		if mode&0x80 != 0 {
 			cfg.Device, cfg.Thin, cfg.SanitizeAllowed = newThinDevice(64*512), true, true
 		}

@@ -2,93 +2,35 @@ package scsi
 
 import (
 	"bytes"
-	"sync"
 	"testing"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
-
-// memDevice is an in-memory backend.Device that records how it was used.
-type memDevice struct {
-	mu       sync.Mutex
-	data     []byte
-	readOnly bool
-	nv       bool
-	closed   bool
-
-	writes, durable, flushes int
-}
-
-func newMemDevice(size int) *memDevice { return &memDevice{data: make([]byte, size)} }
-
-func (d *memDevice) ReadAt(p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(p, d.data[off:])
-	return nil
-}
-
-func (d *memDevice) WriteAt(p []byte, off int64, durable bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.readOnly {
-		return backend.ErrReadOnly
-	}
-	if off < 0 || off+int64(len(p)) > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	copy(d.data[off:], p)
-	d.writes++
-	if durable {
-		d.durable++
-	}
-	return nil
-}
-
-func (d *memDevice) Flush() error {
-	d.mu.Lock()
-	d.flushes++
-	d.mu.Unlock()
-	return nil
-}
-
-func (d *memDevice) Size() int64    { return int64(len(d.data)) }
-func (d *memDevice) ReadOnly() bool { return d.readOnly }
-func (d *memDevice) NVCache() bool  { return d.nv }
-func (d *memDevice) Close() error   { d.closed = true; return nil }
-
-func (d *memDevice) counts() (writes, durable, flushes int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.writes, d.durable, d.flushes
-}
 
 const testBlocks = 2048
 
-// harness is one LU on a memDevice seen through one nexus.
+// harness is one LU on a backendtest.Mem seen through one nexus.
 type harness struct {
 	t   *testing.T
 	lu  *LU
-	dev *memDevice
+	dev *backendtest.Mem
 	n   *Nexus
 }
 
 func newHarness(t *testing.T, mod func(*LUConfig)) *harness {
 	t.Helper()
-	dev := newMemDevice(testBlocks * 512)
+	dev := backendtest.NewMem(testBlocks * 512)
 	cfg := LUConfig{Device: dev, BlockSize: 512, Serial: "serial-1", WriteCache: true}
 	if mod != nil {
 		mod(&cfg)
 	}
 	if cfg.Device != backend.Device(dev) {
 		switch d := cfg.Device.(type) {
-		case *memDevice:
+		case *backendtest.Mem:
 			dev = d
 		case *sizedDevice:
-			dev = d.memDevice
+			dev = d.Mem
 		}
 	}
 	lu, err := NewLU(cfg)

@@ -3,10 +3,12 @@ package scsi
 import (
 	"bytes"
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 func TestNewLUValidates(t *testing.T) {
-	dev := newMemDevice(4096)
+	dev := backendtest.NewMem(4096)
 	for name, cfg := range map[string]LUConfig{
 		"no device":  {},
 		"block size": {Device: dev, BlockSize: 1024},
@@ -116,11 +118,11 @@ func TestWriteDurability(t *testing.T) {
 		good.check(t, res)
 	}
 	write(0)
-	if _, d, _ := h.dev.counts(); d != 0 {
+	if d := h.dev.Counts().Durable; d != 0 {
 		t.Fatalf("WCE=1 plain write was durable")
 	}
 	write(bitFUA)
-	if _, d, _ := h.dev.counts(); d != 1 {
+	if d := h.dev.Counts().Durable; d != 1 {
 		t.Fatalf("FUA write not durable")
 	}
 
@@ -133,7 +135,7 @@ func TestWriteDurability(t *testing.T) {
 		t.Fatal("WCE still set")
 	}
 	write(0)
-	if _, d, _ := h.dev.counts(); d != 2 {
+	if d := h.dev.Counts().Durable; d != 2 {
 		t.Fatalf("WCE=0 write not durable")
 	}
 	if got := h.modePage(pcCurrent, 0x08)[2] & 0x04; got != 0 {
@@ -142,7 +144,7 @@ func TestWriteDurability(t *testing.T) {
 
 	res, _ = h.run(cdbRW10(opSyncCache10, 0, 0, 0), nil, 0)
 	good.check(t, res)
-	if _, _, f := h.dev.counts(); f != 1 {
+	if f := h.dev.Counts().Flushes; f != 1 {
 		t.Fatalf("SYNCHRONIZE CACHE flushed %d times", f)
 	}
 }
@@ -277,7 +279,7 @@ func TestVerify(t *testing.T) {
 	// WRITE AND VERIFY writes durably and compares.
 	res, _ = h.run(cdbRW16(opWriteVerify16, 300, 4, 0x12), data, len(data))
 	good.check(t, res)
-	if _, d, _ := h.dev.counts(); d == 0 {
+	if d := h.dev.Counts().Durable; d == 0 {
 		t.Fatal("WRITE AND VERIFY was not durable")
 	}
 	_, got := h.run(cdbRW10(opRead10, 300, 4, 0), nil, len(data))
@@ -317,7 +319,7 @@ func TestReadCapacity(t *testing.T) {
 }
 
 func TestLargeCapacityReadCapacity10(t *testing.T) {
-	big := &sizedDevice{memDevice: newMemDevice(512), size: 1 << 42}
+	big := &sizedDevice{Mem: backendtest.NewMem(512), size: 1 << 42}
 	lu, err := NewLU(LUConfig{Device: big})
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +343,7 @@ func TestLargeCapacityReadCapacity10(t *testing.T) {
 }
 
 type sizedDevice struct {
-	*memDevice
+	*backendtest.Mem
 	size int64
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 func TestReadWriteDoNotAllocate(t *testing.T) {
@@ -35,7 +36,7 @@ func TestReadWriteDoNotAllocate(t *testing.T) {
 // benchRW measures one 4 KiB command through the View, as the transport
 // calls it, against an in-memory device, reporting to stats if not nil.
 func benchRW(b *testing.B, op byte, stats Stats) {
-	dev := newMemDevice(64 << 20)
+	dev := backendtest.NewMem(64 << 20)
 	lu, err := NewLU(LUConfig{Device: dev, WriteCache: true, Stats: stats})
 	if err != nil {
 		b.Fatal(err)
@@ -65,7 +66,7 @@ func BenchmarkWrite4K(b *testing.B) { benchRW(b, opWrite10, nil) }
 // BenchmarkRead4KParallel runs many sessions against one LU, which is what
 // the nexus lookup and unit-attention fast path must scale to.
 func BenchmarkRead4KParallel(b *testing.B) {
-	dev := newMemDevice(64 << 20)
+	dev := backendtest.NewMem(64 << 20)
 	lu, err := NewLU(LUConfig{Device: dev})
 	if err != nil {
 		b.Fatal(err)
@@ -88,7 +89,7 @@ func BenchmarkRead4KParallel(b *testing.B) {
 
 // doneAtOnce is an AsyncWriter that completes each write before
 // StartWrite returns.
-type doneAtOnce struct{ *memDevice }
+type doneAtOnce struct{ *backendtest.Mem }
 
 func (d doneAtOnce) StartWrite(p []byte, off int64, durable bool, done backend.WriteDone, _ *backend.Plug) bool {
 	done.WriteDone(d.WriteAt(p, off, durable))
@@ -99,7 +100,7 @@ func (d doneAtOnce) NetworkedWrites() bool { return true }
 
 func TestExecuteAsyncDoesNotAllocate(t *testing.T) {
 	h := newHarness(t, func(c *LUConfig) {
-		c.Device = doneAtOnce{newMemDevice(testBlocks * 512)}
+		c.Device = doneAtOnce{backendtest.NewMem(testBlocks * 512)}
 		c.WriteCache = true
 	})
 	v := testView{0: h.lu}

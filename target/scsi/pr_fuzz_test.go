@@ -3,6 +3,8 @@ package scsi
 import (
 	"bytes"
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 // prScript encodes fuzz steps: nexus selector (bit 7: use small keys; bit
@@ -59,7 +61,7 @@ func FuzzPROut(f *testing.F) {
 	f.Fuzz(func(t *testing.T, script []byte) {
 		ab := &fakeAborter{}
 		p := &memPersister{}
-		lu, err := NewLU(LUConfig{Device: newMemDevice(64 * 512), Persister: p, Aborter: ab})
+		lu, err := NewLU(LUConfig{Device: backendtest.NewMem(64 * 512), Persister: p, Aborter: ab})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +133,7 @@ func FuzzPROut(f *testing.F) {
 			}
 		}
 		// A restart from what was saved is a valid state too.
-		if _, err := NewLU(LUConfig{Device: newMemDevice(4096), Persister: p}); err != nil {
+		if _, err := NewLU(LUConfig{Device: backendtest.NewMem(4096), Persister: p}); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 // TestPROutServiceActions walks every PERSISTENT RESERVE OUT service action
@@ -382,7 +384,7 @@ func TestAPTPLRestart(t *testing.T) {
 			if kind == "file" {
 				p = NewFilePersister(path)
 			}
-			dev := newMemDevice(testBlocks * 512)
+			dev := backendtest.NewMem(testBlocks * 512)
 			mk := func() *harness {
 				h := newHarness(t, func(c *LUConfig) { c.Device = dev; c.Persister = p })
 				return h
@@ -459,7 +461,7 @@ func TestAPTPLSaveFailure(t *testing.T) {
 
 func TestNewLUBadPersistedState(t *testing.T) {
 	p := &memPersister{data: []byte(`{"version":99}`)}
-	if _, err := NewLU(LUConfig{Device: newMemDevice(4096), Persister: p}); err == nil {
+	if _, err := NewLU(LUConfig{Device: backendtest.NewMem(4096), Persister: p}); err == nil {
 		t.Fatal("NewLU accepted an unknown state version")
 	}
 }

@@ -33,24 +33,24 @@ func TestSanitizeNotAllowed(t *testing.T) {
 	wantSense(KeyIllegalRequest, ascInvalidOpcode).check(t, first(full.run(cdbSanitize(saSanitizeBlockErase, false, 0), nil, 0)))
 	p := owParams(1, fill(512, 0x5a))
 	good.check(t, first(full.run(cdbSanitize(saSanitizeOverwrite, false, uint16(len(p))), p, len(p))))
-	if !bytes.Equal(full.dev.data, fill(len(full.dev.data), 0x5a)) {
+	if !bytes.Equal(full.dev.Bytes(), fill(len(full.dev.Bytes()), 0x5a)) {
 		t.Fatal("OVERWRITE on a fully provisioned LU")
 	}
 }
 
 func TestSanitizeOverwrite(t *testing.T) {
 	h, dev := sanitizeHarness(t, nil)
-	copy(dev.data, fill(len(dev.data), 'a'))
+	copy(dev.Bytes(), fill(len(dev.Bytes()), 'a'))
 	// A 4-byte pattern repeated through every block.
 	p := owParams(1, []byte{1, 2, 3, 4})
 	good.check(t, first(h.run(cdbSanitize(saSanitizeOverwrite, false, uint16(len(p))), p, len(p))))
-	if !bytes.Equal(dev.data, bytes.Repeat([]byte{1, 2, 3, 4}, len(dev.data)/4)) {
+	if !bytes.Equal(dev.Bytes(), bytes.Repeat([]byte{1, 2, 3, 4}, len(dev.Bytes())/4)) {
 		t.Fatal("OVERWRITE pattern not on the medium")
 	}
 	// Two passes with INVERT: the last pass is inverted.
 	p = owParams(0x80|2, fill(512, 0x0f))
 	good.check(t, first(h.run(cdbSanitize(saSanitizeOverwrite, false, uint16(len(p))), p, len(p))))
-	if !bytes.Equal(dev.data, fill(len(dev.data), 0xf0)) {
+	if !bytes.Equal(dev.Bytes(), fill(len(dev.Bytes()), 0xf0)) {
 		t.Fatal("INVERT not applied on the second pass")
 	}
 	// The LU serves I/O again afterwards.
@@ -92,7 +92,7 @@ func TestSanitizeBlockErase(t *testing.T) {
 	h, dev := sanitizeHarness(t, nil)
 	good.check(t, first(h.run(cdbRW10(opWrite10, 0, 256, 0), fill(256*512, 'a'), 256*512)))
 	good.check(t, first(h.run(cdbSanitize(saSanitizeBlockErase, false, 0), nil, 0)))
-	if !bytes.Equal(dev.data, make([]byte, len(dev.data))) {
+	if !bytes.Equal(dev.Bytes(), make([]byte, len(dev.Bytes()))) {
 		t.Fatal("BLOCK ERASE left data")
 	}
 	_, data := h.run(cdbGetLBAStatus(0, 256), nil, 256)
@@ -115,7 +115,7 @@ func TestSanitizeInProgress(t *testing.T) {
 	h, dev := sanitizeHarness(t, nil)
 	other := testNexus("iqn.other", 9)
 	h.clearUA(other)
-	dev.blockCh = make(chan struct{})
+	_, release := dev.HoldWrites()
 	p := owParams(1, fill(512, 0x33))
 	good.check(t, first(h.run(cdbSanitize(saSanitizeOverwrite, true, uint16(len(p))), p, len(p)))) // IMMED
 	inProgress := wantSense(KeyNotReady, ascSanitizeInProgress)
@@ -141,7 +141,7 @@ func TestSanitizeInProgress(t *testing.T) {
 	wantSense(KeyUnitAttention, ascBusDeviceReset).check(t, first(h.run(cdbTUR(), nil, 0)))
 	inProgress.check(t, first(h.run(cdbTUR(), nil, 0)))
 
-	close(dev.blockCh)
+	release()
 	deadline := time.Now().Add(5 * time.Second)
 	for first(h.run(cdbTUR(), nil, 0)).Status != StatusGood {
 		if time.Now().After(deadline) {
@@ -149,17 +149,14 @@ func TestSanitizeInProgress(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	dev.blockCh = nil
-	if !bytes.Equal(dev.data, fill(len(dev.data), 0x33)) {
+	if !bytes.Equal(dev.Bytes(), fill(len(dev.Bytes()), 0x33)) {
 		t.Fatal("sanitize did not overwrite")
 	}
 }
 
 func TestSanitizeFailureMode(t *testing.T) {
 	h, dev := sanitizeHarness(t, nil)
-	dev.mu.Lock()
-	dev.failIO = true
-	dev.mu.Unlock()
+	dev.FailWrites(errShort)
 	p := owParams(1, fill(512, 1))
 	failed := wantSense(KeyMediumError, ascSanitizeFailed)
 	failed.check(t, first(h.run(cdbSanitize(saSanitizeOverwrite, false, uint16(len(p))), p, len(p))))
@@ -171,9 +168,7 @@ func TestSanitizeFailureMode(t *testing.T) {
 
 	// A successful sanitize also leaves failure mode.
 	failed.check(t, first(h.run(cdbSanitize(saSanitizeOverwrite, false, uint16(len(p))), p, len(p))))
-	dev.mu.Lock()
-	dev.failIO = false
-	dev.mu.Unlock()
+	dev.FailWrites(nil)
 	good.check(t, first(h.run(cdbSanitize(saSanitizeOverwrite, false, uint16(len(p))), p, len(p))))
 	good.check(t, first(h.run(cdbRW10(opRead10, 0, 1, 0), nil, 512)))
 }
@@ -226,9 +221,9 @@ func TestStripeMask(t *testing.T) {
 // (WACEREQ 01b).
 func TestSanitizeCryptoErase(t *testing.T) {
 	thin, dev := sanitizeHarness(t, nil)
-	copy(dev.data, fill(len(dev.data), 'a'))
+	copy(dev.Bytes(), fill(len(dev.Bytes()), 'a'))
 	good.check(t, first(thin.run(cdbSanitize(saSanitizeCryptoErase, false, 0), nil, 0)))
-	if !bytes.Equal(dev.data, make([]byte, len(dev.data))) {
+	if !bytes.Equal(dev.Bytes(), make([]byte, len(dev.Bytes()))) {
 		t.Fatal("CRYPTO ERASE left data on a thin LU")
 	}
 	good.check(t, first(thin.run(cdbRW10(opRead10, 0, 1, 0), nil, 512)))
@@ -237,9 +232,9 @@ func TestSanitizeCryptoErase(t *testing.T) {
 		t.Fatalf("WACEREQ = %d, want 1", b1[7]>>4&3)
 	}
 	full := newHarness(t, func(c *LUConfig) { c.SanitizeAllowed = true })
-	copy(full.dev.data, fill(len(full.dev.data), 'a'))
+	copy(full.dev.Bytes(), fill(len(full.dev.Bytes()), 'a'))
 	good.check(t, first(full.run(cdbSanitize(saSanitizeCryptoErase, false, 0), nil, 0)))
-	if !bytes.Equal(full.dev.data, make([]byte, len(full.dev.data))) {
+	if !bytes.Equal(full.dev.Bytes(), make([]byte, len(full.dev.Bytes()))) {
 		t.Fatal("CRYPTO ERASE left data on a fully provisioned LU")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 func TestUnitAttentionLifecycle(t *testing.T) {
@@ -44,7 +46,7 @@ func TestUnitAttentionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := h.lu.state.Load().cfg
-	cfg.Device = newMemDevice(4 * testBlocks * 512)
+	cfg.Device = backendtest.NewMem(4 * testBlocks * 512)
 	if err := h.lu.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +511,7 @@ func TestReportSupportedOpcodes(t *testing.T) {
 // reserved and expects INVALID FIELD IN CDB pointing at it.
 func checkUsageEnforced(t *testing.T, c *command) {
 	t.Helper()
-	lu, err := NewLU(LUConfig{Device: newMemDevice(1 << 20)})
+	lu, err := NewLU(LUConfig{Device: backendtest.NewMem(1 << 20)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,11 +585,11 @@ func TestStartStopAndPrevent(t *testing.T) {
 		good.check(t, first(h.run(prevent(1), nil, 0)))
 		// Stopping flushes (unless NO_FLUSH) but leaves the LU serving.
 		good.check(t, first(h.run(ssu(false, false, false, false, 0), nil, 0)))
-		if _, _, f := h.dev.counts(); f != 1 {
+		if f := h.dev.Counts().Flushes; f != 1 {
 			t.Fatal("stopping did not flush")
 		}
 		good.check(t, first(h.run(ssu(true, true, false, false, 0), nil, 0)))
-		if _, _, f := h.dev.counts(); f != 1 {
+		if f := h.dev.Counts().Flushes; f != 1 {
 			t.Fatal("NO_FLUSH stop flushed")
 		}
 		good.check(t, first(h.run(cdbTUR(), nil, 0)))
@@ -649,7 +651,7 @@ func TestCloseAndUpdateErrors(t *testing.T) {
 		t.Fatal("Update did not apply WriteCache")
 	}
 	wantSense(KeyUnitAttention, ascModeParametersChanged).check(t, first(h.run(cdbTUR(), nil, 0)))
-	if err := h.lu.Close(); err != nil || h.dev.closed {
+	if err := h.lu.Close(); err != nil || h.dev.Closed() {
 		t.Fatal("Close must retire the LU and leave the device to its owner")
 	}
 	wantSense(KeyNotReady, ascNotReadyCauseUnknown).check(t, first(h.run(cdbRW10(opRead10, 0, 1, 0), nil, 512)))

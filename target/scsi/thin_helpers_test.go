@@ -1,39 +1,30 @@
 package scsi
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/hatarget/hatarget/target/backend"
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
-// thinDevice is a memDevice that deallocates: it tracks which 4 KiB
-// "filesystem blocks" are allocated, as a sparse file would, so UNMAP,
-// WRITE SAME with UNMAP and GET LBA STATUS can be checked.
+// thinDevice is a backendtest.Thin that tracks which 4 KiB "filesystem
+// blocks" are allocated, as a sparse file would, so UNMAP, WRITE SAME with
+// UNMAP and GET LBA STATUS can be checked.
 type thinDevice struct {
-	*memDevice
-	alloc   []bool // per 4 KiB
-	unmaps  int
-	failIO  bool // WriteAt fails (sanitize failure mode)
-	blockCh chan struct{}
+	*backendtest.Thin
+	mu    sync.Mutex
+	alloc []bool // per 4 KiB
 }
 
 const fsBlock = 4096
 
 func newThinDevice(size int) *thinDevice {
-	return &thinDevice{memDevice: newMemDevice(size), alloc: make([]bool, (size+fsBlock-1)/fsBlock)}
+	return &thinDevice{Thin: backendtest.NewThin(size), alloc: make([]bool, (size+fsBlock-1)/fsBlock)}
 }
 
 func (d *thinDevice) WriteAt(p []byte, off int64, durable bool) error {
-	if d.blockCh != nil {
-		<-d.blockCh
-	}
-	d.mu.Lock()
-	fail := d.failIO
-	d.mu.Unlock()
-	if fail {
-		return errShort
-	}
-	if err := d.memDevice.WriteAt(p, off, durable); err != nil {
+	if err := d.Thin.WriteAt(p, off, durable); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -44,29 +35,24 @@ func (d *thinDevice) WriteAt(p []byte, off int64, durable bool) error {
 	return nil
 }
 
-// Unmap zeros the range and frees the filesystem blocks it covers whole,
-// as fallocate(PUNCH_HOLE) does.
+// Unmap frees the filesystem blocks the range covers whole, as
+// fallocate(PUNCH_HOLE) does.
 func (d *thinDevice) Unmap(off, length int64) error {
+	if err := d.Thin.Unmap(off, length); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.readOnly {
-		return backend.ErrReadOnly
-	}
-	if off < 0 || length < 0 || off+length > int64(len(d.data)) {
-		return backend.ErrOutOfRange
-	}
-	clear(d.data[off : off+length])
 	for b := (off + fsBlock - 1) / fsBlock; (b+1)*fsBlock <= off+length; b++ {
 		d.alloc[b] = false
 	}
-	d.unmaps++
 	return nil
 }
 
 func (d *thinDevice) Extent(off int64) (bool, int64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	size := int64(len(d.data))
+	size := d.Size()
 	if off < 0 || off >= size {
 		return false, 0, backend.ErrOutOfRange
 	}
@@ -100,7 +86,7 @@ func newThinHarness(t *testing.T, mod func(*LUConfig)) (*harness, *thinDevice) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, lu: lu, dev: dev.memDevice, n: testNexus("iqn.1994-05.com.example:host1", 1)}
+	h := &harness{t: t, lu: lu, dev: dev.Mem, n: testNexus("iqn.1994-05.com.example:host1", 1)}
 	h.clearUA(h.n)
 	return h, dev
 }

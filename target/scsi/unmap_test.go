@@ -35,7 +35,7 @@ func TestUnmap(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, dev := newThinHarness(t, nil)
-			copy(dev.data, fill(len(dev.data), 0xee))
+			copy(dev.Bytes(), fill(len(dev.Bytes()), 0xee))
 			res, _ := h.run(tc.cdb, tc.out, len(tc.out))
 			tc.want.check(t, res)
 			if res.Transfer != int(getU16(tc.cdb[7:])) {
@@ -48,7 +48,7 @@ func TestUnmap(t *testing.T) {
 				}
 			}
 			for l := range testBlocks {
-				blk := dev.data[l*bs : (l+1)*bs]
+				blk := dev.Bytes()[l*bs : (l+1)*bs]
 				if zero[l] != bytes.Equal(blk, make([]byte, bs)) {
 					t.Fatalf("LBA %d zero=%v, want %v", l, !zero[l], zero[l])
 				}
@@ -58,7 +58,7 @@ func TestUnmap(t *testing.T) {
 }
 
 func TestUnmapNotThin(t *testing.T) {
-	h := newHarness(t, func(c *LUConfig) { c.Thin = true }) // memDevice cannot unmap
+	h := newHarness(t, func(c *LUConfig) { c.Thin = true }) // backendtest.Mem cannot unmap
 	wantSense(KeyIllegalRequest, ascInvalidOpcode).check(t, first(h.run(cdbUnmap(false, 24), unmapParams([2]uint64{0, 1}), 24)))
 	_, one := h.run(cdbMaintIn(saReportOpcodes, rsocOpcode, opUnmap, 0, 64), nil, 64)
 	if !bytes.Equal(one, []byte{0, 1, 0, 0}) {

@@ -3,6 +3,8 @@ package scsi
 import (
 	"bytes"
 	"testing"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
 func TestWriteSame(t *testing.T) {
@@ -24,27 +26,27 @@ func TestWriteSame(t *testing.T) {
 	}{
 		{name: "ws10 pattern", cdb: cdbWS10(10, 200, 0), out: pattern, want: good, check: func(t *testing.T, h *harness) {
 			for lba := 10; lba < 210; lba++ {
-				if !bytes.Equal(h.dev.data[lba*bs:(lba+1)*bs], pattern) {
+				if !bytes.Equal(h.dev.Bytes()[lba*bs:(lba+1)*bs], pattern) {
 					t.Fatalf("LBA %d not written", lba)
 				}
 			}
-			if h.dev.data[210*bs] != 0 || h.dev.data[10*bs-1] != 0 {
+			if h.dev.Bytes()[210*bs] != 0 || h.dev.Bytes()[10*bs-1] != 0 {
 				t.Fatal("wrote outside the range")
 			}
 		}},
 		{name: "ws16 pattern at end", cdb: cdbWS16(testBlocks-3, 3, 0), out: pattern, want: good, check: func(t *testing.T, h *harness) {
-			if !bytes.Equal(h.dev.data[(testBlocks-1)*bs:], pattern) {
+			if !bytes.Equal(h.dev.Bytes()[(testBlocks-1)*bs:], pattern) {
 				t.Fatal("last LBA not written")
 			}
 		}},
 		{name: "zero blocks means to the end", cdb: cdbWS10(testBlocks-5, 0, 0), out: pattern, want: good, check: func(t *testing.T, h *harness) {
-			if !bytes.Equal(h.dev.data[(testBlocks-5)*bs:(testBlocks-4)*bs], pattern) || !bytes.Equal(h.dev.data[(testBlocks-1)*bs:], pattern) {
+			if !bytes.Equal(h.dev.Bytes()[(testBlocks-5)*bs:(testBlocks-4)*bs], pattern) || !bytes.Equal(h.dev.Bytes()[(testBlocks-1)*bs:], pattern) {
 				t.Fatal("WRITE SAME of 0 blocks did not write to the last LBA")
 			}
 		}},
 		{name: "zero blocks at end", cdb: cdbWS16(testBlocks, 0, 0), out: pattern, want: good},
 		{name: "ndob writes zeros", cdb: cdbWS16(0, 4, wsNDOB), want: good, check: func(t *testing.T, h *harness) {
-			if !bytes.Equal(h.dev.data[:4*bs], make([]byte, 4*bs)) {
+			if !bytes.Equal(h.dev.Bytes()[:4*bs], make([]byte, 4*bs)) {
 				t.Fatal("NDOB did not zero")
 			}
 		}},
@@ -74,7 +76,7 @@ func TestWriteSame(t *testing.T) {
 	wantSense(KeyDataProtect, ascWriteProtected).check(t, first(ro.run(cdbWS10(0, 1, 0), pattern, bs)))
 
 	// MAXIMUM WRITE SAME LENGTH bounds the range, zero-length included.
-	big := newHarness(t, func(c *LUConfig) { c.Device = &sizedDevice{newMemDevice(bs), (maxWriteSameBlocks + 8) * bs} })
+	big := newHarness(t, func(c *LUConfig) { c.Device = &sizedDevice{backendtest.NewMem(bs), (maxWriteSameBlocks + 8) * bs} })
 	wantCDB(10, -1).check(t, first(big.run(cdbWS16(0, maxWriteSameBlocks+1, 0), pattern, bs)))
 	wantCDB(10, -1).check(t, first(big.run(cdbWS16(0, 0, 0), pattern, bs)))
 }
@@ -90,7 +92,7 @@ func TestWriteSameUnmap(t *testing.T) {
 	// UNMAP with zero data deallocates; partial filesystem blocks at the
 	// edges read back as zeros too.
 	good.check(t, first(h.run(cdbWS10(4, 40, wsUnmap), make([]byte, bs), bs)))
-	if !bytes.Equal(dev.data[4*bs:44*bs], make([]byte, 40*bs)) || dev.data[4*bs-1] != 0xff || dev.data[44*bs] != 0xff {
+	if !bytes.Equal(dev.Bytes()[4*bs:44*bs], make([]byte, 40*bs)) || dev.Bytes()[4*bs-1] != 0xff || dev.Bytes()[44*bs] != 0xff {
 		t.Fatal("WRITE SAME UNMAP did not zero exactly its range")
 	}
 	if dev.mapped(8*bs) != false || dev.mapped(0) != true {
@@ -104,13 +106,13 @@ func TestWriteSameUnmap(t *testing.T) {
 	// UNMAP deallocates whatever the block holds; the range reads as zeros.
 	good.check(t, first(h.run(cdbRW10(opWrite10, 48, 16, 0), fill(16*bs, 0x22), 16*bs)))
 	good.check(t, first(h.run(cdbWS16(48, 16, wsUnmap), fill(bs, 0x11), bs)))
-	if dev.mapped(48*bs) || !bytes.Equal(dev.data[48*bs:64*bs], make([]byte, 16*bs)) {
+	if dev.mapped(48*bs) || !bytes.Equal(dev.Bytes()[48*bs:64*bs], make([]byte, 16*bs)) {
 		t.Fatal("WRITE SAME UNMAP with data did not deallocate")
 	}
-	unmaps := dev.unmaps
+	unmaps := dev.Counts().Unmaps
 	// Without the UNMAP bit zeros are written, not deallocated.
 	good.check(t, first(h.run(cdbWS16(48, 16, 0), make([]byte, bs), bs)))
-	if dev.unmaps != unmaps || !dev.mapped(48*bs) {
+	if dev.Counts().Unmaps != unmaps || !dev.mapped(48*bs) {
 		t.Fatal("WRITE SAME of zeros without UNMAP deallocated")
 	}
 	// ANCHOR with UNMAP: no ANC_SUP.

@@ -5,24 +5,26 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hatarget/hatarget/target/backend/backendtest"
 )
 
-// countingDevice is a memDevice that counts reads and writes, so a test can
+// countingDevice is a backendtest.Mem that counts reads and writes, so a test can
 // tell that a refused copy touched nothing.
 type countingDevice struct {
-	*memDevice
+	*backendtest.Mem
 	reads, writes atomic.Int64
 	afterWrite    func() // if set, called after each write
 }
 
 func (d *countingDevice) ReadAt(p []byte, off int64) error {
 	d.reads.Add(1)
-	return d.memDevice.ReadAt(p, off)
+	return d.Mem.ReadAt(p, off)
 }
 
 func (d *countingDevice) WriteAt(p []byte, off int64, durable bool) error {
 	d.writes.Add(1)
-	err := d.memDevice.WriteAt(p, off, durable)
+	err := d.Mem.WriteAt(p, off, durable)
 	if d.afterWrite != nil {
 		d.afterWrite()
 	}
@@ -47,7 +49,7 @@ const xcBlocks = 4096 // 2 MiB LUs of 512-byte blocks
 
 func newXCLU(t testing.TB, serial string, blocks int, bs uint32, mod func(*LUConfig)) (*LU, *countingDevice) {
 	t.Helper()
-	dev := &countingDevice{memDevice: newMemDevice(blocks * int(bs))}
+	dev := &countingDevice{Mem: backendtest.NewMem(blocks * int(bs))}
 	cfg := LUConfig{Device: dev, BlockSize: bs, Serial: serial, WriteCache: true}
 	if mod != nil {
 		mod(&cfg)
@@ -184,7 +186,7 @@ func wantCopyAborted(code uint16) want { return wantSense(KeyCopyAborted, code) 
 func TestXCopyBetweenLUs(t *testing.T) {
 	e := newXCEnv(t)
 	src := pattern(xcBlocks*512, 0x5a)
-	copy(e.da.data, src)
+	copy(e.da.Bytes(), src)
 
 	// One segment of 3000 blocks (more than one 1 MiB chunk) from A to B,
 	// a second from A to A and a third from B to A, in order.
@@ -198,23 +200,23 @@ func TestXCopyBetweenLUs(t *testing.T) {
 	if res.Transfer != len(p) {
 		t.Fatalf("Transfer %d, want %d", res.Transfer, len(p))
 	}
-	if !bytes.Equal(e.db.data[100*512:3100*512], src[10*512:3010*512]) {
+	if !bytes.Equal(e.db.Bytes()[100*512:3100*512], src[10*512:3010*512]) {
 		t.Fatal("segment 0 not copied to B")
 	}
-	if !bytes.Equal(e.db.data[:100*512], make([]byte, 100*512)) || !bytes.Equal(e.db.data[3100*512:], make([]byte, (xcBlocks-3100)*512)) {
+	if !bytes.Equal(e.db.Bytes()[:100*512], make([]byte, 100*512)) || !bytes.Equal(e.db.Bytes()[3100*512:], make([]byte, (xcBlocks-3100)*512)) {
 		t.Fatal("B written outside the segment")
 	}
-	if !bytes.Equal(e.da.data[4000*512:4016*512], src[:16*512]) {
+	if !bytes.Equal(e.da.Bytes()[4000*512:4016*512], src[:16*512]) {
 		t.Fatal("segment 1 not copied within A")
 	}
-	if !bytes.Equal(e.da.data[4080*512:4088*512], src[10*512:18*512]) {
+	if !bytes.Equal(e.da.Bytes()[4080*512:4088*512], src[10*512:18*512]) {
 		t.Fatal("segment 2 did not see segment 0")
 	}
 	if e.dc.io() != 0 {
 		t.Fatal("C touched")
 	}
 	// The write cache is enabled: nothing had to be durable.
-	if _, durable, _ := e.db.counts(); durable != 0 {
+	if durable := e.db.Counts().Durable; durable != 0 {
 		t.Fatalf("%d durable writes with WCE set", durable)
 	}
 }
@@ -222,16 +224,16 @@ func TestXCopyBetweenLUs(t *testing.T) {
 func TestXCopyOverlapAndBlockSizes(t *testing.T) {
 	e := newXCEnv(t)
 	src := pattern(xcBlocks*512, 0x11)
-	copy(e.da.data, src)
+	copy(e.da.Bytes(), src)
 	// Overlapping ranges of one LU, destination above the source: the
 	// result must be the source as it was (memmove), across chunks.
 	good.check(t, e.xcopy(xcParams{cscds: [][]byte{cscdNAA(e.a)}, segs: [][]byte{segB2B(0, 0, 3000, 0, 500)}}.bytes()))
-	if !bytes.Equal(e.da.data[500*512:3500*512], src[:3000*512]) {
+	if !bytes.Equal(e.da.Bytes()[500*512:3500*512], src[:3000*512]) {
 		t.Fatal("overlapping copy upwards corrupted")
 	}
-	copy(e.da.data, src)
+	copy(e.da.Bytes(), src)
 	good.check(t, e.xcopy(xcParams{cscds: [][]byte{cscdNAA(e.a)}, segs: [][]byte{segB2B(0, 0, 3000, 500, 0)}}.bytes()))
-	if !bytes.Equal(e.da.data[:3000*512], src[500*512:3500*512]) {
+	if !bytes.Equal(e.da.Bytes()[:3000*512], src[500*512:3500*512]) {
 		t.Fatal("overlapping copy downwards corrupted")
 	}
 
@@ -240,9 +242,9 @@ func TestXCopyOverlapAndBlockSizes(t *testing.T) {
 	big, dbig := newXCLU(t, "xc-4k", 512, 4096, nil)
 	big.nexusFor(e.n).pop()
 	e.view[2] = big
-	copy(e.da.data, src)
+	copy(e.da.Bytes(), src)
 	good.check(t, e.xcopy(xcParams{cscds: [][]byte{cscdNAA(e.a), cscdNAA(big)}, segs: [][]byte{segB2B(0, 1, 16, 8, 3)}}.bytes()))
-	if !bytes.Equal(dbig.data[3*4096:5*4096], src[8*512:24*512]) {
+	if !bytes.Equal(dbig.Bytes()[3*4096:5*4096], src[8*512:24*512]) {
 		t.Fatal("512 to 4096 copy")
 	}
 	dc := segB2B(1, 0, 2, 3, 100)
@@ -251,7 +253,7 @@ func TestXCopyOverlapAndBlockSizes(t *testing.T) {
 	inexact.check(t, e.xcopy(xcParams{cscds: [][]byte{cscdNAA(e.a), cscdNAA(big)}, segs: [][]byte{dc}}.bytes()))
 	dc[1], dc[11] = 0x02, 16 // 16 destination blocks are two source blocks
 	good.check(t, e.xcopy(xcParams{cscds: [][]byte{cscdNAA(e.a), cscdNAA(big)}, segs: [][]byte{dc}}.bytes()))
-	if !bytes.Equal(e.da.data[100*512:116*512], dbig.data[3*4096:5*4096]) {
+	if !bytes.Equal(e.da.Bytes()[100*512:116*512], dbig.Bytes()[3*4096:5*4096]) {
 		t.Fatal("4096 to 512 copy with DC")
 	}
 }
@@ -265,8 +267,8 @@ func TestXCopyOverlapAndBlockSizes(t *testing.T) {
 func TestXCopyRefusesLUNOutsideACL(t *testing.T) {
 	e := newXCEnv(t)
 	secret := pattern(xcBlocks*512, 0xc3)
-	copy(e.dc.data, secret)
-	copy(e.da.data, pattern(xcBlocks*512, 0x01))
+	copy(e.dc.Bytes(), secret)
+	copy(e.da.Bytes(), pattern(xcBlocks*512, 0x01))
 	for _, tc := range []struct {
 		name  string
 		cscds [][]byte
@@ -289,7 +291,7 @@ func TestXCopyRefusesLUNOutsideACL(t *testing.T) {
 			if e.io() != before {
 				t.Fatalf("refused copy did %d I/Os", e.io()-before)
 			}
-			if !bytes.Equal(e.dc.data, secret) {
+			if !bytes.Equal(e.dc.Bytes(), secret) {
 				t.Fatal("C modified")
 			}
 		})
@@ -451,7 +453,7 @@ func senseCSI(b []byte) (uint64, bool) {
 
 func TestXCopyReservationsAndProtection(t *testing.T) {
 	e := newXCEnv(t)
-	hb := &harness{t: t, lu: e.b, dev: e.db.memDevice, n: e.m}
+	hb := &harness{t: t, lu: e.b, dev: e.db.Mem, n: e.m}
 	p := xcParams{cscds: [][]byte{cscdNAA(e.a), cscdNAA(e.b)}, segs: [][]byte{segB2B(0, 1, 8, 0, 0)}}.bytes()
 	back := xcParams{cscds: [][]byte{cscdNAA(e.b), cscdNAA(e.a)}, segs: [][]byte{segB2B(0, 1, 8, 0, 0)}}.bytes()
 
@@ -492,8 +494,8 @@ func TestXCopyReservationsAndProtection(t *testing.T) {
 // next chunk, with the residual of the segment reported.
 func TestXCopyReservedMidCopy(t *testing.T) {
 	e := newXCEnv(t)
-	hb := &harness{t: t, lu: e.b, dev: e.db.memDevice, n: e.m}
-	copy(e.da.data, pattern(xcBlocks*512, 9))
+	hb := &harness{t: t, lu: e.b, dev: e.db.Mem, n: e.m}
+	copy(e.da.Bytes(), pattern(xcBlocks*512, 9))
 	e.db.afterWrite = func() {
 		e.db.afterWrite = nil
 		hb.register(e.m, 0x99)
@@ -519,7 +521,7 @@ func TestXCopyReservedMidCopy(t *testing.T) {
 // range lock, so a COMPARE AND WRITE holding it is never interleaved.
 func TestXCopyHonoursRangeLock(t *testing.T) {
 	e := newXCEnv(t)
-	copy(e.da.data, pattern(64*512, 0x42))
+	copy(e.da.Bytes(), pattern(64*512, 0x42))
 	p := xcParams{cscds: [][]byte{cscdNAA(e.a), cscdNAA(e.b)}, segs: [][]byte{segB2B(0, 1, 64, 0, 0)}}.bytes()
 	h := e.b.rl.acquire(0, 512, true) // as COMPARE AND WRITE at LBA 0 does
 	done := make(chan *Result)
@@ -535,7 +537,7 @@ func TestXCopyHonoursRangeLock(t *testing.T) {
 	}
 	h.release()
 	good.check(t, <-done)
-	if !bytes.Equal(e.db.data[:64*512], e.da.data[:64*512]) {
+	if !bytes.Equal(e.db.Bytes()[:64*512], e.da.Bytes()[:64*512]) {
 		t.Fatal("not copied")
 	}
 }
@@ -571,7 +573,7 @@ func TestReceiveCopyResults(t *testing.T) {
 	// COPY STATUS: nothing yet.
 	wantCDB(2, -1).check(t, first(rcr(e.n, saCopyStatus, 5, 1024)))
 
-	copy(e.da.data, pattern(xcBlocks*512, 3))
+	copy(e.da.Bytes(), pattern(xcBlocks*512, 3))
 	ok := xcParams{id: 5, cscds: [][]byte{cscdNAA(e.a), cscdNAA(e.b)}, segs: [][]byte{segB2B(0, 1, 2048, 0, 0), segB2B(0, 1, 8, 0, 2048)}}
 	good.check(t, e.xcopy(ok.bytes()))
 	// Another nexus does not see it.
@@ -740,7 +742,7 @@ func TestXCopyRefusesTargetOwnedElsewhere(t *testing.T) {
 	}
 	t.Run("moved mid-copy", func(t *testing.T) {
 		e := newXCEnv(t)
-		copy(e.da.data, pattern(xcBlocks*512, 3))
+		copy(e.da.Bytes(), pattern(xcBlocks*512, 3))
 		e.db.afterWrite = func() {
 			e.db.afterWrite = nil
 			e.b.SetForwarder(&recordingForwarder{})
