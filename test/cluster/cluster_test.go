@@ -715,16 +715,23 @@ func qemuIO(qemu, url string, cmds ...string) error {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
+	what := fmt.Sprint(cmds)
+	if len(cmds) > 4 {
+		what = fmt.Sprintf("(%d commands: %s ...)", len(cmds), cmds[0])
+	}
 	out, err := nodetest.RunTool(context.Background(), qemu, append(args, url)...)
 	if err != nil {
-		return fmt.Errorf("qemu-io %v: %v\n%s", cmds, err, out)
+		return fmt.Errorf("qemu-io %s: %v\n%s", what, err, out)
 	}
 	if strings.Contains(out, "Pattern verification failed") || strings.Contains(out, "failed:") {
-		return fmt.Errorf("qemu-io %v:\n%s", cmds, out)
+		return fmt.Errorf("qemu-io %s:\n%s", what, out)
 	}
 	for _, c := range cmds {
-		f := strings.Fields(c) // write|read -P pattern offset size
-		verb := map[string]string{"write": "wrote", "read": "read"}[f[0]]
+		f := strings.Fields(c) // [aio_]write|read [flags] offset size, offset and size in bytes
+		verb, ok := map[string]string{"write": "wrote", "read": "read", "aio_write": "wrote", "aio_read": "read"}[f[0]]
+		if !ok {
+			continue // aio_flush and the like print nothing
+		}
 		size, off := f[len(f)-1], f[len(f)-2]
 		if want := fmt.Sprintf("%s %s/%s bytes at offset %s", verb, size, size, off); !strings.Contains(out, want) {
 			return fmt.Errorf("qemu-io output lacks %q:\n%s", want, out)
