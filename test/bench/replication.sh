@@ -6,9 +6,10 @@
 # cache). Both LUNs are owned by the same node, every copy is filled before
 # the first run (no hole is ever written), and the two LUNs are measured in
 # turns -- replicas 1, replicas 3, replicas 1, ... -- BENCH_ROUNDS times per
-# workload; the figures are medians, the floor is replicas 3 >= 0.5 x
-# replicas 1 on the median of the rounds' ratios. Then the resync of a replica that was away while repl3 was
-# written (floor: 200 MB/s).
+# workload; the figures are medians, and the floor, replicas 3 >= 0.5 x
+# replicas 1, is judged on the median of the rounds' ratios. Then the
+# resync of a replica that was away while repl3 was written (floor: 200
+# MB/s).
 #
 # The load comes from `hatarget bench` (hatarget's own initiator, one
 # session): libiscsi's iscsi-perf only issues READ(16), it has no write mode.
@@ -16,13 +17,16 @@
 # Environment: BENCH_ROUNDS=3, BENCH_SECONDS=10, BENCH_ENFORCE=0 (1: exit
 # non-zero below a floor), BENCH_OUT=/tmp (bench-replication.md is written
 # there), BENCH_STORAGE=/dev/shm (parent of the nodes' storage dirs; falls
-# back to the temp dir when /dev/shm is not writable), BENCH_PROFILE=0 (1:
+# back to the temp dir when /dev/shm is not writable), BENCH_WORKLOADS
+# (default "rand4k seq128k": which workloads to run), BENCH_PROFILE=0 (1:
 # an extra, unscored replicas-3 4 KiB run while every agent's CPU profile
 # is taken, written to BENCH_OUT/replication-{owner,replica}-nI-cpu.pprof
-# and their tops printed), BENCH_PERFSTAT=0 (1: extra, unscored replicas-3 runs under
-# `perf stat`, printing each agent's system calls, context switches and CPU
-# per I/O), BENCH_RESYNC=1 (0: skip the resync measurement), HATARGET_BIN
-# (default bin/hatarget). The copies take 4 GiB of RAM on tmpfs.
+# and their tops printed), BENCH_PERFSTAT=0 (1: extra, unscored replicas-3
+# runs under `perf stat`, printing each agent's system calls -- the
+# frequent ones by name --, context switches and CPU per I/O, and the
+# initiator's CPU per I/O), BENCH_RESYNC=1 (0: skip the resync
+# measurement), HATARGET_BIN (default bin/hatarget). The copies take 4 GiB
+# of RAM on tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${HATARGET_BIN:-$PWD/bin/hatarget}
@@ -40,15 +44,16 @@ SIZE=1G
 IQN=iqn.2025-01.io.hatarget:replication-bench
 PORTS=(24260 30260 30261 30262 30264 30263 30265) # iSCSI, API, Raft, gossip, forwarding, replication, pprof
 # The workloads: id | label | pattern | I/O size | queue depth | unit shown
-WORKLOADS=(
-	"rand4k|4 KiB random write, QD32|randwrite|4k|32|IOPS"
-	"seq128k|128 KiB sequential write, QD8|write|128k|8|MB/s"
-)
+WORKLOADS=()
+for w in "rand4k|4 KiB random write, QD32|randwrite|4k|32|IOPS" "seq128k|128 KiB sequential write, QD8|write|128k|8|MB/s"; do
+	[[ " ${BENCH_WORKLOADS:-rand4k seq128k} " == *" ${w%%|*} "* ]] && WORKLOADS+=("$w")
+done
 
 BENCH_NAME=replication-bench
 source test/bench/lib.sh
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+((${#WORKLOADS[@]} > 0)) || die "BENCH_WORKLOADS names none of rand4k, seq128k"
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
 [[ -x $BIN ]] || die "$BIN missing: make build"
 command -v ss >/dev/null || die "ss not installed (apt-get install iproute2)"
@@ -130,7 +135,7 @@ portal=127.0.0.$owner:${PORTS[0]}
 # bench LUN PATTERN BS QD SECS: one `hatarget bench` run, its whole output
 # in $WORK/bench.txt; prints the result line.
 bench() {
-	timeout --foreground -k 5 $(($5 + 60)) "$BIN" bench --portal "$portal" --target "$IQN" --lun "$1" \
+	${CLIENT_PERF:+perf stat -x, -e task-clock -o "$CLIENT_PERF" --} timeout --foreground -k 5 $(($5 + 60)) "$BIN" bench --portal "$portal" --target "$IQN" --lun "$1" \
 		--pattern "$2" --bs "$3" --qd "$4" --duration "${5}s" --log-level warn >"$WORK/bench.txt" 2>&1 || true
 	grep -E '^[0-9]+ ops in ' "$WORK/bench.txt" || true
 }
@@ -240,7 +245,7 @@ if [[ $PROFILE == 1 ]]; then
 	done
 fi
 
-if [[ $PERFSTAT == 1 ]] && ! perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+if [[ $PERFSTAT == 1 ]] && ! perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_pwrite64 true >/dev/null 2>&1; then
 	log "perf stat cannot count syscalls here: skipped"; PERFSTAT=0
 fi
 if [[ $PERFSTAT == 1 ]]; then
@@ -249,16 +254,19 @@ if [[ $PERFSTAT == 1 ]]; then
 		log "per-I/O system calls and context switches of each agent, $label to repl3 (extra run, not scored)"
 		perfs=()
 		for i in 1 2 3; do
-			perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock -p "${AGENTS[i - 1]}" -- sleep 5 2>"$WORK/perfstat.n$i" &
+			perf stat -x, -e raw_syscalls:sys_enter,context-switches,"task-clock$(printf ',syscalls:sys_enter_%s' pwrite64 writev write read futex epoll_pwait nanosleep)" \
+				-p "${AGENTS[i - 1]}" -- sleep 5 2>"$WORK/perfstat.n$i" &
 			perfs+=($!)
 		done
-		res=$(bench 1 "$pattern" "$bs" "$qd" 5)
+		res=$(CLIENT_PERF=$WORK/perfstat.client bench 1 "$pattern" "$bs" "$qd" 5)
 		wait "${perfs[@]}" || true
 		ops=$(awk '{print $1}' <<<"$res")
+		awk -F, -v n="$ops" '$3 == "task-clock" {printf "  %-12s %6.1f µs CPU/IO\n", "initiator", $1 * 1000 / n}' "$WORK/perfstat.client"
 		for i in 1 2 3; do
 			role=replica; ((i == owner)) && role=owner
 			awk -F, -v n="$ops" -v who="n$i ($role)" '$3 == "raw_syscalls:sys_enter" {s = $1} $3 == "context-switches" {c = $1} $3 == "task-clock" {t = $1}
-				END {printf "  %-12s %5.2f syscalls/IO  %5.2f context switches/IO  %6.1f µs CPU/IO\n", who, s / n, c / n, t * 1000 / n}' "$WORK/perfstat.n$i"
+				$3 ~ /^syscalls:sys_enter_/ {sub("syscalls:sys_enter_", "", $3); d = d sprintf(" %s %.2f", $3, $1 / n)}
+				END {printf "  %-12s %6.1f µs CPU/IO  %5.2f context switches/IO  %5.2f syscalls/IO:%s\n", who, t * 1000 / n, c / n, s / n, d}' "$WORK/perfstat.n$i"
 		done
 	done
 fi
