@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +45,11 @@ type Session struct {
 	cmdSN    uint32 // next CmdSN to use
 	expCmdSN uint32
 	maxCmdSN uint32
-	windowCh chan struct{} // closed when MaxCmdSN advances, if someone waits
-	cause    error         // first reason the session failed
-	down     error         // set once the reader has given up: new requests fail with it
+	// windowWait holds the senders waiting for the window to open, oldest
+	// first: a MaxCmdSN that grows by n wakes n of them, not all.
+	windowWait []chan struct{}
+	cause      error // first reason the session failed
+	down       error // set once the reader has given up: new requests fail with it
 
 	expStatSN atomic.Uint32 // written by the reader only
 	wireSeq   atomic.Uint64 // order in which requests reached the wire
@@ -329,6 +332,7 @@ func (s *Session) send(ctx context.Context, immediate bool, build func(h *pdu.He
 		select {
 		case <-wait:
 		case <-ctx.Done():
+			s.leaveWindow(wait)
 			return ctx.Err()
 		}
 		w.mu.Lock()
@@ -345,7 +349,7 @@ func (s *Session) send(ctx context.Context, immediate bool, build func(h *pdu.He
 
 // takeCmdSN returns the CmdSN for the next request, or a channel to wait
 // on while the window is closed.
-func (s *Session) takeCmdSN(immediate bool) (uint32, <-chan struct{}, error) {
+func (s *Session) takeCmdSN(immediate bool) (uint32, chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.down != nil {
@@ -355,10 +359,9 @@ func (s *Session) takeCmdSN(immediate bool) (uint32, <-chan struct{}, error) {
 		return s.cmdSN, nil, nil // immediate requests do not advance CmdSN
 	}
 	if serialLT(s.maxCmdSN, s.cmdSN) {
-		if s.windowCh == nil {
-			s.windowCh = make(chan struct{})
-		}
-		return 0, s.windowCh, nil
+		wait := make(chan struct{})
+		s.windowWait = append(s.windowWait, wait)
+		return 0, wait, nil
 	}
 	sn := s.cmdSN
 	s.cmdSN++
@@ -412,13 +415,38 @@ func (s *Session) updateCmdWindow(exp, maxSN uint32) {
 		s.expCmdSN = exp
 	}
 	if serialGT(maxSN, s.maxCmdSN) {
+		// Waiters exist only while the window is closed, so the slots
+		// opened are what MaxCmdSN grew by.
+		s.wakeWindow(int(min(maxSN-s.maxCmdSN, maxTasks)))
 		s.maxCmdSN = maxSN
-		if s.windowCh != nil {
-			close(s.windowCh)
-			s.windowCh = nil
-		}
 	}
 	s.mu.Unlock()
+}
+
+// wakeWindow wakes the n oldest senders waiting for the window. A woken
+// sender that finds the window closed again (a sender that did not wait
+// took the slot) waits again. Called with s.mu held.
+func (s *Session) wakeWindow(n int) {
+	n = min(n, len(s.windowWait))
+	for _, wait := range s.windowWait[:n] {
+		close(wait)
+	}
+	rest := copy(s.windowWait, s.windowWait[n:])
+	clear(s.windowWait[rest:])
+	s.windowWait = s.windowWait[:rest]
+}
+
+// leaveWindow withdraws a sender that stopped waiting for the window. If
+// it had been woken already, the slot it would have taken goes to the next
+// waiter.
+func (s *Session) leaveWindow(wait chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := slices.Index(s.windowWait, wait); i >= 0 {
+		s.windowWait = slices.Delete(s.windowWait, i, i+1)
+		return
+	}
+	s.wakeWindow(1)
 }
 
 // acknowledge applies a status-carrying PDU's command window and StatSN.
@@ -811,10 +839,7 @@ func (s *Session) shutdown(readErr error) {
 	} else {
 		s.down = fmt.Errorf("initiator: session with %s is down: %w", s.addr, s.cause)
 	}
-	if s.windowCh != nil {
-		close(s.windowCh)
-		s.windowCh = nil
-	}
+	s.wakeWindow(len(s.windowWait))
 	down := s.down
 	s.mu.Unlock()
 	for i := range int(s.nTasks.Load()) {

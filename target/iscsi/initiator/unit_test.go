@@ -3,6 +3,7 @@ package initiator
 import (
 	"bytes"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -397,5 +398,47 @@ func TestCheckDataIn(t *testing.T) {
 		if err := checkDataIn(&tc.r, tc.edtl); (err != nil) != tc.bad {
 			t.Errorf("%+v EDTL %d: %v", tc.r, tc.edtl, err)
 		}
+	}
+}
+
+// TestCommandWindowWakesOnePerSlot: a MaxCmdSN that grows by n wakes the n
+// oldest senders waiting for the window, not all of them, and a woken
+// sender that gives up passes its slot on.
+func TestCommandWindowWakesOnePerSlot(t *testing.T) {
+	s := &Session{cmdSN: 10, expCmdSN: 10, maxCmdSN: 9} // window closed
+	var waits []chan struct{}
+	for range 4 {
+		_, wait, err := s.takeCmdSN(false)
+		if err != nil || wait == nil {
+			t.Fatalf("takeCmdSN with the window closed: %v, %v", wait, err)
+		}
+		waits = append(waits, wait)
+	}
+	woken := func() (n []int) {
+		for i, w := range waits {
+			select {
+			case <-w:
+				n = append(n, i)
+			default:
+			}
+		}
+		return n
+	}
+	check := func(step string, want ...int) {
+		t.Helper()
+		if got := woken(); !slices.Equal(got, want) {
+			t.Fatalf("%s: woken %v, want %v", step, got, want)
+		}
+	}
+	s.updateCmdWindow(10, 10)
+	check("one slot opened", 0)
+	s.leaveWindow(waits[0])
+	check("the woken sender gave up", 0, 1)
+	s.leaveWindow(waits[2])
+	check("a waiting sender gave up", 0, 1)
+	s.updateCmdWindow(10, 12)
+	check("two slots opened", 0, 1, 3)
+	if len(s.windowWait) != 0 {
+		t.Fatalf("%d senders still queued", len(s.windowWait))
 	}
 }
