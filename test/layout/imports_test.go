@@ -23,14 +23,16 @@ var allowed = map[string][]string{
 	"target/durable":           {},
 	"cluster/pki":              {},
 	"target/backend":           {},
-	"target/scsi":              {"target/backend", "target/durable", "alua"},
-	"target/iscsi":             {"target/iscsi", "target/scsi", "target/backend"},
-	"target/iscsi/initiator":   {"target/iscsi/pdu", "target/iscsi/initiator"},
-	"target":                   {"target", "alua", "replication"},
-	"replication":              {"target/backend", "target/nodeconn", "target/durable", "cluster/pki"},
-	"target/nodeconn":          {},
-	"alua":                     {},
-	"cluster/api":              {},
+	// The in-memory device for tests; only test files may import it.
+	"target/backend/backendtest": {"target/backend"},
+	"target/scsi":                {"target/backend", "target/durable", "alua"},
+	"target/iscsi":               {"target/iscsi", "target/scsi", "target/backend"},
+	"target/iscsi/initiator":     {"target/iscsi/pdu", "target/iscsi/initiator"},
+	"target":                     {"target", "alua", "replication"},
+	"replication":                {"target/backend", "target/nodeconn", "target/durable", "cluster/pki"},
+	"target/nodeconn":            {},
+	"alua":                       {},
+	"cluster/api":                {},
 	// Tests drive real binaries; they import the route table (test/authz
 	// enumerates it) and wire codecs (test/security plays rogue peers).
 	"test": {"target", "fsm", "cluster", "replication", "test"},
@@ -75,6 +77,10 @@ func checkImport(t *testing.T, pkg, imp, file string) {
 	t.Helper()
 	if strings.HasPrefix(imp, "cmd/") || imp == "cmd" {
 		t.Errorf("%s imports %s: nothing may import cmd", file, imp)
+		return
+	}
+	if imp == "target/backend/backendtest" && !strings.HasSuffix(file, "_test.go") {
+		t.Errorf("%s imports %s, which is for tests only", file, imp)
 		return
 	}
 	rule, ok := ruleFor(pkg)
