@@ -89,25 +89,24 @@ func TestQEMUReplicated(t *testing.T) {
 	}
 	add("", 0x70, 13<<20, 1<<20)
 	add("", 0x71, 14<<20, 1<<20)
+	// The last megabyte's second quarter is then zeroed (write-zeroes):
+	// its other three quarters keep the pattern.
 	zeroed := 15 << 20
-	add("", 0x72, zeroed, 1<<20)
-	zero := fmt.Sprintf("aio_write -z %d %d", zeroed+(256<<10), 256<<10)
-	zeroRead := fmt.Sprintf("read -P 0x00 %d %d", zeroed+(256<<10), 256<<10)
+	writes = append(writes, fmt.Sprintf("aio_write -P 0x72 %d %d", zeroed, 1<<20))
+	reads = append(reads, fmt.Sprintf("aio_read -P 0x72 %d %d", zeroed, 256<<10),
+		fmt.Sprintf("aio_read -P 0x72 %d %d", zeroed+(512<<10), 512<<10),
+		"aio_flush", fmt.Sprintf("read -P 0x00 %d %d", zeroed+(256<<10), 256<<10))
 
-	if err := qemuIO(qemu, lunURL(owner, "", tgtIQN, 0), append(writes, "aio_flush")...); err != nil {
+	url := lunURL(owner, "", tgtIQN, 0)
+	if err := qemuIO(qemu, url, append(writes, "aio_flush")...); err != nil {
 		t.Fatalf("writing through the owner %s: %v", owner.Name, err)
 	}
-	if err := qemuIO(qemu, lunURL(owner, "", tgtIQN, 0), zero, "aio_flush"); err != nil {
+	if err := qemuIO(qemu, url, fmt.Sprintf("aio_write -z %d %d", zeroed+(256<<10), 256<<10), "aio_flush"); err != nil {
 		t.Fatalf("write-zeroes through the owner %s: %v", owner.Name, err)
 	}
-	// The zeroed range inside the 0x72 megabyte reads back as zeros; its
-	// other three quarters keep the pattern, so they are read on their own.
-	reads = reads[:len(reads)-1]
-	reads = append(reads, fmt.Sprintf("aio_read -P 0x72 %d %d", zeroed, 256<<10),
-		fmt.Sprintf("aio_read -P 0x72 %d %d", zeroed+(512<<10), 512<<10), "aio_flush", zeroRead)
-	for _, a := range portalsOwnerFirst(c, owner) {
-		if err := qemuIO(qemu, "iscsi://"+a+"/"+tgtIQN+"/0", reads...); err != nil {
-			t.Errorf("reading back through %s: %v", a, err)
+	for _, a := range c.Nodes() {
+		if err := qemuIO(qemu, lunURL(a, "", tgtIQN, 0), reads...); err != nil {
+			t.Errorf("reading back through %s: %v", a.Name, err)
 		}
 	}
 	sameCopies(t, c.Nodes(), "rq0")
