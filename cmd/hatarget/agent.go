@@ -82,7 +82,8 @@ cluster keyring rotates the key.`,
   hatarget agent --name n3 --bind 10.0.0.3 --data-dir /var/lib/hatarget --bootstrap-expect 3 --join 10.0.0.1
   # a fourth node joins the running cluster
   hatarget agent --name n4 --bind 10.0.0.4 --data-dir /var/lib/hatarget --join 10.0.0.1`,
-		Args: cobra.NoArgs,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{serverAnnotation: ""}, // sysmon.go
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			settings, err := loadAgentSettings(cmd.Flags(), os.LookupEnv)
 			if err != nil {

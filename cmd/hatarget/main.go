@@ -15,9 +15,11 @@ import (
 )
 
 func main() {
+	root := newRootCommand()
+	execServerRuntime(root, os.Args, os.Environ(), os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newRootCommand().ExecuteContext(ctx); err != nil {
+	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hatarget:", err)
 		os.Exit(exitStatus(err))
 	}

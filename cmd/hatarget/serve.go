@@ -48,7 +48,8 @@ Without --config it serves a demo LUN: a 1 GiB sparse file in --data-dir.`,
 		Example: `  hatarget serve --config /etc/scst.conf
   hatarget serve --config scst.conf --listen 127.0.0.1:3260 --listen [::1]:3260
   hatarget serve --data-dir /tmp/hatarget-demo --listen 127.0.0.1:3260`,
-		Args: cobra.NoArgs,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{serverAnnotation: ""}, // sysmon.go
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd)
 			if err != nil {

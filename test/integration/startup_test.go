@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +88,28 @@ func runServe(t *testing.T, bin string, args ...string) (string, error) {
 		t.Fatalf("hatarget serve still running after 10s: it accepted a broken configuration\n%s", stderr.String())
 	}
 	return stderr.String(), err
+}
+
+// TestServerRunsWithSysmonPolling: hatarget serve re-executes itself, in
+// the same process and under its own name, with the runtime setting that
+// keeps Go's sysmon from sleeping between I/Os (cmd/hatarget/sysmon.go).
+func TestServerRunsWithSysmonPolling(t *testing.T) {
+	t.Parallel()
+	n, _ := startGuideNode(t)
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", n.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	godebug := ""
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			godebug = v
+		}
+	}
+	if !slices.Contains(strings.Split(godebug, ","), "schedtrace=2147483647") {
+		t.Errorf("the server runs with GODEBUG=%q, want schedtrace=2147483647 among its settings", godebug)
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", n.PID())); err != nil || string(comm) != "hatarget\n" {
+		t.Errorf("the server's process name: %q, %v; want hatarget", comm, err)
+	}
 }
