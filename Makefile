@@ -71,7 +71,8 @@ bench: build
 
 # The Linux kernel initiator (open-iscsi + dm-multipath in a QEMU guest) against
 # a three-node cluster: discovery, 3 paths, data verify, kill -9 of a node under
-# I/O. Needs root; see test/e2e/cluster-multipath.sh and $(VMI)/README.md.
+# I/O (E2E_SCENARIO=rolling: a rolling restart of every node instead). Needs
+# root; see test/e2e/cluster-multipath.sh and $(VMI)/README.md.
 VMI ?= ../shared/tools/vm-initiator
 e2e: build
 	VMI=$(VMI) HATARGET_BIN=$(CURDIR)/$(BIN) ./test/e2e/cluster-multipath.sh

@@ -26,6 +26,15 @@
 #             that writes flow on the new owner's path only once it is regrouped
 #             as active/optimized, and that the old owner's path comes back
 #             active/ready as non-optimized (no writes unless ownership moved back)
+#    or, with E2E_SCENARIO=rolling, phase 2 is a rolling upgrade's restarts:
+#             while fio write+verify runs, every node in turn (the Raft leader
+#             last, as deploy/rolling-upgrade.sh orders them) is drained
+#             (node drain --wait), stopped with SIGTERM, left down
+#             E2E_ROLL_DOWN seconds, started again and
+#             undrained (node undrain --wait: caught up, its copies in sync);
+#             the guest checks that fio verified every block and that every path
+#             is back at the end. The binary stays the same: this is the I/O
+#             side of an upgrade; test/cluster's TestRollingUpgrade changes it.
 # 6. prints a RESULT block; exits non-zero on any failed check
 #
 # env: VMI (vm-initiator dir, default ../shared/tools/vm-initiator from the repo),
@@ -36,6 +45,10 @@
 #      E2E_DATA_MB (phase 1 dd/fio size, default 32), E2E_KEEP=1 (keep the work dir),
 #      E2E_REPLICAS (N: the LUN is replicated on N nodes, no shared storage;
 #      default 0: shared storage),
+#      E2E_SCENARIO (kill, the default, or rolling), E2E_ROLL_DOWN (how long
+#      each node stays stopped in the rolling scenario, as for installing a
+#      package, default 10), E2E_ROLL_SECS (how long fio runs then, default
+#      30 + 3 x (E2E_ROLL_DOWN + 10)),
 #      E2E_RUN_OPTS (extra run.sh options, e.g. -v)
 set -euo pipefail
 
@@ -49,6 +62,10 @@ DOWN_FOR=${E2E_DOWN_FOR:-15}
 DATA_MB=${E2E_DATA_MB:-32}
 RTMO=${E2E_RECOVERY_TMO:-5}
 REPLICAS=${E2E_REPLICAS:-0}
+SCENARIO=${E2E_SCENARIO:-kill}
+[[ $SCENARIO =~ ^(kill|rolling)$ ]] || { echo "e2e: E2E_SCENARIO must be kill or rolling" >&2; exit 2; }
+ROLL_DOWN=${E2E_ROLL_DOWN:-10}
+ROLL_SECS=${E2E_ROLL_SECS:-$((30 + 3 * (ROLL_DOWN + 10)))}
 [[ $REPLICAS =~ ^[0-3]$ ]] || { echo "e2e: E2E_REPLICAS must be 0 (shared storage) to 3" >&2; exit 2; }
 NS=${VMI_NETNS:-vmi}
 IQN=iqn.2026-01.io.hatarget.e2e:cluster-multipath
@@ -130,6 +147,31 @@ alive_api() { # alive_api [EXCEPT_INDEX]: the API of a running node other than E
   local i; for i in "${NODES[@]}"; do [ "$i" != "${1:-}" ] && [ -n "${PID[$i]:-}" ] && { echo "10.77.0.$i:9260"; return; }; done
 }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
+# roll_node I: what a rolling upgrade does to node I, through another node's
+# API; appends its timings to ROLL_STEPS, or returns non-zero with the step
+# that failed in ROLL_ERR
+ROLL_STEPS=() ROLL_ERR=""
+roll_node() {
+  local i=$1 api t0 t_drain t_stop t_up
+  api=$(alive_api "$i")
+  echo "n$i: draining" >"$JOB/rolling"
+  t0=$(secs)
+  ctl node drain "n$i" --wait --timeout 120s --addr "$api" >>"$LOGS/roll.log" 2>&1 || { ROLL_ERR="n$i: drain failed"; return 1; }
+  t_drain=$(since "$t0")
+  echo "n$i: stopping" >"$JOB/rolling"
+  t0=$(secs)
+  kill -TERM "${PID[$i]}"; wait "${PID[$i]}" 2>/dev/null || true
+  t_stop=$(since "$t0")
+  echo "=== $(ts) stopped with SIGTERM by the e2e test (rolling restart)" >>"$LOGS/n$i.log"
+  unset "PID[$i]"
+  sleep "$ROLL_DOWN"
+  echo "n$i: starting" >"$JOB/rolling"
+  t0=$(secs)
+  start_agent "$i"
+  ctl node undrain "n$i" --wait --timeout 180s --addr "$api" >>"$LOGS/roll.log" 2>&1 || { ROLL_ERR="n$i: undrain failed"; return 1; }
+  t_up=$(since "$t0")
+  ROLL_STEPS+=("n$i: drained ${t_drain}s, stopped ${t_stop}s, down ${ROLL_DOWN}s, started and caught up ${t_up}s")
+}
 
 # ---------------------------------------------------------------- setup
 T_ALL=$(secs)
@@ -195,10 +237,11 @@ log "LUN $LUN owner $OWNER (epoch $EPOCH, portal 10.77.0.$OWNER_I:3260); as each
 mkdir -p "$JOB"
 cp "$VMI/examples/multipath-smoke.sh" "$JOB/multipath-smoke.sh"   # /job/multipath-smoke.sh in the guest
 FO_SECS=$((2 + KILL_AFTER + DOWN_FOR + 20))
+[ "$SCENARIO" = rolling ] && FO_SECS=$ROLL_SECS
 log "booting the guest: run.sh guest-cluster-smoke.sh 10.77.0.1:3260 3 $DATA_MB $FO_SECS"
 T_VM=$(secs)
 # shellcheck disable=SC2086
-"$VMI/run.sh" -t 900 -j "$JOB" -e "E2E_RECOVERY_TMO=$RTMO" -e "E2E_OWNER_PORTAL=10.77.0.$OWNER_I" ${E2E_RUN_OPTS:-} \
+"$VMI/run.sh" -t 900 -j "$JOB" -e "E2E_RECOVERY_TMO=$RTMO" -e "E2E_OWNER_PORTAL=10.77.0.$OWNER_I" -e "E2E_SCENARIO=$SCENARIO" ${E2E_RUN_OPTS:-} \
   "$HERE/guest-cluster-smoke.sh" 10.77.0.1:3260 3 "$DATA_MB" "$FO_SECS" >"$WORK/guest.out" 2>"$WORK/guest.err" &
 RUNPID=$!
 
@@ -206,7 +249,26 @@ MARKS=$JOB/out/marks
 while kill -0 "$RUNPID" 2>/dev/null && [ ! -e "$MARKS/io-running" ] && [ ! -e "$MARKS/phase2-skip" ]; do sleep 0.1; done
 VICTIM="" KILL_INFO="" RESTART_HEALTHY=- RESTART_CAUGHT_UP=- HEALTHY_GEN=- OUTAGE_STATUS=-
 NEW_OWNER=- NEW_EPOCH=0 T_NEWOWNER=- OWNER_AFTER_RESTART=- OWNER_END=- OLD_OWNER=- OLD_EPOCH=0
-if [ -e "$MARKS/io-running" ]; then
+ROLL_RESULT=- T_ROLL=-
+if [ -e "$MARKS/io-running" ] && [ "$SCENARIO" = rolling ]; then
+  log "guest: phase 1 done, phase 2 fio verify running for ${FO_SECS}s (VM up $(since "$T_VM")s)"
+  sleep "$KILL_AFTER"
+  J=$(status_json "$API2" || true); LEADER=$(echo "$J" | json_leader)
+  ORDER=()
+  for i in "${NODES[@]}"; do [ "n$i" = "$LEADER" ] || ORDER+=("$i"); done
+  [ -n "$LEADER" ] && ORDER+=("${LEADER#n}")
+  log "rolling restart, order ${ORDER[*]/#/n} (the Raft leader $LEADER last)"
+  T=$(secs) ROLL_RESULT=ok
+  for i in "${ORDER[@]}"; do
+    T_STEP=$(secs)
+    if ! roll_node "$i"; then ROLL_RESULT="$ROLL_ERR"; log "rolling restart: $ROLL_ERR (see $LOGS/roll.log)"; break; fi
+    log "rolling restart: ${ROLL_STEPS[-1]} ($(since "$T_STEP")s in all); owner of $LUN now $(lun_owner "$(alive_api)")"
+  done
+  T_ROLL=$(since "$T")
+  [ "$ROLL_RESULT" = ok ] && printf '%s; ' "${ROLL_STEPS[@]}" >"$JOB/rolled"
+  log "rolling restart $ROLL_RESULT after ${T_ROLL}s; the guest's fio runs ${FO_SECS}s from its start"
+  tail -20 "$LOGS/roll.log" | sed 's/^/    /'
+elif [ -e "$MARKS/io-running" ]; then
   log "guest: phase 1 done, phase 2 fio verify running (VM up $(since "$T_VM")s)"
   sleep "$KILL_AFTER"
   J=$(status_json "$API2" || true); LEADER=$(echo "$J" | json_leader)
@@ -301,7 +363,11 @@ g() { sed -n "s/^E2E $1=//p" "$WORK/guest.out" | tail -1; }
 HOSTCHECKS=()
 hc() { if [ "$1" = 0 ]; then HOSTCHECKS+=("CHECK PASS $2"); else HOSTCHECKS+=("CHECK FAIL $2"); fi; }
 hc 0 "host: 3-node cluster formed (leader $LEADER) in ${T_CLUSTER}s; target + LUN created via $API2"
-[ -n "$VICTIM" ]; hc $? "host: phase 2 ran: kill -9 ${KILL_INFO:-nobody}, restarted after ${DOWN_FOR}s"
+if [ "$SCENARIO" = rolling ]; then
+  [ "$ROLL_RESULT" = ok ]; hc $? "host: phase 2 ran: every node drained, stopped, restarted and undrained in turn in ${T_ROLL}s: $ROLL_RESULT"
+else
+  [ -n "$VICTIM" ]; hc $? "host: phase 2 ran: kill -9 ${KILL_INFO:-nobody}, restarted after ${DOWN_FOR}s"
+fi
 [ "$OWNER" != - ]; hc $? "host: LUN $LUN has an owner: $OWNER (epoch $EPOCH); views owner@epoch by node: $OWNER_VIEWS"
 if [ -n "$VICTIM" ]; then
   [ "n$VICTIM" = "$OWNER" ]; hc $? "host: the victim n$VICTIM is the owner the guest was told ($OWNER)"
@@ -313,10 +379,16 @@ if [ -n "$VICTIM" ]; then
   [ "$T_NEWOWNER" != - ] && awk -v t="$T_NEWOWNER" 'BEGIN{exit !(t>=1.75 && t<15)}'
   hc $? "host: time to new owner ${T_NEWOWNER}s is plausible (>= lease 1.5 s + margin 0.5 s - grant interval 0.25 s, < 15 s)"
 fi
-[ "$OUTAGE_STATUS" != - ] && echo "$OUTAGE_STATUS" | grep -q ', 2 healthy'
-hc $? "host: during the outage the survivors report: $OUTAGE_STATUS"
-[ "$RESTART_HEALTHY" != - ] && [ "$RESTART_CAUGHT_UP" != - ]
-hc $? "host: restarted node healthy in cluster status after ${RESTART_HEALTHY}s, caught up with the cluster's generation after ${RESTART_CAUGHT_UP}s"
+if [ "$SCENARIO" = kill ]; then
+  [ "$OUTAGE_STATUS" != - ] && echo "$OUTAGE_STATUS" | grep -q ', 2 healthy'
+  hc $? "host: during the outage the survivors report: $OUTAGE_STATUS"
+  [ "$RESTART_HEALTHY" != - ] && [ "$RESTART_CAUGHT_UP" != - ]
+  hc $? "host: restarted node healthy in cluster status after ${RESTART_HEALTHY}s, caught up with the cluster's generation after ${RESTART_CAUGHT_UP}s"
+else
+  J=$(status_json "$API2" || true)
+  [ "$(echo "$J" | json_healthy)" = 3 ]
+  hc $? "host: after the rolling restart $(echo "$J" | json_healthy) healthy nodes, leader $(echo "$J" | json_leader)"
+fi
 for i in "${!PID[@]}"; do kill -0 "${PID[$i]}" 2>/dev/null || hc 1 "host: agent n$i still running at the end"; done
 # SendTargets tags as the guest saw them vs. the port groups cluster status assigns
 PG_GUEST=$(g discovered | tr ' ' '\n' | sort | tr '\n' ' ' | sed 's/ $//')
@@ -341,6 +413,11 @@ echo "phase 1: SendTargets via 10.77.0.1:3260 -> $(g discovered_portals) portals
      "$(g path_groups) path group(s), prios $(g path_prios)"
 echo "         $(g dd); $(g fio); paths that carried writes: $(g paths_with_writes)"
 echo "         ALUA: owner $OWNER (epoch $EPOCH) = path $(g owner_sd); path groups (sd:group prio:group status): $(g groups_phase1); writes per path in phase 1: $(g phase1_writes_per_path)"
+if [ "$SCENARIO" = rolling ]; then
+echo "phase 2: rolling restart ($ROLL_RESULT, ${T_ROLL}s): $(printf '%s; ' "${ROLL_STEPS[@]}")"
+echo "         fio: $(g fo_writes) writes, $(g fo_verify_reads) verify reads, $(g fo_iops) IOPS avg, rc $(g fo_fio_rc);" \
+     "longest completion gap $(g fo_longest_gap), max latency $(g fo_max_latency); $(g final_active_paths) active paths at the end"
+fi
 if [ -n "$VICTIM" ]; then
 echo "phase 2: kill -9 $KILL_INFO, ${KILL_AFTER}s into fio; down ${DOWN_FOR}s; guest replacement_timeout ${RTMO}s"
 echo "         OWNER KILL: time to new owner (API) ${T_NEWOWNER}s -> $NEW_OWNER (epoch $NEW_EPOCH);" \

@@ -29,9 +29,16 @@
 # back active/ready as non-optimized (prio 10, not the active group) and that it
 # carries no writes unless ownership moved back to it.
 #
+# Phase 2 with E2E_SCENARIO=rolling (a rolling upgrade's restarts): the same fio
+# for FO_SECS seconds while the host drains, stops, restarts and undrains every
+# node in turn (JOBDIR/rolling names the step under way, JOBDIR/rolled lists
+# them once all are done); fio must verify every block, all of it must happen
+# while fio runs, and every path must be active/ready at the end.
+#
 # Output for the host: lines "E2E key=value" (measurements) and
 # "CHECK PASS|FAIL text" (one per check). Exit 0 only if every check passed.
-# env: E2E_RECOVERY_TMO (iSCSI replacement timeout for phase 2, default 5 s),
+# env: E2E_SCENARIO (kill, the default, or rolling),
+#      E2E_RECOVERY_TMO (iSCSI replacement timeout for phase 2, default 5 s),
 #      E2E_RETURN_WAIT (how long to wait for the path after the restart, default 90 s)
 set -u
 PORTAL=${1:-10.77.0.1:3260}
@@ -190,25 +197,115 @@ fi
 DEV=/dev/mapper/$MAP
 
 # ---------------------------------------------------------------- phase 2
-hdr "phase 2: node kill under fio verify on $DEV (${FO_SECS}s, iSCSI replacement timeout ${RTMO}s)"
-iscsiadm -m node -o update -n node.session.timeo.replacement_timeout -v "$RTMO" >/dev/null 2>&1
-for s in /sys/class/iscsi_session/session*; do echo "$RTMO" >"$s/recovery_tmo"; done
-echo "recovery_tmo per session: $(for s in /sys/class/iscsi_session/session*; do printf '%s=%s ' "${s##*/}" "$(cat $s/recovery_tmo)"; done)"
-kv recovery_tmo "$RTMO"
-echo "paths: $(for d in $SDS; do printf '%s=%s ' $d "$(portal_of_sd $d)"; done)"
-
+# shared by both scenarios
 wcount() { awk '{print $5}' /sys/block/$1/stat; }         # writes completed
 counters() { for d in $SDS; do printf '%s:%s ' $d "$(wcount $d)"; done; }
 pstate() { multipathd show paths raw format "%d %t %T" 2>/dev/null | awk -v d=$1 '$1==d{print $2"/"$3}'; }
+# phase2_start: the sessions' replacement timeout, the clocks, the path sampler
+phase2_start() {
+  iscsiadm -m node -o update -n node.session.timeo.replacement_timeout -v "$RTMO" >/dev/null 2>&1
+  for s in /sys/class/iscsi_session/session*; do echo "$RTMO" >"$s/recovery_tmo"; done
+  echo "recovery_tmo per session: $(for s in /sys/class/iscsi_session/session*; do printf '%s=%s ' "${s##*/}" "$(cat $s/recovery_tmo)"; done)"
+  kv recovery_tmo "$RTMO"
+  echo "paths: $(for d in $SDS; do printf '%s=%s ' $d "$(portal_of_sd $d)"; done)"
+  rm -f /tmp/ev.* /tmp/fo_*.log
+  T0=$EPOCHREALTIME; read -r UP0 _ </proc/uptime; SYSLOG0=$(wc -l </tmp/syslog 2>/dev/null || echo 0)
+  # sampler: path states and write counters every 0.5 s
+  ( while :; do
+      echo "t=$(now) $(multipathd show paths raw format "%d:%t/%T" 2>/dev/null | tr '\n' ' ')| writes $(counters)"
+      sleep 0.5
+    done ) >/tmp/paths.log 2>&1 &
+  SAMPLER=$!
+}
+# start_fio NAME: random writes with crc32c verify (verify_backlog: data is read
+# back while the nodes change too) for FO_SECS seconds, latency log /tmp/fo_lat.1.log
+start_fio() {
+  fio --name="$1" --filename="$DEV" --offset=128m --size=64m --rw=randwrite --bs=4k \
+      --ioengine=libaio --iodepth=4 --direct=1 --time_based --runtime="$FO_SECS" \
+      --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=512 \
+      --write_lat_log=/tmp/fo --log_avg_msec=0 --log_unix_epoch=1 \
+      --output-format=terse --terse-version=3 >/tmp/fo.out 2>/tmp/fo.err &
+  FIO=$!
+}
+# fio_stats: from fio's latency log ("completion time (unix epoch ms), latency ns,
+# dir (0 read, 1 write), bs, offset[, prio]") /tmp/lat: "t (s since T0, the clock of
+# every other event) lat_ns dir"; the longest latency, the longest stretch without
+# any completion, writes and verify reads; prints fio's own summary and the gaps
+fio_stats() {
+  awk -F', *' -v t0="$T0" '{printf "%.3f %s %s\n", $1/1000-t0, $2, $3}' /tmp/fo_lat.1.log 2>/dev/null | sort -n >/tmp/lat
+  read -r MAXLAT MAXLAT_AT <<<"$(awk '$2>m {m=$2; at=$1} END{printf "%.2f %.2f", m/1e9, at}' /tmp/lat)"
+  read -r GAP GAP_END <<<"$(awk 'NR>1 && $1-p>g {g=$1-p; e=$1} {p=$1} END{printf "%.2f %.2f", g, e}' /tmp/lat)"
+  NW=$(awk '$3==1' /tmp/lat | wc -l); NR_=$(awk '$3==0' /tmp/lat | wc -l)
+  echo "--- fio"
+  grep -vE '^\s*$' /tmp/fo.err | head -10
+  awk -F';' '{printf "fio: wrote %s KiB (%s IOPS avg), verify-read %s KiB, error %s\n", $47, $49, $6, $5}' /tmp/fo.out
+  echo "completion gaps > 0.5 s (start -> end, t = s since phase 2 started fio):"
+  awk 'NR>1 && $1-p>0.5 {printf "  %.2f -> %.2f (%.2f s)\n", p, $1, $1-p} {p=$1}' /tmp/lat
+  kv fo_fio_rc "$FRC"
+  kv fo_writes "$NW"; kv fo_verify_reads "$NR_"
+  kv fo_iops "$(awk -F';' '{print $49}' /tmp/fo.out)"
+  kv fo_max_latency "${MAXLAT}s@t=${MAXLAT_AT}"
+  kv fo_longest_gap "${GAP}s(ending t=${GAP_END})"
+}
+fio_verified() { [ "$FRC" = 0 ] && ! grep -qiE 'verify.*(fail|mismatch|bad)|crc32c' /tmp/fo.err && [ "$NR_" -gt 0 ]; }
+phase2_logs() {
+  echo "--- kernel messages during phase 2 (t = seconds since fio start)"
+  dmesg | awk -v u="$UP0" '{t=substr($0,2,index($0,"]")-2)+0} t>=u {printf "t=%6.2f %s\n", t-u, substr($0,index($0,"]")+2)}' |
+    grep -vE 'Synchronizing SCSI cache|alua: Detached' | head -${1:-40}
+  echo "--- iscsid / multipathd (syslog) during phase 2"
+  tail -n +$((SYSLOG0+1)) /tmp/syslog 2>/dev/null | grep -E 'iscsid|multipathd' | grep -vE 'tur checker reports path is up|path sd. is up' | head -${1:-40}
+  echo "--- multipath -ll after"; multipath -ll
+  echo "--- iscsiadm -m session"; iscsiadm -m session
+}
+# final_paths_check WAIT: every path of the map active+ready within WAIT seconds
+final_paths_check() {
+  for _ in $(seq $((${1:-0} * 5))); do
+    [ "$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)" = "$NPATHS" ] && break
+    sleep 0.2
+  done
+  act=$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)
+  kv final_active_paths "$act"
+  [ "$act" = "$NPATHS" ]; check $? "phase 2: $MAP has $act active+ready paths at the end (want $NPATHS)"
+}
+teardown_and_finish() {
+  hdr "teardown"
+  multipath -F >/dev/null 2>&1
+  iscsiadm -m node --logoutall=all >/dev/null 2>&1
+  echo "logged out; sessions left: $(iscsiadm -m session 2>/dev/null | wc -l)"
+  echo "--- dmesg (iSCSI / multipath / sd, last 40)"
+  dmesg | grep -iE 'iscsi|connection|session|multipath|device-mapper|alua|sd [0-9]|reservation|tpg' | tail -40
+  finish
+}
 
-rm -f /tmp/ev.* /tmp/fo_*.log
-T0=$EPOCHREALTIME; read -r UP0 _ </proc/uptime; SYSLOG0=$(wc -l </tmp/syslog 2>/dev/null || echo 0)
-# sampler: path states and write counters every 0.5 s
-( while :; do
-    echo "t=$(now) $(multipathd show paths raw format "%d:%t/%T" 2>/dev/null | tr '\n' ' ')| writes $(counters)"
-    sleep 0.5
-  done ) >/tmp/paths.log 2>&1 &
-SAMPLER=$!
+# Rolling restart: the host drains, stops, restarts and undrains every node in
+# turn (JOBDIR/rolling names the step under way, JOBDIR/rolled marks the end)
+# while fio writes and verifies; I/O must carry on throughout and every path be
+# back at the end.
+if [ "${E2E_SCENARIO:-kill}" = rolling ]; then
+  hdr "phase 2: rolling restart of every node under fio verify on $DEV (${FO_SECS}s, iSCSI replacement timeout ${RTMO}s)"
+  phase2_start
+  start_fio rolling
+  sleep 2; vmi_mark io-running
+  wait $FIO; FRC=$?
+  echo "fio finished at t=$(now)s rc=$FRC"
+  ROLLED=$( [ -e /job/rolled ] && echo yes || echo no)
+  kill $SAMPLER 2>/dev/null
+  echo "--- path states / write counters (t = seconds since fio start)"
+  awk 'NR%2==1' /tmp/paths.log
+  phase2_logs 60
+  fio_stats
+  kv rolled_before_fio_ended "$ROLLED"
+  kv roll_steps "$(cat /job/rolled 2>/dev/null)"
+  fio_verified
+  check $? "phase 2: fio randwrite+crc32c verify through the rolling restart (rc $FRC, $NW writes, $NR_ verify reads; longest completion gap ${GAP}s)"
+  [ "$ROLLED" = yes ]
+  check $? "phase 2: the host restarted every node while fio ran ($(cat /job/rolled 2>/dev/null || cat /job/rolling 2>/dev/null || echo 'no step recorded'))"
+  final_paths_check 60
+  teardown_and_finish
+fi
+
+hdr "phase 2: node kill under fio verify on $DEV (${FO_SECS}s, iSCSI replacement timeout ${RTMO}s)"
+phase2_start
 # watcher: the host's marks and the victim path's transitions, polled every 0.1 s
 ( VSD=""
   while [ ! -e /job/killed ]; do sleep 0.1; done
@@ -240,12 +337,7 @@ WATCHER=$!
   done ) >/tmp/watcher2.log 2>&1 &
 WATCHER2=$!
 
-fio --name=failover --filename="$DEV" --offset=128m --size=64m --rw=randwrite --bs=4k \
-    --ioengine=libaio --iodepth=4 --direct=1 --time_based --runtime="$FO_SECS" \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=512 \
-    --write_lat_log=/tmp/fo --log_avg_msec=0 --log_unix_epoch=1 \
-    --output-format=terse --terse-version=3 >/tmp/fo.out 2>/tmp/fo.err &
-FIO=$!
+start_fio failover
 sleep 2; vmi_mark io-running
 wait $FIO; FRC=$?
 echo "fio finished at t=$(now)s rc=$FRC"
@@ -291,21 +383,8 @@ awk 'NR%2==1' /tmp/paths.log
 echo "--- events: killed(seen)=$(ev killed) victim=$(cat /job/killed 2>/dev/null) ($VSD) path_failed=$(ev path_failed)" \
      "newowner(seen)=$(ev newowner_seen) $(cat /job/newowner 2>/dev/null) ($NSD) regrouped=$(ev regrouped) [$(ev groups_regrouped)]" \
      "restarted(seen)=$(ev restarted) path_back=$(ev path_back) owner_now=$OWNER_NOW"
-echo "--- kernel messages during phase 2 (t = seconds since fio start)"
-dmesg | awk -v u="$UP0" '{t=substr($0,2,index($0,"]")-2)+0} t>=u {printf "t=%6.2f %s\n", t-u, substr($0,index($0,"]")+2)}' |
-  grep -vE 'Synchronizing SCSI cache|alua: Detached' | head -40
-echo "--- iscsid / multipathd (syslog) during phase 2"
-tail -n +$((SYSLOG0+1)) /tmp/syslog 2>/dev/null | grep -E 'iscsid|multipathd' | grep -vE 'tur checker reports path is up|path sd. is up' | head -40
-echo "--- multipath -ll after"; multipath -ll
-echo "--- iscsiadm -m session"; iscsiadm -m session
-
-# fio latency log: "completion time (unix epoch ms, log_unix_epoch), latency ns, dir (0 read,
-# 1 write), bs, offset[, prio]" -> /tmp/lat: "t (s since T0, the clock of every other event) lat_ns dir"
-awk -F', *' -v t0="$T0" '{printf "%.3f %s %s\n", $1/1000-t0, $2, $3}' /tmp/fo_lat.1.log 2>/dev/null | sort -n >/tmp/lat
-read -r MAXLAT MAXLAT_AT <<<"$(awk '$2>m {m=$2; at=$1} END{printf "%.2f %.2f", m/1e9, at}' /tmp/lat)"
-# longest stretch without any completion (submission-to-completion view of the stall)
-read -r GAP GAP_END <<<"$(awk 'NR>1 && $1-p>g {g=$1-p; e=$1} {p=$1} END{printf "%.2f %.2f", g, e}' /tmp/lat)"
-NW=$(awk '$3==1' /tmp/lat | wc -l); NR_=$(awk '$3==0' /tmp/lat | wc -l)
+phase2_logs
+fio_stats
 tk=$(ev killed); tr_=$(ev restarted)
 DOWNW=-
 if [ "$tk" != - ] && [ "$tr_" != - ]; then
@@ -319,12 +398,6 @@ FIRSTW=-
 [ "$tk" != - ] && FIRSTW=$(awk -v a="$tk" -v g="$GAP_END" '$3==1 && $1>a && $1>=g {printf "%.2fs", $1-a; exit}' /tmp/lat)
 WRDOWN=$(paste -d' ' <(tr ' ' '\n' </tmp/ev.cnt_killed 2>/dev/null) <(tr ' ' '\n' </tmp/ev.cnt_restarted 2>/dev/null) |
   awk -F'[: ]' 'NF>=4 {printf "%s+%d ", $1, $4-$2}')
-echo "--- fio"
-cat /tmp/fo.err | grep -vE '^\s*$' | head -10
-awk -F';' '{printf "fio: wrote %s KiB (%s IOPS avg), verify-read %s KiB, error %s\n", $47, $49, $6, $5}' /tmp/fo.out
-echo "completion gaps > 0.5 s (start -> end, t = s since phase 2 started fio):"
-awk 'NR>1 && $1-p>0.5 {printf "  %.2f -> %.2f (%.2f s)\n", p, $1, $1-p} {p=$1}' /tmp/lat
-
 # the kernel's timestamps are exact (the watcher polls multipathd, slow on a busy TCG host):
 # kt REGEX [AFTER] = first kernel message matching REGEX at t >= AFTER (t = s since fio start)
 kt() { dmesg | awk -v u="$UP0" -v a="${2:-0}" -v re="$1" '{t=substr($0,2,index($0,"]")-2)-u} t>=a && $0 ~ re {printf "%.2f", t; exit}'; }
@@ -340,11 +413,6 @@ FAILED_AFTER=$(rel "$tk" "${K_FAIL:-$(ev path_failed)}")
 BACK_AFTER=$(rel "$tr_" "${K_BACK:-$(ev path_back)}")
 kv kill_seen_by_initiator "t=${K_DROP:--}(host mark seen t=$tk)"
 kv path_failed_dm "t=${K_FAIL:--}"; kv path_reinstated_dm "t=${K_BACK:--}"
-kv fo_fio_rc "$FRC"
-kv fo_writes "$NW"; kv fo_verify_reads "$NR_"
-kv fo_iops "$(awk -F';' '{print $49}' /tmp/fo.out)"
-kv fo_max_latency "${MAXLAT}s@t=${MAXLAT_AT}"
-kv fo_longest_gap "${GAP}s(ending t=${GAP_END})"
 kv victim "$(cat /job/killed 2>/dev/null)/$VSD"
 kv t_killed "$tk"; kv t_restarted "$tr_"
 kv path_failed_after_kill "${FAILED_AFTER}s"
@@ -363,7 +431,7 @@ kv owner_after_restart "$OWNER_NOW"
 kv burst_writes_per_path "$BURSTW"
 kv writes_on_restored_path "$back_writes"
 
-[ "$FRC" = 0 ] && ! grep -qiE 'verify.*(fail|mismatch|bad)|crc32c' /tmp/fo.err && [ "$NR_" -gt 0 ]
+fio_verified
 check $? "phase 2: fio randwrite+crc32c verify across the kill (rc $FRC, $NW writes, $NR_ verify reads)"
 [ -n "$VSD" ] && [ "$(cat /job/killed 2>/dev/null)" = "$OWNER_PORTAL" ]
 check $? "phase 2: the victim $(cat /job/killed 2>/dev/null) is the owner's portal (${OWNER_PORTAL:-?}) and maps to one of the paths ($VSD)"
@@ -408,14 +476,5 @@ else
   [ $ok = 0 ] && [ "${ARC:-1}" = 0 ]
   check $? "phase 2: the restored path carries no writes (owner still ${OWNER_NOW:-?}): 5 s fio verify burst per path $BURSTW, rc ${ARC:--}"
 fi
-act=$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)
-kv final_active_paths "$act"
-[ "$act" = "$NPATHS" ]; check $? "phase 2: $MAP has $act active+ready paths at the end (want $NPATHS)"
-
-hdr "teardown"
-multipath -F >/dev/null 2>&1
-iscsiadm -m node --logoutall=all >/dev/null 2>&1
-echo "logged out; sessions left: $(iscsiadm -m session 2>/dev/null | wc -l)"
-echo "--- dmesg (iSCSI / multipath / sd, last 40)"
-dmesg | grep -iE 'iscsi|connection|session|multipath|device-mapper|alua|sd [0-9]|reservation|tpg' | tail -40
-finish
+final_paths_check
+teardown_and_finish
