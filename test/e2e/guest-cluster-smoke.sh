@@ -116,8 +116,10 @@ check $? "phase 1: $nsess_ok sessions LOGGED_IN, each with its portal's discover
 
 MAP=$(multipathd show maps raw format "%n" 2>/dev/null | head -1)
 nmaps=$(multipathd show maps raw format "%n" 2>/dev/null | grep -c .)
+# active_paths: how many paths of $MAP are active and ready
+active_paths() { multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l; }
 act=0
-[ -n "$MAP" ] && act=$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)
+[ -n "$MAP" ] && act=$(active_paths)
 kv maps "$nmaps"; kv map "${MAP:-none}"; kv map_active_paths "$act"
 [ "$nmaps" = 1 ] && [ "$act" = "$NPATHS" ]
 check $? "phase 1: $nmaps multipath map(s), ${MAP:-none} with $act active+ready paths (want 1 map, $NPATHS paths)"
@@ -260,10 +262,10 @@ phase2_logs() {
 # final_paths_check WAIT: every path of the map active+ready within WAIT seconds
 final_paths_check() {
   for _ in $(seq $((${1:-0} * 5))); do
-    [ "$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)" = "$NPATHS" ] && break
+    [ "$(active_paths)" = "$NPATHS" ] && break
     sleep 0.2
   done
-  act=$(multipathd show paths raw format "%m %t %T" | awk -v m="$MAP" '$1==m && $2=="active" && $3=="ready"' | wc -l)
+  act=$(active_paths)
   kv final_active_paths "$act"
   [ "$act" = "$NPATHS" ]; check $? "phase 2: $MAP has $act active+ready paths at the end (want $NPATHS)"
 }
